@@ -1,0 +1,104 @@
+"""Tie exit evidence (ECS task stops, Container Insights records, kernel OOM lines) to workers.
+
+Pure. A Celery nodename is ``name@host``; ``host`` is whatever the worker's hostname was, which
+on AWS is usually one of:
+- EC2 / ECS on EC2 with awsvpc: ``ip-10-0-1-5`` or ``ip-10-0-1-5.eu-west-1.compute.internal``,
+  which encodes the private IP an ECS task-stopped event carries;
+- EKS: the pod name, which Container Insights records carry;
+- anything else: then ``OOMCHECK_WORKER_MAP`` maps evidence hosts to nodenames.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from oomcheck.model import ExitEvidence
+
+_EC2_HOST = re.compile(r"^ip-(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?:\.|$)")
+# Process names a Celery worker shows in a kernel OOM line (comm is cut to 15 characters, and
+# setproctitle turns a pool child into "[celeryd: celer").
+_CELERY_COMMS = ("celery", "python", "[celeryd", "celeryd")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    name: str
+    pid: int | None = None
+    pool_pids: tuple[int, ...] = ()
+    keys: frozenset[str] = field(default_factory=frozenset)
+
+    def host_keys(self) -> frozenset[str]:
+        return self.keys or host_keys(self.name)
+
+
+def host_keys(nodename: str) -> frozenset[str]:
+    """Every string a piece of evidence may use for this worker's host, lower-cased."""
+    host = nodename.split("@", 1)[1] if "@" in nodename else nodename
+    host = host.lower()
+    keys = {nodename.lower(), host, host.split(".", 1)[0]}
+    ec2 = _EC2_HOST.match(host)
+    if ec2:
+        keys.add(".".join(ec2.groups()))
+    return frozenset(k for k in keys if k)
+
+
+def is_celery_process(comm: str | None) -> bool:
+    return comm is None or comm.lower().startswith(_CELERY_COMMS)
+
+
+def match_evidence(
+    evidence: Iterable[ExitEvidence],
+    workers: Sequence[WorkerIdentity],
+    worker_map: Mapping[str, str] | None = None,
+) -> tuple[dict[str, list[ExitEvidence]], list[ExitEvidence]]:
+    """Split evidence into {worker nodename: [evidence]} and the evidence no worker claims.
+
+    Rules, in order: the configured map; the host (IP, hostname, pod name) narrowed by pid when the
+    evidence names a process; a pid alone only when the evidence has no host at all and exactly
+    one worker has that pid.
+    """
+    matched: dict[str, list[ExitEvidence]] = {}
+    unmatched: list[ExitEvidence] = []
+    for item in evidence:
+        names = _candidates(item, workers, worker_map or {})
+        if not names:
+            unmatched.append(item)
+            continue
+        for name in names:
+            matched.setdefault(name, []).append(item)
+    return matched, unmatched
+
+
+def _candidates(
+    item: ExitEvidence, workers: Sequence[WorkerIdentity], worker_map: Mapping[str, str]
+) -> list[str]:
+    hosts = [h.lower() for h in item.hosts if h]
+    by_host: list[WorkerIdentity] = []
+    for worker in workers:
+        if any(_mapped(h, worker.name, worker_map) for h in hosts) or any(
+            h in worker.host_keys() for h in hosts
+        ):
+            by_host.append(worker)
+    if item.pid is None:
+        return sorted(w.name for w in by_host)
+    if not hosts:
+        by_pid = [w for w in workers if item.pid == w.pid or item.pid in w.pool_pids]
+        return [by_pid[0].name] if len(by_pid) == 1 else []
+    exact = [w for w in by_host if item.pid == w.pid or item.pid in w.pool_pids]
+    if exact:
+        return sorted(w.name for w in exact)
+    # A pid the roster never saw (a child forked since the last run): only a Celery-looking
+    # process on a host with a single worker is claimed.
+    if len(by_host) == 1 and is_celery_process(item.process):
+        return [by_host[0].name]
+    return []
+
+
+def _mapped(host: str, nodename: str, worker_map: Mapping[str, str]) -> bool:
+    for pattern, target in worker_map.items():
+        if fnmatchcase(host, pattern.lower()) and fnmatchcase(nodename, target):
+            return True
+    return False
