@@ -17,9 +17,18 @@ BROKER_DB = 14
 @pytest.fixture(autouse=True)
 def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach a real AWS account: fake credentials, a fixed region."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "OOMCHECK_TABLE", "OOMCHECK_TOPIC_ARN",
-                 "OOMCHECK_LOG_GROUPS", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-                 "OOMCHECK_BROKER_URL", "OOMCHECK_RESULT_BACKEND", "OOMCHECK_STATE_FILE"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "OOMCHECK_TABLE",
+        "OOMCHECK_TOPIC_ARN",
+        "OOMCHECK_LOG_GROUPS",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "OOMCHECK_BROKER_URL",
+        "OOMCHECK_RESULT_BACKEND",
+        "OOMCHECK_STATE_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -30,4 +30,5 @@ def retry_config() -> Config:
 def client(service: str, region: str | None = None) -> Any:
     import boto3
 
-    return boto3.session.Session().client(service, region_name=region, config=retry_config())
+    session: Any = boto3.session.Session()
+    return session.client(service, region_name=region, config=retry_config())

@@ -171,7 +171,9 @@ class _Evaluation:
             else:
                 self._refresh(record, snap)
         alive_before = sum(
-            1 for r in self.state.workers.values() if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
+            1
+            for r in self.state.workers.values()
+            if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
         )
         for name, record in sorted(self.state.workers.items()):
             if name in self.live:
@@ -183,12 +185,15 @@ class _Evaluation:
             elif record.status == WorkerStatus.DEPARTED:
                 self._late_evidence(record)
 
-    def _is_new_incarnation(self, record: WorkerRecord, snap: WorkerSnapshot, boot_at: float) -> bool:
-        return snap.pid != record.pid or abs(boot_at - record.boot_at) > self.policy.restart_tolerance_s
+    def _is_new_incarnation(
+        self, record: WorkerRecord, snap: WorkerSnapshot, boot_at: float
+    ) -> bool:
+        return (
+            snap.pid != record.pid
+            or abs(boot_at - record.boot_at) > self.policy.restart_tolerance_s
+        )
 
-    def _record_from(
-        self, snap: WorkerSnapshot, boot_at: float, first_seen: float
-    ) -> WorkerRecord:
+    def _record_from(self, snap: WorkerSnapshot, boot_at: float, first_seen: float) -> WorkerRecord:
         return WorkerRecord(
             name=snap.name,
             pid=snap.pid,
@@ -250,8 +255,9 @@ class _Evaluation:
             *ev_lines,
         )
         for fate in fates:
-            self._record_kill(fate.id, fate.name, record.name, fate.worker_pid or record.pid,
-                              "worker restarted")
+            self._record_kill(
+                fate.id, fate.name, record.name, fate.worker_pid or record.pid, "worker restarted"
+            )
         if incident is not None:
             self._resolve(
                 incident,
@@ -287,7 +293,9 @@ class _Evaluation:
         incident = self._open_incident_for_worker(record)
         self._refresh(replace(record, status=WorkerStatus.ALIVE), snap)
         self.workers[record.name] = replace(
-            self.workers[record.name], status=WorkerStatus.ALIVE, incident_id=None,
+            self.workers[record.name],
+            status=WorkerStatus.ALIVE,
+            incident_id=None,
             changed_at=self.now,
         )
         if incident is not None:
@@ -316,9 +324,7 @@ class _Evaluation:
                         kind=Kind.WORKER_DEPARTED,
                         severity=Severity.INFO,
                         worker=record.name,
-                        evidence=(
-                            f"inspect: no reply; {record.pool} pool busy with {busy_with}",
-                        ),
+                        evidence=(f"inspect: no reply; {record.pool} pool busy with {busy_with}",),
                         summary=(
                             f"{record.name} ({record.pool} pool) does not answer while it runs "
                             f"{busy_with}; not a death until the task's limit passes"
@@ -337,8 +343,10 @@ class _Evaluation:
                     kind=Kind.WORKER_DEPARTED,
                     severity=Severity.INFO,
                     worker=record.name,
-                    evidence=("inspect: no reply to broadcast or direct ping; no task was running",
-                              *ev_lines),
+                    evidence=(
+                        "inspect: no reply to broadcast or direct ping; no task was running",
+                        *ev_lines,
+                    ),
                     summary=f"{record.name} left with no task running (clean exit or scale-in)",
                     key=f"worker_departed:{record.name}:{record.boot_at:.0f}",
                 )
@@ -350,8 +358,9 @@ class _Evaluation:
                 f"inspect: {record.pool} pool silent past the limit of its task",
             )
         for fate in fates:
-            self._record_kill(fate.id, fate.name, record.name, fate.worker_pid or record.pid,
-                              "worker lost")
+            self._record_kill(
+                fate.id, fate.name, record.name, fate.worker_pid or record.pid, "worker lost"
+            )
         key = f"worker_lost:{record.name}:{record.boot_at:.0f}"
         self._add(
             Finding(
@@ -361,11 +370,13 @@ class _Evaluation:
                 cause=cause,
                 exit_code=exit_code,
                 evidence=(
-                    "inspect: no reply to broadcast or direct ping (last pid "
-                    f"{record.pid})",
+                    f"inspect: no reply to broadcast or direct ping (last pid {record.pid})",
                     *ev_lines,
-                    *(f"results: STARTED {f.id} on pid {f.worker_pid}" for f in fates
-                      if f.state == "STARTED"),
+                    *(
+                        f"results: STARTED {f.id} on pid {f.worker_pid}"
+                        for f in fates
+                        if f.state == "STARTED"
+                    ),
                 ),
                 tasks=fates,
                 summary=f"{record.name} died{_cause_phrase(cause, exit_code)}; {_fates_text(fates)}"
@@ -403,7 +414,9 @@ class _Evaluation:
             )
         )
         self.workers[record.name] = replace(
-            record, status=WorkerStatus.LOST, changed_at=self.now,
+            record,
+            status=WorkerStatus.LOST,
+            changed_at=self.now,
             incident_id=self._incident_id_of(key),
         )
 
@@ -426,14 +439,17 @@ class _Evaluation:
         if late:
             cause, exit_code, ev_lines = _cause_from(late)
             finding = replace(
-                finding, cause=cause, exit_code=exit_code,
+                finding,
+                cause=cause,
+                exit_code=exit_code,
                 evidence=(*finding.evidence, *ev_lines),
                 summary=f"{record.name} died{_cause_phrase(cause, exit_code)}"
                 + (f"; {_fates_text(tasks)}" if tasks else ""),
             )
         if incident.fleet_size is not None and alive_now >= incident.fleet_size > 0:
             newcomers = sorted(
-                n for n, r in self.workers.items()
+                n
+                for n, r in self.workers.items()
                 if r.status == WorkerStatus.ALIVE and r.first_seen > incident.opened_at
             )
             by = f" (replaced by {', '.join(newcomers[:3])})" if newcomers else ""
@@ -494,8 +510,7 @@ class _Evaluation:
                         cause=_signal_cause(failure.signal),
                         evidence=(f"results: {how}",),
                         tasks=(fate,),
-                        summary="an older WorkerLostError (before oomcheck watched): "
-                        f"{failure.id}",
+                        summary=f"an older WorkerLostError (before oomcheck watched): {failure.id}",
                         key=f"old_failure:{failure.id}",
                     )
                 )
@@ -506,7 +521,9 @@ class _Evaluation:
         # gone from the pool: reject_on_worker_lost requeued it after its child was killed.
         for name, snap in self.live.items():
             record = self.state.workers.get(name)
-            if record is None or self._is_new_incarnation(record, snap, self.obs.at - snap.uptime_s):
+            if record is None or self._is_new_incarnation(
+                record, snap, self.obs.at - snap.uptime_s
+            ):
                 continue
             processes = self._processes(snap)
             for task in record.active:
@@ -517,11 +534,18 @@ class _Evaluation:
                     continue
                 if self._already_killed(task.id, name, task.worker_pid):
                     continue
-                how = f"pool child {task.worker_pid} gone; task now on {now_at.worker} pid {now_at.pid}"
+                how = (
+                    f"pool child {task.worker_pid} gone; "
+                    f"task now on {now_at.worker} pid {now_at.pid}"
+                )
                 self._record_kill(task.id, task.name, name, task.worker_pid, how)
                 fate = TaskFate(
-                    id=task.id, name=task.name, state="STARTED", started_at=task.time_start,
-                    verdict=Verdict.REDELIVERED, worker_pid=task.worker_pid,
+                    id=task.id,
+                    name=task.name,
+                    state="STARTED",
+                    started_at=task.time_start,
+                    verdict=Verdict.REDELIVERED,
+                    worker_pid=task.worker_pid,
                 )
                 killed.setdefault(name, []).append((fate, f"inspect: {how}"))
         # (c) STARTED by a pid that is not in the live worker's pool and not in its active()
@@ -530,33 +554,42 @@ class _Evaluation:
             active_ids = {t.id for t in snap.active or ()}
             boot_at = self.obs.at - snap.uptime_s
             inspected = self.obs.inspected_at if self.obs.inspected_at is not None else self.obs.at
-            for task in self.started_by_worker.get(name, ()):
-                if task.pid in processes or task.id in active_ids or snap.active is None:
+            for orphan in self.started_by_worker.get(name, ()):
+                if orphan.pid in processes or orphan.id in active_ids or snap.active is None:
                     continue
-                if task.written_at is None or task.written_at > inspected - self.policy.pid_grace_s:
+                if (
+                    orphan.written_at is None
+                    or orphan.written_at > inspected - self.policy.pid_grace_s
+                ):
                     continue
-                if self._already_killed(task.id, name, task.pid):
+                if self._already_killed(orphan.id, name, orphan.pid):
                     continue
-                if task.id in self.lost_failure_ids:
+                if orphan.id in self.lost_failure_ids:
                     continue
-                before_boot = task.written_at < boot_at
+                before_boot = orphan.written_at < boot_at
                 how = (
-                    f"STARTED by pid {task.pid} of an earlier run of this worker"
+                    f"STARTED by pid {orphan.pid} of an earlier run of this worker"
                     if before_boot
-                    else f"STARTED by pid {task.pid}, which is no longer in the pool"
+                    else f"STARTED by pid {orphan.pid}, which is no longer in the pool"
                 )
-                self._record_kill(task.id, task.name, name, task.pid, how)
+                self._record_kill(orphan.id, orphan.name, name, orphan.pid, how)
                 fate = self._fate_of(
-                    ActiveTask(id=task.id, name=task.name, worker_pid=task.pid,
-                               time_start=task.written_at),
+                    ActiveTask(
+                        id=orphan.id,
+                        name=orphan.name,
+                        worker_pid=orphan.pid,
+                        time_start=orphan.written_at,
+                    ),
                     self.state.workers.get(name),
-                    dead=_Place(name, task.pid),
+                    dead=_Place(name, orphan.pid),
                 )
                 killed.setdefault(name, []).append((fate, f"results: {how}"))
         # (d) OOM/kill evidence (kernel line) naming a pool pid of a live worker
         for name, snap in self.live.items():
             record = self.state.workers.get(name)
-            if record is None or self._is_new_incarnation(record, snap, self.obs.at - snap.uptime_s):
+            if record is None or self._is_new_incarnation(
+                record, snap, self.obs.at - snap.uptime_s
+            ):
                 continue
             for evidence in self.evidence.get(name, []):
                 if evidence.clean or evidence.pid is None or evidence.pid == snap.pid:
@@ -566,11 +599,13 @@ class _Evaluation:
                 line = f"{evidence.source}: {evidence.text}"
                 ran = [t for t in record.active if t.worker_pid == evidence.pid]
                 items = killed.setdefault(name, [])
-                listed = {f.id for f, _ in items}
+                listed = {f.id for f, _ in items if f is not None}
                 for task in ran:
                     self._record_kill(task.id, task.name, name, evidence.pid, line)
                     if task.id not in listed:
-                        items.append((self._fate_of(task, record, _Place(name, evidence.pid)), line))
+                        items.append(
+                            (self._fate_of(task, record, _Place(name, evidence.pid)), line)
+                        )
                 if not ran:
                     items.append((None, line))
         for worker, items in sorted(killed.items()):
@@ -584,9 +619,10 @@ class _Evaluation:
             worker_name = worker or None
             pids = {f.worker_pid for f in fates}
             exits = [
-                e for e in self.evidence.get(worker, [])
-                if e.pid is not None and (e.pid in pids or f"{e.source}: {e.text}" in
-                                          {line for _, line in items})
+                e
+                for e in self.evidence.get(worker, [])
+                if e.pid is not None
+                and (e.pid in pids or f"{e.source}: {e.text}" in {line for _, line in items})
             ]
             cause, exit_code, ev_lines = _cause_from(exits)
             if cause == Cause.UNKNOWN:
@@ -603,8 +639,11 @@ class _Evaluation:
                     summary=(
                         f"a pool process of {worker_name or 'an unknown worker'} was killed"
                         f"{_cause_phrase(cause, exit_code)}"
-                        + (" under " + ", ".join(f"{f.name or 'task'} {f.id}" for f in fates)
-                           if fates else " while idle")
+                        + (
+                            " under " + ", ".join(f"{f.name or 'task'} {f.id}" for f in fates)
+                            if fates
+                            else " while idle"
+                        )
                     ),
                     advice=_death_advice(cause, fates, self.policy),
                     key=f"child_killed:{worker}:"
@@ -612,7 +651,7 @@ class _Evaluation:
                 )
             )
 
-    # ---------------------------------------------------------------------------- 4. stalls, orphans
+    # ------------------------------------------------------------------------ 4. stalls, orphans
 
     def _stalled(self) -> None:
         for name, snap in sorted(self.live.items()):
@@ -647,11 +686,18 @@ class _Evaluation:
                         cause=Cause.TIME_LIMIT,
                         evidence=(f"running {age:.0f} s on pid {pid}, {why}",),
                         tasks=(
-                            TaskFate(id=task_id, name=task_name, state="STARTED",
-                                     started_at=started_at, verdict=Verdict.RUNNING,
-                                     worker_pid=pid),
+                            TaskFate(
+                                id=task_id,
+                                name=task_name,
+                                state="STARTED",
+                                started_at=started_at,
+                                verdict=Verdict.RUNNING,
+                                worker_pid=pid,
+                            ),
                         ),
-                        summary=f"{task_name or 'task'} {task_id} on {name} has run {age:.0f} s, {why}",
+                        summary=(
+                            f"{task_name or 'task'} {task_id} on {name} has run {age:.0f} s, {why}"
+                        ),
                         advice=(
                             "Check what the task is waiting on (py-spy dump --pid "
                             f"{pid}) and set a time_limit it can honour; on solo/threads pools "
@@ -694,7 +740,7 @@ class _Evaluation:
                 )
             )
 
-    # ---------------------------------------------------------------------------- 5. poison, evidence
+    # ------------------------------------------------------------------------ 5. poison, evidence
 
     def _poison(self) -> None:
         window_start = self.now - self.policy.poison_window_s
@@ -728,8 +774,13 @@ class _Evaluation:
                         for k in kills[-5:]
                     ),
                     tasks=(
-                        TaskFate(id=task_id, name=record.name, state="STARTED",
-                                 started_at=None, verdict=Verdict.KILL_LOOP),
+                        TaskFate(
+                            id=task_id,
+                            name=record.name,
+                            state="STARTED",
+                            started_at=None,
+                            verdict=Verdict.KILL_LOOP,
+                        ),
                     ),
                     summary=(
                         f"{record.name or 'task'} {task_id} killed its process {len(kills)} "
@@ -804,12 +855,16 @@ class _Evaluation:
         self.handled_keys.add(finding.key)
         self.conditions.append(finding)
 
-    def _resolve(self, incident: Incident, why: str, tasks: tuple[TaskFate, ...] | None = None) -> None:
+    def _resolve(
+        self, incident: Incident, why: str, tasks: tuple[TaskFate, ...] | None = None
+    ) -> None:
         finding = incident.finding if tasks is None else replace(incident.finding, tasks=tasks)
         needs_notice = incident.alerts_sent > 0 or any(
             p.action == Action.OPEN for p in incident.pending
         )
-        pending = incident.pending + ((PendingAlert(Action.RESOLVE, self.now),) if needs_notice else ())
+        pending = incident.pending + (
+            (PendingAlert(Action.RESOLVE, self.now),) if needs_notice else ()
+        )
         self.incidents[incident.id] = replace(
             incident,
             finding=finding,
@@ -875,7 +930,9 @@ class _Evaluation:
     def _report_findings(self) -> list[Finding]:
         order = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
         findings = [*self.conditions, *self.info, *self.recoveries]
-        return sorted(findings, key=lambda f: (order[f.severity], f.kind.value, f.worker or "", f.key))
+        return sorted(
+            findings, key=lambda f: (order[f.severity], f.kind.value, f.worker or "", f.key)
+        )
 
     # ---------------------------------------------------------------------------- pruning
 
@@ -894,12 +951,12 @@ class _Evaluation:
             ):
                 del self.incidents[incident_id]
         window_start = self.now - self.policy.poison_window_s
-        for task_id, record in list(self.kills.items()):
-            kept = tuple(k for k in record.kills if k.at >= window_start)
+        for task_id, kill_record in list(self.kills.items()):
+            kept = tuple(k for k in kill_record.kills if k.at >= window_start)
             if not kept and self._open_incident(f"poison_task:{task_id}") is None:
                 del self.kills[task_id]
-            elif kept != record.kills and kept:
-                self.kills[task_id] = replace(record, kills=kept)
+            elif kept != kill_record.kills and kept:
+                self.kills[task_id] = replace(kill_record, kills=kept)
         for event_id, at in list(self.processed_events.items()):
             if at < self.now - _PROCESSED_EVENTS_KEEP_S:
                 del self.processed_events[event_id]
@@ -949,12 +1006,16 @@ class _Evaluation:
         and the tasks it reported active last time), minus those known to have finished."""
         tasks: dict[str, ActiveTask] = {}
         for started in self.started_by_worker.get(record.name, ()):
-            if new_boot_at is not None and started.written_at is not None and (
-                started.written_at >= new_boot_at - 1.0 and started.pid in new_processes
+            if (
+                new_boot_at is not None
+                and started.written_at is not None
+                and (started.written_at >= new_boot_at - 1.0 and started.pid in new_processes)
             ):
                 continue  # the new instance's own task
             tasks[started.id] = ActiveTask(
-                id=started.id, name=started.name, worker_pid=started.pid,
+                id=started.id,
+                name=started.name,
+                worker_pid=started.pid,
                 time_start=started.written_at,
             )
         for task in record.active:
@@ -993,8 +1054,10 @@ class _Evaluation:
             acks_late = not task.acknowledged
         where = self.running_now.get(task.id)
         redeliver_at = None
-        if where is not None and where != dead and not (
-            where.worker == dead.worker and where.pid is None
+        if (
+            where is not None
+            and where != dead
+            and not (where.worker == dead.worker and where.pid is None)
         ):
             verdict = Verdict.REDELIVERED
         elif task.id in self.unacked:
@@ -1025,22 +1088,27 @@ class _Evaluation:
         self, fates: tuple[TaskFate, ...], record: WorkerRecord
     ) -> tuple[TaskFate, ...]:
         """Re-judge the tasks of an open incident: awaiting_redelivery becomes redelivered."""
-        out = []
-        for fate in fates:
-            if fate.verdict in (Verdict.AWAITING_REDELIVERY, Verdict.UNKNOWN):
-                task = ActiveTask(id=fate.id, name=fate.name, worker_pid=fate.worker_pid,
-                                  time_start=fate.started_at)
-                new = self._fate_of(task, record, dead=_Place(record.name, fate.worker_pid))
-                if new.verdict == Verdict.REDELIVERED or (
-                    fate.verdict == Verdict.UNKNOWN and new.verdict != Verdict.UNKNOWN
-                ):
-                    fate = replace(fate, verdict=new.verdict, redeliver_at=new.redeliver_at)
-                elif fate.verdict == Verdict.AWAITING_REDELIVERY and fate.id not in self.unacked and (
-                    self.obs.unacked is not None
-                ):
-                    fate = replace(fate, verdict=Verdict.REDELIVERED)
-            out.append(fate)
-        return tuple(out)
+        return tuple(self._rejudge(fate, record) for fate in fates)
+
+    def _rejudge(self, fate: TaskFate, record: WorkerRecord) -> TaskFate:
+        if fate.verdict not in (Verdict.AWAITING_REDELIVERY, Verdict.UNKNOWN):
+            return fate
+        task = ActiveTask(
+            id=fate.id, name=fate.name, worker_pid=fate.worker_pid, time_start=fate.started_at
+        )
+        new = self._fate_of(task, record, dead=_Place(record.name, fate.worker_pid))
+        if new.verdict == Verdict.REDELIVERED or (
+            fate.verdict == Verdict.UNKNOWN and new.verdict != Verdict.UNKNOWN
+        ):
+            return replace(fate, verdict=new.verdict, redeliver_at=new.redeliver_at)
+        if (
+            fate.verdict == Verdict.AWAITING_REDELIVERY
+            and fate.id not in self.unacked
+            and self.obs.unacked is not None
+        ):
+            # gone from the unacked set: a live worker restored it to the queue
+            return replace(fate, verdict=Verdict.REDELIVERED)
+        return fate
 
     def _limit(self, task_name: str | None, limits: Mapping[str, TaskLimits]) -> float | None:
         if task_name is None:
@@ -1085,11 +1153,9 @@ class _Evaluation:
 
     def _already_killed(self, task_id: str, worker: str, pid: int | None) -> bool:
         record = self.kills.get(task_id)
-        return record is not None and any(
-            k.worker == worker and k.pid == pid for k in record.kills
-        )
+        return record is not None and any(k.worker == worker and k.pid == pid for k in record.kills)
 
-    def _record_kill(
+    def _record_kill(  # noqa: PLR0917 - a kill is these six facts
         self,
         task_id: str,
         name: str | None,
@@ -1136,8 +1202,13 @@ class _Evaluation:
 
 def _cause_from(exits: list[ExitEvidence]) -> tuple[Cause, int | None, tuple[str, ...]]:
     """The most telling cause among matched exit evidence: OOM beats killed beats exited."""
-    rank = {Cause.OOM_KILLED: 0, Cause.KILLED: 1, Cause.EXITED: 2, Cause.TIME_LIMIT: 3,
-            Cause.UNKNOWN: 4}
+    rank = {
+        Cause.OOM_KILLED: 0,
+        Cause.KILLED: 1,
+        Cause.EXITED: 2,
+        Cause.TIME_LIMIT: 3,
+        Cause.UNKNOWN: 4,
+    }
     abnormal = sorted((e for e in exits if not e.clean), key=lambda e: (rank[e.cause], e.at))
     lines = tuple(f"{e.source}: {e.text}" for e in exits)
     if not abnormal:
@@ -1175,7 +1246,9 @@ def _cause_phrase(cause: Cause, exit_code: int | None) -> str:
 def _fates_text(fates: Iterable[TaskFate]) -> str:
     counts: dict[str, int] = {}
     for fate in fates:
-        counts[fate.verdict.value.replace("_", " ")] = counts.get(fate.verdict.value.replace("_", " "), 0) + 1
+        counts[fate.verdict.value.replace("_", " ")] = (
+            counts.get(fate.verdict.value.replace("_", " "), 0) + 1
+        )
     if not counts:
         return ""
     total = sum(counts.values())

@@ -1,4 +1,4 @@
-"""The vocabulary of oomcheck: what the sources observe, what evaluate() finds, what the state keeps.
+"""The vocabulary of oomcheck: what sources observe, what evaluate() finds, what state keeps.
 
 Everything here is an immutable value. Times are POSIX seconds (float, UTC) unless a name says
 otherwise; None always means "not known", never zero.

@@ -74,8 +74,9 @@ class RedisServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_redis(port: int | None = None, args: list[str] | None = None,
-                timeout: float = 10.0) -> RedisServer:
+def start_redis(
+    port: int | None = None, args: list[str] | None = None, timeout: float = 10.0
+) -> RedisServer:
     binary = redis_server_binary()
     if binary is None:
         raise RuntimeError(
@@ -83,8 +84,22 @@ def start_redis(port: int | None = None, args: list[str] | None = None,
         )
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="oomcheck-redis-")
-    argv = [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-            "--dir", workdir, "--daemonize", "no", *(args or [])]
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        LOOPBACK,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        "--daemonize",
+        "no",
+        *(args or []),
+    ]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = RedisServer(port=port, process=process, workdir=workdir, extra_args=args or [])
     deadline = time.monotonic() + timeout
@@ -156,7 +171,7 @@ def fake_aws_credentials(env: dict[str, str] | None = None) -> dict[str, str]:
     target = os.environ if env is None else env
     values = {
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's documented dummy value
+        "AWS_SECRET_ACCESS_KEY": "testing",  # moto's documented dummy value
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": target.get("AWS_DEFAULT_REGION", "us-east-1"),
     }

@@ -1,0 +1,98 @@
+"""The oomcheck Lambda: a thin handler around oomcheck.runner.
+
+Scheduled events run a check (or a watch, when the schedule's input asks for one); a manual
+``{"mode": "audit"}`` returns the full read-only report. Adapters are built once per container,
+on the first invocation (not at import: settings may need SSM, and tests import this module).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from oomcheck.invocation import parse_invocation
+from oomcheck.report import Report
+from oomcheck.runner import Deps, combine, run_once, watch
+
+logger = Logger()
+metrics = Metrics()
+
+_deps: Deps | None = None
+# Time kept back from a watch so the last check finishes before the Lambda timeout.
+_WATCH_MARGIN_S = 8.0
+
+
+def _get_deps() -> Deps:
+    global _deps  # noqa: PLW0603 - one set of clients per container, reused across invocations
+    if _deps is None:
+        from oomcheck.settings import from_env
+        from oomcheck.wiring import build_deps
+
+        _deps = build_deps(
+            from_env(), write=lambda text: logger.warning("alert (no topic)", extra={"alert": text})
+        )
+    return _deps
+
+
+def _emit(report: Report) -> None:
+    alive = sum(1 for w in report.workers if w["status"] == "alive")
+    metrics.add_metric(name="WorkersAlive", unit=MetricUnit.Count, value=alive)
+    metrics.add_metric(
+        name="WorkersLost",
+        unit=MetricUnit.Count,
+        value=sum(1 for w in report.workers if w["status"] == "lost"),
+    )
+    metrics.add_metric(
+        name="Findings", unit=MetricUnit.Count, value=sum(1 for f in report.findings if f.alertable)
+    )
+    metrics.add_metric(
+        name="AlertsPublished", unit=MetricUnit.Count, value=report.stats.get("alerts_published", 0)
+    )
+    metrics.add_metric(
+        name="AlertsFailed",
+        unit=MetricUnit.Count,
+        value=sum(1 for a in report.alerts if not a.published),
+    )
+    metrics.add_metric(
+        name="SourceErrors",
+        unit=MetricUnit.Count,
+        value=sum(1 for v in report.sources.values() if v.startswith("error")),
+    )
+    metrics.add_metric(
+        name="StateWrites", unit=MetricUnit.Count, value=report.stats.get("state_writes", 0)
+    )
+    metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=report.duration_ms)
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    invocation = parse_invocation(event)
+    deps = _get_deps()
+    logger.append_keys(mode=invocation.mode, scheduled_time=invocation.scheduled_time)
+    if invocation.mode == "watch":
+        remaining = context.get_remaining_time_in_millis() / 1000.0 - _WATCH_MARGIN_S
+        duration = max(0.0, min(invocation.duration_s, remaining))
+        reports = watch(
+            deps,
+            interval=invocation.interval_s or deps.settings.watch_interval_s,
+            duration=duration,
+        )
+        report = combine(reports)
+    else:
+        report = run_once(deps, invocation.mode)
+    _emit(report)
+    body = report.to_json()
+    logger.info(
+        "run finished",
+        extra={
+            "findings": [f"{f.kind.value}:{f.worker}" for f in report.findings if f.alertable],
+            "sources": body["sources"],
+            "stats": body["stats"],
+            "alerts": body["alerts"],
+        },
+    )
+    return body

@@ -1,0 +1,137 @@
+"""`oomcheck`: check / audit / watch / setup / demo.
+
+Exit codes: 0 = no open critical or warning finding, 1 = error running the check, 2 = findings.
+Settings come from the environment (README, "Settings"); flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from oomcheck.report import Report, render_table
+from oomcheck.settings import Settings, SettingsError, from_env
+
+EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--broker", help="broker URL (default $OOMCHECK_BROKER_URL)")
+    parser.add_argument("--backend", help="result backend URL (default $OOMCHECK_RESULT_BACKEND)")
+    parser.add_argument("--table", help="DynamoDB state table (default $OOMCHECK_TABLE)")
+    parser.add_argument("--topic-arn", help="SNS topic for alerts (default $OOMCHECK_TOPIC_ARN)")
+    parser.add_argument("--state-file", help="local state file when no table is set")
+    parser.add_argument(
+        "--log-group",
+        action="append",
+        dest="log_groups",
+        help="CloudWatch log group with exit evidence (repeatable)",
+    )
+    parser.add_argument("--target", help="name of the monitored app in the state table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oomcheck",
+        description="Find Celery workers that died silently (OOM kills, SIGKILL) and their tasks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="one run: observe, evaluate, save state, alert")
+    _common(check)
+    audit = sub.add_parser("audit", help="full read-only report: no alerts, no state writes")
+    _common(audit)
+    watch = sub.add_parser("watch", help="check every --interval seconds for --duration seconds")
+    _common(watch)
+    watch.add_argument("--interval", type=float, default=None, help="seconds between checks")
+    watch.add_argument("--duration", type=float, default=60.0, help="seconds to keep watching")
+    setup = sub.add_parser("setup", help="create the DynamoDB table and SNS topic (idempotent)")
+    setup.add_argument("--table", default=os.environ.get("OOMCHECK_TABLE", "oomcheck-state"))
+    setup.add_argument("--topic", default="oomcheck-alerts", help="SNS topic name")
+    setup.add_argument("--email", help="subscribe this address to the topic")
+    setup.add_argument("--queue", help="subscribe a new SQS queue of this name (to read alerts)")
+    demo = sub.add_parser("demo", help="OOM-kill a real worker and show the alert")
+    demo.add_argument("--json", action="store_true", help="also print the report JSON")
+    demo.add_argument("--no-cgroup", action="store_true", help="use SIGKILL, not a memory cgroup")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = from_env()
+    return settings.with_overrides(
+        broker_url=args.broker,
+        result_backend=args.backend,
+        table=args.table,
+        topic_arn=args.topic_arn,
+        state_file=args.state_file,
+        log_groups=tuple(args.log_groups) if args.log_groups else None,
+        target=args.target,
+    )
+
+
+def _print_report(report: Report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print(render_table(report))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "setup":
+            return _setup(args)
+        if args.command == "demo":
+            from oomcheck.demo.run import run_demo
+
+            return int(run_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
+        settings = _settings(args)
+        if args.command == "watch" and args.interval is not None:
+            settings = settings.with_overrides(watch_interval_s=args.interval)
+        from oomcheck.wiring import build_deps
+
+        deps = build_deps(settings, write=sys.stderr.write)
+        if args.command == "watch":
+            from oomcheck.runner import combine, watch
+
+            reports = watch(
+                deps,
+                interval=settings.watch_interval_s,
+                duration=args.duration,
+                on_report=lambda r: _print_report(r, args.json),
+            )
+            return combine(reports).exit_code
+        from oomcheck.runner import run_once
+
+        report = run_once(deps, args.command)
+    except SettingsError as exc:
+        print(f"oomcheck: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    _print_report(report, args.json)
+    return report.exit_code
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from oomcheck.provision import setup
+
+    try:
+        done = setup(args.table, args.topic, email=args.email, queue=args.queue)
+    except (BotoCoreError, ClientError) as exc:
+        print(f"oomcheck setup: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"export OOMCHECK_TABLE={done.table}")
+    print(f"export OOMCHECK_TOPIC_ARN={done.topic_arn}")
+    if done.queue_url:
+        print(f"# alerts are also delivered to the SQS queue {done.queue_url}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

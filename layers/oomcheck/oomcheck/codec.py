@@ -1,0 +1,306 @@
+"""State <-> plain JSON values, one item per roster worker, incident, kill record.
+
+The split into items is what keeps DynamoDB writes proportional to changes: a run writes only the
+items whose encoding differs from what it loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from oomcheck.model import (
+    Action,
+    ActiveTask,
+    Cause,
+    Finding,
+    Incident,
+    Kill,
+    KillRecord,
+    Kind,
+    PendingAlert,
+    Severity,
+    State,
+    TaskFate,
+    TaskLimits,
+    Verdict,
+    WorkerRecord,
+    WorkerStatus,
+)
+
+SCHEMA = 1
+# An incident keeps at most this many tasks: DynamoDB items stop at 400 KB, SNS at 256 KiB.
+MAX_TASKS = 200
+
+Json = dict[str, Any]
+
+
+def _drop_none(value: Json) -> Json:
+    return {k: v for k, v in value.items() if v is not None and v not in ((), [])}
+
+
+# ------------------------------------------------------------------------------ encode
+
+
+def limits_to_json(limits: Mapping[str, TaskLimits]) -> Json:
+    return {name: _drop_none(asdict(lim)) for name, lim in sorted(limits.items())}
+
+
+def active_to_json(task: ActiveTask) -> Json:
+    return _drop_none(asdict(task) | {"redelivered": task.redelivered or None})
+
+
+def worker_to_json(record: WorkerRecord) -> Json:
+    return _drop_none(
+        {
+            "name": record.name,
+            "pid": record.pid,
+            "boot_at": round(record.boot_at, 3),
+            "pool": record.pool,
+            "pool_pids": list(record.pool_pids),
+            "status": record.status.value,
+            "first_seen": record.first_seen,
+            "changed_at": record.changed_at,
+            "active": [active_to_json(t) for t in record.active],
+            "limits": limits_to_json(record.limits) or None,
+            "incident_id": record.incident_id,
+        }
+    )
+
+
+def fate_to_json(fate: TaskFate) -> Json:
+    return _drop_none(
+        {
+            "id": fate.id,
+            "name": fate.name,
+            "state": fate.state,
+            "started_at": fate.started_at,
+            "verdict": fate.verdict.value,
+            "redeliver_at": fate.redeliver_at,
+            "worker_pid": fate.worker_pid,
+        }
+    )
+
+
+def finding_to_json(finding: Finding) -> Json:
+    """The contract shape of a finding (README, "Report JSON"), plus summary/advice/key."""
+    return {
+        "kind": finding.kind.value,
+        "severity": finding.severity.value,
+        "worker": finding.worker,
+        "cause": finding.cause.value,
+        "exit_code": finding.exit_code,
+        "evidence": list(finding.evidence),
+        "tasks": [fate_to_json(t) for t in finding.tasks[:MAX_TASKS]],
+        "first_seen": finding.first_seen,
+        "incident_id": finding.incident_id,
+        "summary": finding.summary,
+        "advice": list(finding.advice),
+        "key": finding.key,
+    }
+
+
+def incident_to_json(incident: Incident) -> Json:
+    return _drop_none(
+        {
+            "id": incident.id,
+            "key": incident.key,
+            "kind": incident.kind.value,
+            "opened_at": incident.opened_at,
+            "finding": finding_to_json(incident.finding),
+            "closed_at": incident.closed_at,
+            "resolution": incident.resolution,
+            "pending": [
+                _drop_none(asdict(p) | {"action": p.action.value}) for p in incident.pending
+            ],
+            "last_alert_at": incident.last_alert_at,
+            "alerts_sent": incident.alerts_sent or None,
+            "fleet_size": incident.fleet_size,
+        }
+    )
+
+
+def kills_to_json(record: KillRecord) -> Json:
+    return _drop_none(
+        {
+            "task_id": record.task_id,
+            "name": record.name,
+            "kills": [_drop_none(asdict(k)) for k in record.kills],
+        }
+    )
+
+
+def meta_to_json(state: State) -> Json:
+    return {
+        "schema": SCHEMA,
+        "last_run_at": state.last_run_at,
+        "last_discovery_at": state.last_discovery_at,
+        "scan_cursor": state.scan_cursor,
+        "source_failures": dict(state.source_failures),
+    }
+
+
+def state_to_items(state: State) -> dict[str, Json]:
+    """Item key -> JSON value. Keys: ``meta``, ``worker#<name>``, ``incident#<id>``,
+    ``kills#<task id>``, ``failure#<task id>``, ``event#<event id>``."""
+    items: dict[str, Json] = {"meta": meta_to_json(state)}
+    for name, record in state.workers.items():
+        items[f"worker#{name}"] = worker_to_json(record)
+    for incident_id, incident in state.incidents.items():
+        items[f"incident#{incident_id}"] = incident_to_json(incident)
+    for task_id, kills in state.kills.items():
+        items[f"kills#{task_id}"] = kills_to_json(kills)
+    for task_id, at in state.processed_failures.items():
+        items[f"failure#{task_id}"] = {"at": at}
+    for event_id, at in state.processed_events.items():
+        items[f"event#{event_id}"] = {"at": at}
+    return items
+
+
+# ------------------------------------------------------------------------------ decode
+
+
+def _limits(value: Mapping[str, Any] | None) -> dict[str, TaskLimits]:
+    return {name: TaskLimits(**lim) for name, lim in (value or {}).items()}
+
+
+def _active(value: Json) -> ActiveTask:
+    return ActiveTask(
+        id=value["id"],
+        name=value.get("name"),
+        worker_pid=value.get("worker_pid"),
+        time_start=value.get("time_start"),
+        acknowledged=value.get("acknowledged"),
+        redelivered=bool(value.get("redelivered", False)),
+    )
+
+
+def worker_from_json(value: Json) -> WorkerRecord:
+    return WorkerRecord(
+        name=value["name"],
+        pid=int(value["pid"]),
+        boot_at=float(value["boot_at"]),
+        pool=value.get("pool", "prefork"),
+        pool_pids=tuple(int(p) for p in value.get("pool_pids", ())),
+        status=WorkerStatus(value["status"]),
+        first_seen=float(value["first_seen"]),
+        changed_at=float(value["changed_at"]),
+        active=tuple(_active(t) for t in value.get("active", ())),
+        limits=_limits(value.get("limits")),
+        incident_id=value.get("incident_id"),
+    )
+
+
+def fate_from_json(value: Json) -> TaskFate:
+    return TaskFate(
+        id=value["id"],
+        name=value.get("name"),
+        state=value.get("state", "UNKNOWN"),
+        started_at=value.get("started_at"),
+        verdict=Verdict(value.get("verdict", "unknown")),
+        redeliver_at=value.get("redeliver_at"),
+        worker_pid=value.get("worker_pid"),
+    )
+
+
+def finding_from_json(value: Json) -> Finding:
+    return Finding(
+        kind=Kind(value["kind"]),
+        severity=Severity(value["severity"]),
+        worker=value.get("worker"),
+        cause=Cause(value.get("cause", "unknown")),
+        exit_code=value.get("exit_code"),
+        evidence=tuple(value.get("evidence", ())),
+        tasks=tuple(fate_from_json(t) for t in value.get("tasks", ())),
+        first_seen=float(value.get("first_seen") or 0.0),
+        incident_id=value.get("incident_id"),
+        summary=value.get("summary", ""),
+        advice=tuple(value.get("advice", ())),
+        key=value.get("key", ""),
+    )
+
+
+def incident_from_json(value: Json) -> Incident:
+    return Incident(
+        id=value["id"],
+        key=value["key"],
+        kind=Kind(value["kind"]),
+        opened_at=float(value["opened_at"]),
+        finding=finding_from_json(value["finding"]),
+        closed_at=value.get("closed_at"),
+        resolution=value.get("resolution"),
+        pending=tuple(
+            PendingAlert(
+                action=Action(p["action"]),
+                queued_at=float(p["queued_at"]),
+                attempts=int(p.get("attempts", 0)),
+                last_error=p.get("last_error"),
+            )
+            for p in value.get("pending", ())
+        ),
+        last_alert_at=value.get("last_alert_at"),
+        alerts_sent=int(value.get("alerts_sent", 0)),
+        fleet_size=value.get("fleet_size"),
+    )
+
+
+def kills_from_json(value: Json) -> KillRecord:
+    return KillRecord(
+        task_id=value["task_id"],
+        name=value.get("name"),
+        kills=tuple(
+            Kill(worker=k.get("worker"), pid=k.get("pid"), at=float(k["at"]), how=k.get("how", ""))
+            for k in value.get("kills", ())
+        ),
+    )
+
+
+def state_from_items(items: Mapping[str, Json]) -> State:
+    workers: dict[str, WorkerRecord] = {}
+    incidents: dict[str, Incident] = {}
+    kills: dict[str, KillRecord] = {}
+    failures: dict[str, float] = {}
+    events: dict[str, float] = {}
+    meta: Json = items.get("meta", {})
+    for key, value in items.items():
+        kind, _, ident = key.partition("#")
+        if kind == "worker":
+            workers[ident] = worker_from_json(value)
+        elif kind == "incident":
+            incidents[ident] = incident_from_json(value)
+        elif kind == "kills":
+            kills[ident] = kills_from_json(value)
+        elif kind == "failure":
+            failures[ident] = float(value["at"])
+        elif kind == "event":
+            events[ident] = float(value["at"])
+    return State(
+        workers=workers,
+        incidents=incidents,
+        kills=kills,
+        source_failures={k: int(v) for k, v in (meta.get("source_failures") or {}).items()},
+        processed_events=events,
+        processed_failures=failures,
+        last_run_at=meta.get("last_run_at"),
+        last_discovery_at=meta.get("last_discovery_at"),
+        scan_cursor=meta.get("scan_cursor"),
+    )
+
+
+def item_expiry(key: str, value: Json, retention_s: float) -> float | None:
+    """When DynamoDB's TTL may delete an item: only things that are over and done."""
+    kind = key.partition("#")[0]
+    if kind == "incident" and value.get("closed_at") and not value.get("pending"):
+        return float(value["closed_at"]) + retention_s
+    if (
+        kind == "worker"
+        and value.get("status") in ("lost", "departed")
+        and not value.get("incident_id")
+    ):
+        return float(value["changed_at"]) + retention_s
+    if kind in ("failure", "event"):
+        return float(value["at"]) + retention_s
+    if kind == "kills" and value.get("kills"):
+        return max(float(k["at"]) for k in value["kills"]) + retention_s
+    return None

@@ -1,0 +1,142 @@
+"""The report of one run: the JSON contract (README, "Report JSON") and a readable table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from oomcheck.alerts import utc
+from oomcheck.codec import finding_to_json, incident_to_json
+from oomcheck.model import Finding, Incident, Severity, WorkerRecord, WorkerSnapshot, WorkerStatus
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    incident_id: str
+    kind: str
+    action: str
+    subject: str
+    published: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    mode: str
+    checked_at: float
+    duration_ms: int
+    workers: tuple[dict[str, Any], ...]
+    findings: tuple[Finding, ...]
+    sources: Mapping[str, str]
+    stats: Mapping[str, int]
+    alerts: tuple[AlertRecord, ...] = ()
+    incidents: tuple[Incident, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def exit_code(self) -> int:
+        """2 = an open critical/warning finding; else 1 when the workers could not be asked at
+        all (the check did not really run); else 0."""
+        if any(f.alertable for f in self.findings):
+            return 2
+        return 1 if self.sources.get("inspect", "ok").startswith("error") else 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema": SCHEMA,
+            "mode": self.mode,
+            "checked_at": datetime.fromtimestamp(self.checked_at, tz=UTC).isoformat(),
+            "duration_ms": self.duration_ms,
+            "workers": list(self.workers),
+            "findings": [finding_to_json(f) for f in self.findings],
+            "sources": dict(self.sources),
+            "stats": dict(self.stats),
+            "alerts": [
+                {
+                    "incident_id": a.incident_id,
+                    "kind": a.kind,
+                    "action": a.action,
+                    "subject": a.subject,
+                    "published": a.published,
+                    **({"error": a.error} if a.error else {}),
+                }
+                for a in self.alerts
+            ],
+        }
+        if self.mode == "audit":
+            out["incidents"] = [incident_to_json(i) for i in self.incidents]
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+
+def worker_rows(
+    live: Mapping[str, WorkerSnapshot] | None, roster: Mapping[str, WorkerRecord]
+) -> tuple[dict[str, Any], ...]:
+    rows: dict[str, dict[str, Any]] = {}
+    for name, record in roster.items():
+        rows[name] = {
+            "name": name,
+            "pid": record.pid,
+            "uptime_s": None,
+            "pool_pids": list(record.pool_pids),
+            "active": len(record.active),
+            "status": record.status.value,
+        }
+    for name, snap in (live or {}).items():
+        rows[name] = {
+            "name": name,
+            "pid": snap.pid,
+            "uptime_s": round(snap.uptime_s),
+            "pool_pids": list(snap.pool_pids),
+            "active": len(snap.active or ()),
+            "status": WorkerStatus.ALIVE.value,
+        }
+    return tuple(rows[n] for n in sorted(rows))
+
+
+_MARK = {Severity.CRITICAL: "CRIT", Severity.WARNING: "WARN", Severity.INFO: "info"}
+
+
+def render_table(report: Report) -> str:
+    lines = [
+        f"oomcheck {report.mode} at {utc(report.checked_at)} in {report.duration_ms} ms",
+        "sources: " + ", ".join(f"{k} {v}" for k, v in report.sources.items()),
+        "",
+    ]
+    lines.append(f"{'WORKER':<40} {'STATUS':<9} {'PID':>8} {'UPTIME':>8} {'ACTIVE':>6}  POOL")
+    for row in report.workers:
+        uptime = "-" if row["uptime_s"] is None else f"{row['uptime_s']}s"
+        pool = ",".join(str(p) for p in row["pool_pids"][:8])
+        lines.append(
+            f"{row['name'][:40]:<40} {row['status']:<9} {row['pid']:>8} {uptime:>8} "
+            f"{row['active']:>6}  {pool}"
+        )
+    if not report.workers:
+        lines.append("(no workers answered and none are remembered)")
+    lines.append("")
+    if report.findings:
+        lines.append("FINDINGS")
+        for finding in report.findings:
+            lines.append(f"  {_MARK[finding.severity]} {finding.kind.value:<18} {finding.summary}")
+            for fate in finding.tasks[:10]:
+                lines.append(
+                    f"       task {fate.name or '?'} [{fate.id}] {fate.state} -> {fate.verdict.value}"
+                )
+    else:
+        lines.append("no findings")
+    if report.alerts:
+        lines.append("")
+        lines.append("ALERTS")
+        for alert in report.alerts:
+            status = "published" if alert.published else f"NOT published ({alert.error})"
+            lines.append(f"  {alert.action:<8} {alert.incident_id} {status}: {alert.subject}")
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    stats = ", ".join(f"{k}={v}" for k, v in report.stats.items())
+    lines.append(f"stats: {stats}")
+    return "\n".join(lines)

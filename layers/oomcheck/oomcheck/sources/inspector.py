@@ -1,0 +1,250 @@
+"""Celery remote control: which workers are alive, what they run, what limits their tasks have.
+
+One broadcast each for stats() and active() with ``limit`` = the number of workers expected, so a
+healthy fleet answers in milliseconds instead of the full timeout; a worker that misses the
+broadcast is pinged directly once before it counts as missing. registered() is asked only of
+workers the roster does not know in this incarnation (its answer does not change while a worker
+lives).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from oomcheck.model import ActiveTask, TaskLimits, WorkerSnapshot
+
+REGISTERED_FIELDS = ("time_limit", "soft_time_limit", "acks_late", "reject_on_worker_lost")
+_REGISTERED = re.compile(r"^(?P<name>\S+)(?:\s+\[(?P<attrs>[^\]]*)\])?$")
+
+
+class InspectError(RuntimeError):
+    """The broker could not be reached or the control reply was unusable."""
+
+
+@dataclass(frozen=True, slots=True)
+class InspectResult:
+    workers: dict[str, WorkerSnapshot]
+    inspected_at: float
+    # expected workers that missed the broadcast and the direct ping
+    missing: tuple[str, ...]
+    discovered: bool
+
+
+def pool_kind(implementation: str | None) -> str:
+    """'celery.concurrency.prefork:TaskPool' -> 'prefork'; threads pool is 'thread' in Celery."""
+    if not implementation:
+        return "prefork"
+    module = implementation.split(":", 1)[0].rsplit(".", 1)[-1]
+    return {"thread": "threads"}.get(
+        module, module if module in ("prefork", "solo", "gevent", "eventlet") else "custom"
+    )
+
+
+def parse_registered(entries: Collection[str]) -> dict[str, TaskLimits]:
+    """``["app.t [time_limit=30 acks_late=True]", ...]`` -> {name: TaskLimits}."""
+    out: dict[str, TaskLimits] = {}
+    for entry in entries:
+        match = _REGISTERED.match(str(entry).strip())
+        if not match:
+            continue
+        attrs: dict[str, str] = {}
+        for pair in (match.group("attrs") or "").split():
+            key, _, value = pair.partition("=")
+            attrs[key] = value
+        out[match.group("name")] = TaskLimits(
+            time_limit=_num(attrs.get("time_limit")),
+            soft_time_limit=_num(attrs.get("soft_time_limit")),
+            acks_late=_flag(attrs.get("acks_late")),
+            reject_on_worker_lost=_flag(attrs.get("reject_on_worker_lost")),
+        )
+    return out
+
+
+def _num(value: str | None) -> float | None:
+    if value in (None, "", "None"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _flag(value: str | None) -> bool | None:
+    if value in ("True", "true", "1"):
+        return True
+    if value in ("False", "false", "0"):
+        return False
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_active(entries: Any) -> tuple[ActiveTask, ...]:
+    tasks = []
+    for entry in entries or ():
+        if not isinstance(entry, Mapping) or not entry.get("id"):
+            continue
+        delivery = entry.get("delivery_info") or {}
+        start = entry.get("time_start")
+        tasks.append(
+            ActiveTask(
+                id=str(entry["id"]),
+                name=entry.get("name"),
+                worker_pid=_int_or_none(entry.get("worker_pid")),
+                time_start=float(start) if isinstance(start, int | float) else None,
+                acknowledged=entry.get("acknowledged"),
+                redelivered=bool(delivery.get("redelivered", False)),
+            )
+        )
+    return tuple(sorted(tasks, key=lambda t: t.id))
+
+
+def snapshot_from(name: str, stats: Mapping[str, Any], *, reping: bool = False) -> WorkerSnapshot:
+    pool = stats.get("pool") or {}
+    processes = pool.get("processes") or ()
+    rusage = stats.get("rusage") or {}
+    return WorkerSnapshot(
+        name=name,
+        pid=int(stats["pid"]),
+        uptime_s=float(stats.get("uptime", 0)),
+        pool=pool_kind(pool.get("implementation")),
+        pool_pids=tuple(sorted(int(p) for p in processes if _int_or_none(p) is not None)),
+        max_concurrency=_int_or_none(pool.get("max-concurrency")),
+        rss_kib=_int_or_none(rusage.get("maxrss")),
+        reping=reping,
+    )
+
+
+class CeleryInspector:
+    """Talks to the workers through the broker. Builds its own minimal Celery app (no tasks)."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        keyprefix: str = "",
+        timeout: float = 1.0,
+        reping_timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        app: Any | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.reping_timeout = reping_timeout
+        self.clock = clock
+        self.app = app if app is not None else self._make_app(broker_url, keyprefix)
+
+    @staticmethod
+    def _make_app(broker_url: str, keyprefix: str) -> Any:
+        from celery import Celery
+
+        app = Celery("oomcheck", broker=broker_url, set_as_current=False)
+        transport_options: dict[str, Any] = {
+            # Fail fast when the broker is down: one attempt, no long back-off.
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+            "socket_connect_timeout": 3,
+            "socket_timeout": 5,
+        }
+        if keyprefix:
+            transport_options["global_keyprefix"] = keyprefix
+        app.conf.update(
+            broker_transport_options=transport_options,
+            broker_connection_timeout=3,
+            broker_connection_retry=False,
+            broker_connection_retry_on_startup=False,
+            broker_connection_max_retries=1,
+            worker_hijack_root_logger=False,
+        )
+        return app
+
+    def _inspect(
+        self,
+        method: str,
+        *args: Any,
+        destination: Collection[str] | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        inspect = self.app.control.inspect(
+            timeout=self.timeout if timeout is None else timeout,
+            limit=limit,
+            destination=list(destination) if destination is not None else None,
+        )
+        try:
+            reply = getattr(inspect, method)(*args)
+        except Exception as exc:  # kombu raises many types; all mean "broker unusable"
+            raise InspectError(f"{method}: {type(exc).__name__}: {exc}") from exc
+        # A silent cluster answers None, not {}.
+        return dict(reply or {})
+
+    def observe(
+        self,
+        expected: Collection[str],
+        *,
+        discover: bool,
+        need_registered: Callable[[WorkerSnapshot], bool] = lambda _: True,
+    ) -> InspectResult:
+        """Every worker that answers, with its tasks; ``expected`` are the roster's live names.
+
+        With ``discover`` (or nothing expected) the broadcast waits the full timeout to hear
+        workers the roster does not know yet; otherwise it stops at len(expected) replies.
+        """
+        limit = None if discover or not expected else len(expected)
+        stats = self._inspect("stats", limit=limit)
+        inspected_at = self.clock()
+        snapshots = {
+            name: snapshot_from(name, body)
+            for name, body in stats.items()
+            if isinstance(body, Mapping) and "pid" in body
+        }
+        missing = sorted(set(expected) - set(snapshots))
+        if missing:
+            snapshots.update(self.ping_direct(missing))
+        still_missing = tuple(sorted(set(expected) - set(snapshots)))
+        if not snapshots:
+            return InspectResult({}, inspected_at, still_missing, limit is None)
+        names = sorted(snapshots)
+        active = self._inspect("active", destination=names, limit=len(names))
+        asked = [n for n in names if need_registered(snapshots[n])]
+        registered = (
+            self._inspect("registered", *REGISTERED_FIELDS, destination=asked, limit=len(asked))
+            if asked
+            else {}
+        )
+        workers: dict[str, WorkerSnapshot] = {}
+        for name, snap in snapshots.items():
+            workers[name] = replace(
+                snap,
+                active=parse_active(active[name]) if name in active else None,
+                registered=parse_registered(registered.get(name) or ()),
+            )
+        return InspectResult(workers, inspected_at, still_missing, limit is None)
+
+    def ping_direct(self, names: Collection[str]) -> dict[str, WorkerSnapshot]:
+        """Ask named workers for stats directly (one round, ``reping_timeout``)."""
+        if not names:
+            return {}
+        stats = self._inspect(
+            "stats", destination=sorted(names), limit=len(names), timeout=self.reping_timeout
+        )
+        return {
+            name: snapshot_from(name, body, reping=True)
+            for name, body in stats.items()
+            if isinstance(body, Mapping) and "pid" in body
+        }
+
+    def close(self) -> None:
+        pool = getattr(self.app, "pool", None)
+        if pool is not None:
+            pool.force_close_all()

@@ -1,0 +1,334 @@
+"""Where State lives between runs: a DynamoDB table (Lambda) or a local JSON file (CLI, cron).
+
+Two overlapping runs must never both alert. Each run that writes first takes a lease (a
+conditional write on one item); every later write of that run is fenced by a condition on the
+lease, so a run that lost its lease (it stalled past the lease time and another run took over)
+cannot write or mark an alert as sent. A run that finds the lease held reports "busy" and alerts
+nothing.
+
+Table layout (single table, see template.yaml): partition key ``pk`` = the target (one per
+monitored Celery app), sort key ``sk`` = the item key from codec.state_to_items, ``data`` = the
+item as a JSON string, ``expires_at`` = epoch seconds for DynamoDB TTL on finished items.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from oomcheck import codec
+from oomcheck.model import State
+
+LEASE_KEY = "lease"
+# TransactWriteItems takes 100 actions; one of them is the lease condition.
+_TX_CHUNK = 99
+
+
+class StateError(RuntimeError):
+    """The state store could not be read or written (a degraded source, not a crash)."""
+
+
+class LeaseBusy(StateError):
+    """Another run holds the lease."""
+
+
+class LeaseLost(StateError):
+    """This run's lease expired and another run took it: its writes were refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStats:
+    puts: int = 0
+    deletes: int = 0
+
+    @property
+    def writes(self) -> int:
+        return self.puts + self.deletes
+
+
+class StateStore(Protocol):
+    def acquire(self, owner: str, now: float, lease_s: float) -> None: ...
+
+    def load(self) -> State: ...
+
+    def save(self, owner: str, before: State, after: State, retention_s: float) -> SaveStats: ...
+
+    def release(self, owner: str, state: State) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+def _diff(before: State, after: State) -> tuple[dict[str, codec.Json], list[str]]:
+    """Items to put (new or changed) and keys to delete. ``meta`` travels with the release."""
+    old = codec.state_to_items(before)
+    new = codec.state_to_items(after)
+    old.pop("meta", None)
+    new.pop("meta", None)
+    puts = {k: v for k, v in new.items() if old.get(k) != v}
+    deletes = sorted(k for k in old if k not in new)
+    return puts, deletes
+
+
+# ------------------------------------------------------------------------------ DynamoDB
+
+
+class DynamoDBStateStore:
+    def __init__(self, table: str, target: str = "default", client: Any | None = None) -> None:
+        if client is None:
+            from oomcheck.aws import client as make_client
+
+            client = make_client("dynamodb")
+        self.table = table
+        self.target = target
+        self.client = client
+
+    def describe(self) -> str:
+        return f"dynamodb:{self.table}/{self.target}"
+
+    def _key(self, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": self.target}, "sk": {"S": sk}}
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                raise
+            if code == "TransactionCanceledException":
+                raise
+            raise StateError(f"dynamodb {operation}: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise StateError(f"dynamodb {operation}: {type(exc).__name__}") from exc
+
+    def acquire(self, owner: str, now: float, lease_s: float) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=self._key(LEASE_KEY),
+                UpdateExpression="SET #o = :me, #u = :until",
+                ConditionExpression="attribute_not_exists(#o) OR #u < :now OR #o = :me",
+                ExpressionAttributeNames={"#o": "owner", "#u": "lease_until"},
+                ExpressionAttributeValues={
+                    ":me": {"S": owner},
+                    ":until": {"N": f"{now + lease_s:.3f}"},
+                    ":now": {"N": f"{now:.3f}"},
+                },
+            )
+        except ClientError as exc:
+            raise LeaseBusy("another run holds the state lease") from exc
+
+    def load(self) -> State:
+        items: dict[str, codec.Json] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": self.target}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._call("query", **kwargs)
+            for item in page.get("Items", ()):
+                sk = item["sk"]["S"]
+                if sk == LEASE_KEY:
+                    meta = item.get("meta", {}).get("S")
+                    if meta:
+                        items["meta"] = json.loads(meta)
+                    continue
+                items[sk] = json.loads(item["data"]["S"])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                break
+            kwargs["ExclusiveStartKey"] = last
+        try:
+            return codec.state_from_items(items)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"state table {self.table} holds an item oomcheck cannot read: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def save(self, owner: str, before: State, after: State, retention_s: float) -> SaveStats:
+        from botocore.exceptions import ClientError
+
+        puts, deletes = _diff(before, after)
+        actions: list[dict[str, Any]] = []
+        for sk, value in sorted(puts.items()):
+            item: dict[str, Any] = self._key(sk) | {
+                "data": {"S": json.dumps(value, separators=(",", ":"), sort_keys=True)}
+            }
+            expiry = codec.item_expiry(sk, value, retention_s)
+            if expiry is not None:
+                item["expires_at"] = {"N": str(int(expiry))}
+            actions.append({"Put": {"TableName": self.table, "Item": item}})
+        for sk in deletes:
+            actions.append({"Delete": {"TableName": self.table, "Key": self._key(sk)}})
+        fence = {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": self._key(LEASE_KEY),
+                "ConditionExpression": "#o = :me",
+                "ExpressionAttributeNames": {"#o": "owner"},
+                "ExpressionAttributeValues": {":me": {"S": owner}},
+            }
+        }
+        for start in range(0, len(actions), _TX_CHUNK):
+            chunk = actions[start : start + _TX_CHUNK]
+            try:
+                self._call("transact_write_items", TransactItems=[fence, *chunk])
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons") or []
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    raise LeaseLost("the state lease was taken by another run") from exc
+                code = exc.response.get("Error", {}).get("Code", "")
+                raise StateError(f"dynamodb transact_write_items: {code}") from exc
+        return SaveStats(puts=len(puts), deletes=len(deletes))
+
+    def release(self, owner: str, state: State) -> None:
+        from botocore.exceptions import ClientError
+
+        meta = json.dumps(codec.meta_to_json(state), separators=(",", ":"), sort_keys=True)
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=self._key(LEASE_KEY),
+                UpdateExpression="SET #m = :meta REMOVE #o, #u",
+                ConditionExpression="#o = :me",
+                ExpressionAttributeNames={"#o": "owner", "#u": "lease_until", "#m": "meta"},
+                ExpressionAttributeValues={":me": {"S": owner}, ":meta": {"S": meta}},
+            )
+        except ClientError as exc:
+            raise LeaseLost("the state lease was taken by another run") from exc
+
+
+# ------------------------------------------------------------------------------ local file
+
+
+class FileStateStore:
+    """The whole state in one JSON file, guarded by an flock on a sibling .lock file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._lock: IO[str] | None = None
+        self._owner: str | None = None
+
+    def describe(self) -> str:
+        return f"file:{self.path}"
+
+    def acquire(self, owner: str, now: float, lease_s: float) -> None:
+        del now, lease_s  # an flock dies with its process: no expiry needed
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = self.path.with_suffix(self.path.suffix + ".lock").open("a")
+        except OSError as exc:
+            raise StateError(f"state file {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.close()
+            raise LeaseBusy(f"another run holds {self.path}.lock") from exc
+        self._lock = lock
+        self._owner = owner
+
+    def _read_items(self) -> dict[str, codec.Json]:
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StateError(f"state file {self.path}: {exc.strerror}") from exc
+        try:
+            data = json.loads(raw)
+            items = data["items"]
+            if not isinstance(items, dict):
+                raise TypeError("items is not an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"state file {self.path} is not oomcheck state: {exc}") from exc
+        return items
+
+    def load(self) -> State:
+        try:
+            return codec.state_from_items(self._read_items())
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"state file {self.path} holds an item oomcheck cannot read: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _write(self, items: Mapping[str, codec.Json]) -> None:
+        payload = json.dumps({"schema": codec.SCHEMA, "items": items}, sort_keys=True, indent=1)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            Path(tmp).replace(self.path)
+        except OSError as exc:
+            raise StateError(f"state file {self.path}: {exc.strerror}") from exc
+
+    def _check_owner(self, owner: str) -> None:
+        if self._owner != owner or self._lock is None:
+            raise LeaseLost(f"{owner} does not hold the lock on {self.path}")
+
+    def save(self, owner: str, before: State, after: State, retention_s: float) -> SaveStats:
+        del retention_s  # pruning is done by evaluate(); a file has no TTL
+        self._check_owner(owner)
+        puts, deletes = _diff(before, after)
+        if not puts and not deletes:
+            return SaveStats()
+        items = self._read_items()
+        items.update(puts)
+        for key in deletes:
+            items.pop(key, None)
+        self._write(items)
+        return SaveStats(puts=len(puts), deletes=len(deletes))
+
+    def release(self, owner: str, state: State) -> None:
+        self._check_owner(owner)
+        try:
+            items = self._read_items()
+            items["meta"] = codec.meta_to_json(state)
+            self._write(items)
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+        self._lock = None
+        self._owner = None
+
+
+def table_definition(table: str) -> dict[str, Any]:
+    """CreateTable arguments, matching the table in template.yaml (a test holds them equal)."""
+    return {
+        "TableName": table,
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
+TTL_ATTRIBUTE = "expires_at"
