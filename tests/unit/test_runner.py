@@ -1,0 +1,225 @@
+"""One run end to end with fake sources: degraded sources, retries, read-only modes, secrets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from oomcheck.model import Kind, StartedTask
+from oomcheck.runner import Deps, run_once, watch
+from oomcheck.settings import Settings
+from oomcheck.sources.inspector import CeleryInspector
+from oomcheck.state import FileStateStore
+
+SECRET = "s3cr3t-pa55"
+W = "celery@w1"
+
+
+class FakeInspect:
+    def __init__(self, control: FakeControl, destination: list[str] | None,
+                 limit: int | None) -> None:
+        self.control, self.destination, self.limit = control, destination, limit
+
+    def _reply(self, method: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        self.control.calls.append((method, self.destination, self.limit))
+        names = [n for n in self.control.alive if self.destination is None or n in
+                 self.destination]
+        if self.destination is None:
+            names = [n for n in names if n not in self.control.miss_broadcast]
+        out = {n: payload[n] for n in names if n in payload}
+        return out or None
+
+    def stats(self) -> dict[str, Any] | None:
+        return self._reply("stats", self.control.stats)
+
+    def active(self) -> dict[str, Any] | None:
+        return self._reply("active", self.control.active)
+
+    def registered(self, *_: str) -> dict[str, Any] | None:
+        return self._reply("registered", self.control.registered)
+
+
+@dataclass
+class FakeControl:
+    alive: list[str] = field(default_factory=list)
+    miss_broadcast: set[str] = field(default_factory=set)
+    stats: dict[str, Any] = field(default_factory=dict)
+    active: dict[str, Any] = field(default_factory=dict)
+    registered: dict[str, Any] = field(default_factory=dict)
+    calls: list[tuple[str, list[str] | None, int | None]] = field(default_factory=list)
+
+    def inspect(self, timeout: float, limit: int | None, destination: list[str] | None
+                ) -> FakeInspect:
+        return FakeInspect(self, destination, limit)
+
+    def add(self, name: str, pid: int, tasks: list[dict[str, Any]] | None = None) -> None:
+        self.alive.append(name)
+        self.stats[name] = {"pid": pid, "uptime": 100,
+                            "pool": {"implementation": "celery.concurrency.prefork:TaskPool",
+                                     "processes": [pid + 1]}}
+        self.active[name] = tasks or []
+        self.registered[name] = ["app.work [acks_late=False]"]
+
+
+@dataclass
+class FakeApp:
+    control: FakeControl
+
+
+@dataclass
+class FakeScan:
+    started: tuple[StartedTask, ...] = ()
+    lost_failures: tuple[Any, ...] = ()
+    keys_scanned: int = 0
+    skipped_values: int = 0
+    cursor: str | None = None
+
+
+class FakeResults:
+    def __init__(self) -> None:
+        self.started: list[StartedTask] = []
+        self.fail: Exception | None = None
+
+    def scan(self, now: float, *, budget: int | None = None, cursor: str | None = None) -> FakeScan:
+        if self.fail:
+            raise self.fail
+        return FakeScan(started=tuple(self.started), keys_scanned=len(self.started))
+
+    def lookup(self, task_ids: list[str]) -> dict[str, str]:
+        return {}
+
+
+class FlakyPublisher:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[str] = []
+
+    def describe(self) -> str:
+        return "fake"
+
+    def publish(self, message: Any) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError(f"could not reach redis://:{SECRET}@host:6379 either")
+        self.sent.append(message.subject)
+        return "id"
+
+
+class Clock:
+    def __init__(self, now: float = 1_790_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _deps(tmp_path, control: FakeControl, results: FakeResults, publisher: Any,
+          clock: Clock) -> Deps:
+    settings = Settings(broker_url=f"redis://:{SECRET}@127.0.0.1:6379/0",
+                        result_backend=f"redis://:{SECRET}@127.0.0.1:6379/1",
+                        state_file=str(tmp_path / "state.json"))
+    return Deps(
+        settings=settings,
+        store=FileStateStore(settings.state_file),
+        publisher=publisher,
+        inspector=CeleryInspector("memory://", app=FakeApp(control), clock=clock),
+        results=results,
+        clock=clock,
+    )
+
+
+def _death_setup(tmp_path, failures: int = 0):
+    control, results, clock = FakeControl(), FakeResults(), Clock()
+    control.add(W, 10, [{"id": "t1", "name": "app.work", "worker_pid": 11, "time_start": 1.0,
+                         "acknowledged": True}])
+    results.started = [StartedTask("t1", W, 11, "app.work", clock.now - 5)]
+    publisher = FlakyPublisher(failures)
+    deps = _deps(tmp_path, control, results, publisher, clock)
+    assert run_once(deps).exit_code == 0
+    control.alive.remove(W)
+    clock.now += 60
+    return deps, control, results, publisher, clock
+
+
+def test_broadcast_miss_is_repinged_directly_before_counting_as_missing(tmp_path):
+    control, results, clock = FakeControl(), FakeResults(), Clock()
+    control.add(W, 10)
+    control.add("celery@w2", 20)
+    deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
+    run_once(deps)
+    control.miss_broadcast.add(W)
+    control.calls.clear()
+    clock.now += 60
+    report = run_once(deps)
+    assert report.exit_code == 0
+    assert {w["name"] for w in report.workers if w["status"] == "alive"} == {W, "celery@w2"}
+    stats_calls = [c for c in control.calls if c[0] == "stats"]
+    assert stats_calls == [("stats", None, 2), ("stats", [W], 1)]
+
+
+def test_failed_publish_is_retried_next_run_and_never_dropped(tmp_path):
+    deps, _, _, publisher, clock = _death_setup(tmp_path, failures=1)
+    first = run_once(deps)
+    assert [(a.kind, a.published) for a in first.alerts] == [("worker_lost", False)]
+    assert first.sources["alerts"].startswith("error")
+    clock.now += 60
+    second = run_once(deps)
+    assert [(a.kind, a.published) for a in second.alerts] == [("worker_lost", True)]
+    clock.now += 60
+    assert run_once(deps).alerts == ()
+    assert len(publisher.sent) == 1
+
+
+def test_secrets_never_reach_the_report(tmp_path):
+    deps, _, results, _, _ = _death_setup(tmp_path, failures=1)
+    results.fail = ConnectionError(f"Error connecting to redis://:{SECRET}@10.0.0.1:6379/1")
+    report = run_once(deps)
+    text = json.dumps(report.to_json(), default=str)
+    assert SECRET not in text
+    assert report.sources["results"].startswith("error: ConnectionError")
+    assert report.sources["inspect"] == "ok"  # the rest of the run went on
+
+
+def test_state_busy_makes_the_run_read_only(tmp_path):
+    deps, *_ = _death_setup(tmp_path)
+    holder = FileStateStore(deps.settings.state_file)
+    holder.acquire("someone-else", 0, 60)
+    report = run_once(deps)
+    assert report.sources["state"].startswith("busy")
+    assert report.alerts == ()
+    assert any(f.kind == Kind.WORKER_LOST for f in report.findings)
+
+
+def test_audit_writes_nothing_and_alerts_nothing(tmp_path):
+    deps, *_ = _death_setup(tmp_path)
+    before = (tmp_path / "state.json").read_text()
+    report = run_once(deps, "audit")
+    assert report.alerts == ()
+    assert (tmp_path / "state.json").read_text() == before
+    body = report.to_json()
+    assert body["mode"] == "audit" and "incidents" in body
+    assert any(f.kind == Kind.WORKER_LOST for f in report.findings)
+
+
+def test_unknown_mode_is_refused(tmp_path):
+    deps, *_ = _death_setup(tmp_path)
+    with pytest.raises(ValueError, match="unknown mode"):
+        run_once(deps, "chekc")
+
+
+def test_watch_is_bounded_by_duration(tmp_path):
+    control, results, clock = FakeControl(), FakeResults(), Clock()
+    control.add(W, 10)
+    deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
+    fake_time = [0.0]
+
+    def sleep(seconds: float) -> None:
+        fake_time[0] += seconds
+        clock.now += seconds
+
+    reports = watch(deps, interval=5, duration=50, sleep=sleep, monotonic=lambda: fake_time[0])
+    assert len(reports) == 10
+    assert all(r.mode == "watch" for r in reports)

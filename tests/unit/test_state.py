@@ -1,0 +1,147 @@
+"""State stores: round trips, writes proportional to changes, leases that stop double alerts."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from oomcheck import codec
+from oomcheck.model import Action, PendingAlert, State, WorkerStatus
+from oomcheck.state import (
+    DynamoDBStateStore,
+    FileStateStore,
+    LeaseBusy,
+    LeaseLost,
+    StateError,
+    table_definition,
+)
+from tests.unit.scenario import LIMITS, T0, Replay, obs, snap, started, task
+
+W = "celery@ip-10-0-1-5"
+
+
+def _busy_state() -> State:
+    """A state with a roster, an open incident with a pending alert, and kill counts."""
+    replay = Replay(deliver=False)
+    replay.step(obs(T0, [snap(W, active=[task("t1")], limits=LIMITS), snap("celery@b", pid=7)],
+                    started_=[started("t1", W)]))
+    replay.step(obs(T0 + 60, [snap("celery@b", pid=7, at=T0 + 60)], started_=[started("t1", W)]))
+    return replay.state
+
+
+def test_codec_round_trip_is_exact():
+    state = _busy_state()
+    assert state.incidents and state.kills and state.workers
+    assert codec.state_from_items(codec.state_to_items(state)) == state
+
+
+@pytest.fixture
+def dynamo():
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(**table_definition("oomcheck-test"))
+        yield client
+
+
+def test_dynamodb_round_trip_and_writes_only_changes(dynamo):
+    store = DynamoDBStateStore("oomcheck-test", client=dynamo)
+    state = _busy_state()
+    store.acquire("run-1", T0, 60)
+    first = store.save("run-1", State(), state, retention_s=86400)
+    assert first.writes == len(codec.state_to_items(state)) - 1  # all but meta
+    store.release("run-1", state)
+    assert store.load() == state
+    # a run that changes nothing writes nothing but the lease
+    store.acquire("run-2", T0 + 60, 60)
+    assert store.save("run-2", state, state, retention_s=86400).writes == 0
+    # one worker changes: one write
+    changed = replace(state, workers={**state.workers, "celery@b": replace(
+        state.workers["celery@b"], status=WorkerStatus.DEPARTED)})
+    assert store.save("run-2", state, changed, retention_s=86400).writes == 1
+    store.release("run-2", changed)
+    assert store.load() == changed
+
+
+def test_dynamodb_items_of_finished_things_get_a_ttl(dynamo):
+    store = DynamoDBStateStore("oomcheck-test", client=dynamo)
+    state = _busy_state()
+    departed = replace(state.workers["celery@b"], status=WorkerStatus.DEPARTED)
+    state = replace(state, workers={**state.workers, "celery@b": departed})
+    store.acquire("r", T0, 60)
+    store.save("r", State(), state, retention_s=1000)
+    items = {i["sk"]["S"]: i for i in dynamo.scan(TableName="oomcheck-test")["Items"]}
+    assert "expires_at" in items["worker#celery@b"]
+    assert "expires_at" not in items[f"worker#{W}"]  # lost with an open incident: kept
+
+
+def test_dynamodb_lease_blocks_an_overlapping_run(dynamo):
+    first = DynamoDBStateStore("oomcheck-test", client=dynamo)
+    second = DynamoDBStateStore("oomcheck-test", client=dynamo)
+    first.acquire("run-a", T0, 60)
+    with pytest.raises(LeaseBusy):
+        second.acquire("run-b", T0 + 1, 60)
+    # an expired lease can be taken over, and then the stalled run can no longer write
+    second.acquire("run-b", T0 + 61, 60)
+    with pytest.raises(LeaseLost):
+        first.save("run-a", State(), _busy_state(), retention_s=86400)
+    with pytest.raises(LeaseLost):
+        first.release("run-a", State())
+
+
+def test_concurrent_runs_only_one_writes(dynamo):
+    stores = [DynamoDBStateStore("oomcheck-test", client=dynamo) for _ in range(4)]
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            stores[i].acquire(f"run-{i}", T0, 60)
+            outcomes.append("acquired")
+        except LeaseBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(outcomes) == ["acquired", "busy", "busy", "busy"]
+
+
+def test_dynamodb_unreachable_is_a_state_error(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    store = DynamoDBStateStore("nope")
+    with pytest.raises(StateError):
+        store.load()
+
+
+def test_file_store_round_trip_lock_and_corruption(tmp_path):
+    path = tmp_path / "state.json"
+    store = FileStateStore(str(path))
+    state = _busy_state()
+    store.acquire("r1", T0, 60)
+    other = FileStateStore(str(path))
+    with pytest.raises(LeaseBusy):
+        other.acquire("r2", T0, 60)
+    store.save("r1", State(), state, retention_s=86400)
+    store.release("r1", state)
+    assert FileStateStore(str(path)).load() == state
+    other.acquire("r2", T0, 60)  # free again after release
+    other.release("r2", state)
+    path.write_text("{not json")
+    with pytest.raises(StateError, match="not oomcheck state"):
+        FileStateStore(str(path)).load()
+
+
+def test_pending_alert_survives_a_round_trip(tmp_path):
+    state = _busy_state()
+    incident = next(iter(state.incidents.values()))
+    failed = replace(incident, pending=(PendingAlert(Action.OPEN, T0, attempts=2,
+                                                     last_error="Throttling"),))
+    state = replace(state, incidents={incident.id: failed})
+    assert codec.state_from_items(codec.state_to_items(state)).incidents[incident.id] == failed
