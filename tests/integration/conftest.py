@@ -62,7 +62,7 @@ class Fleet:
         return self._deps
 
     @property
-    def control(self):  # noqa: ANN201 - celery has no types
+    def control(self):
         assert self.deps.inspector is not None
         return self.deps.inspector.app.control
 
@@ -71,19 +71,32 @@ class Fleet:
         if self._client is None:
             from celery import Celery
 
-            self._client = Celery("client", broker=self.broker, backend=self.backend,
-                                  set_as_current=False)
+            self._client = Celery(
+                "client", broker=self.broker, backend=self.backend, set_as_current=False
+            )
         return str(self._client.send_task(task, args=list(args)).id)
 
-    def start(self, name: str, *, pool: str = "prefork", concurrency: int = 1,
-              memory_mb: int | None = None) -> WorkerProcess:
+    def start(
+        self,
+        name: str,
+        *,
+        pool: str = "prefork",
+        concurrency: int = 1,
+        memory_mb: int | None = None,
+    ) -> WorkerProcess:
         cgroup = None
         if memory_mb is not None:
             cgroup = MemoryCgroup.create(memory_mb * 1024 * 1024)
             self.cgroups.append(cgroup)
-        worker = WorkerProcess(name, self.broker, self.backend, pool=pool,
-                               concurrency=concurrency, cgroup=cgroup,
-                               log_path=str(self.tmp / f"{name}.log"))
+        worker = WorkerProcess(
+            name,
+            self.broker,
+            self.backend,
+            pool=pool,
+            concurrency=concurrency,
+            cgroup=cgroup,
+            log_path=str(self.tmp / f"{name}.log"),
+        )
         self.workers.append(worker.start())
         worker.wait_ready(self.control)
         return worker
@@ -100,8 +113,9 @@ class Fleet:
 
     def wait_started(self, *task_ids: str, timeout: float = 20.0) -> None:
         def all_started() -> bool:
-            return all((self.result(t) or b"").startswith(b'{"status": "STARTED"')
-                       for t in task_ids)
+            return all(
+                (self.result(t) or b"").startswith(b'{"status": "STARTED"') for t in task_ids
+            )
 
         wait_for(all_started, timeout, what=f"STARTED records of {task_ids}")
 
@@ -131,8 +145,9 @@ def cgroup_or_skip_reason() -> str | None:
     return None if ok else why
 
 
-def poll_checks(fleet: Fleet, until: Callable[[Report], bool], *, timeout: float,
-                interval: float = 1.0) -> Report:
+def poll_checks(
+    fleet: Fleet, until: Callable[[Report], bool], *, timeout: float, interval: float = 1.0
+) -> Report:
     """Run checks until one satisfies ``until``; bounded."""
     deadline = time.monotonic() + timeout
     while True:
@@ -141,6 +156,8 @@ def poll_checks(fleet: Fleet, until: Callable[[Report], bool], *, timeout: float
             return report
         if time.monotonic() > deadline:
             kinds = [f.kind.value for f in report.findings]
-            raise AssertionError(f"no matching report within {timeout} s; last findings {kinds}, "
-                                 f"sources {report.sources}")
+            raise AssertionError(
+                f"no matching report within {timeout} s; last findings {kinds}, "
+                f"sources {report.sources}"
+            )
         time.sleep(interval)

@@ -14,7 +14,7 @@ from tests.integration.conftest import Fleet, poll_checks
 pytestmark = pytest.mark.integration
 
 
-def _finding(report, kind: Kind):  # noqa: ANN001, ANN202
+def _finding(report, kind: Kind):
     found = [f for f in report.findings if f.kind == kind]
     assert found, f"no {kind.value} in {[f.kind.value for f in report.findings]}"
     return found[0]
@@ -112,8 +112,11 @@ def test_prefork_child_oom_killed_names_the_task(fleet: Fleet, cgroup_or_skip_re
     # When a task asks for 400 MiB, the kernel kills the pool child running it
     task = fleet.send("demo.hog", 400, 60)
     wait_for(lambda: cgroup.oom_kills() > 0, 30, what="the kernel's OOM kill")
-    wait_for(lambda: b"WorkerLostError" in (fleet.result(task) or b""), 30,
-             what="billiard to record WorkerLostError")
+    wait_for(
+        lambda: b"WorkerLostError" in (fleet.result(task) or b""),
+        30,
+        what="billiard to record WorkerLostError",
+    )
     report = fleet.check()
     # Then child_killed names the task, and the worker itself is fine
     child = _finding(report, Kind.CHILD_KILLED)
@@ -124,15 +127,18 @@ def test_prefork_child_oom_killed_names_the_task(fleet: Fleet, cgroup_or_skip_re
     assert fleet.publisher.messages[0].kind == "child_killed"
 
 
-def test_task_that_always_ooms_with_reject_on_worker_lost_is_poison(fleet: Fleet,
-                                                                    cgroup_or_skip_reason):
+def test_task_that_always_ooms_with_reject_on_worker_lost_is_poison(
+    fleet: Fleet, cgroup_or_skip_reason
+):
     if cgroup_or_skip_reason:
         pytest.skip(f"real OOM needs a memory cgroup: {cgroup_or_skip_reason}")
     fleet.start("looper@oomcheck-test", memory_mb=200)
     fleet.check()
     task = fleet.send("demo.loop_hog", 400)
     report = poll_checks(
-        fleet, lambda r: any(f.kind == Kind.POISON_TASK for f in r.findings), timeout=90,
+        fleet,
+        lambda r: any(f.kind == Kind.POISON_TASK for f in r.findings),
+        timeout=90,
         interval=0.5,
     )
     poison = _finding(report, Kind.POISON_TASK)
@@ -145,8 +151,17 @@ def test_task_that_always_ooms_with_reject_on_worker_lost_is_poison(fleet: Fleet
 def test_report_json_matches_the_contract(fleet: Fleet):
     fleet.start("shape@oomcheck-test")
     body = fleet.check().to_json()
-    assert set(body) >= {"schema", "mode", "checked_at", "duration_ms", "workers", "findings",
-                         "sources", "stats", "alerts"}
+    assert set(body) >= {
+        "schema",
+        "mode",
+        "checked_at",
+        "duration_ms",
+        "workers",
+        "findings",
+        "sources",
+        "stats",
+        "alerts",
+    }
     assert body["schema"] == 1 and body["mode"] == "check"
     assert set(body["workers"][0]) == {"name", "pid", "uptime_s", "pool_pids", "active", "status"}
     assert {"result_keys_scanned", "started_tasks", "alerts_published"} <= set(body["stats"])

@@ -19,8 +19,13 @@ W = "celery@ip-10-0-1-5.eu-west-1.compute.internal"
 
 def _incident():
     replay = Replay(deliver=False)
-    replay.step(obs(T0, [snap(W, active=[task("t-plain", acknowledged=True)], limits=LIMITS)],
-                    started_=[started("t-plain", W)]))
+    replay.step(
+        obs(
+            T0,
+            [snap(W, active=[task("t-plain", acknowledged=True)], limits=LIMITS)],
+            started_=[started("t-plain", W)],
+        )
+    )
     replay.step(obs(T0 + 60, [], started_=[started("t-plain", W)]))
     [incident] = replay.state.incidents.values()
     return incident
@@ -38,8 +43,11 @@ def test_email_body_says_what_died_each_task_fate_and_what_to_do():
 @pytest.mark.parametrize("action", list(Action))
 def test_subject_fits_sns(action):
     long = Finding(
-        kind=Kind.WORKER_LOST, severity=Severity.CRITICAL, worker="celery@" + "x" * 300 + "\nbad",
-        cause=Cause.OOM_KILLED, exit_code=137,
+        kind=Kind.WORKER_LOST,
+        severity=Severity.CRITICAL,
+        worker="celery@" + "x" * 300 + "\nbad",
+        cause=Cause.OOM_KILLED,
+        exit_code=137,
         tasks=tuple(TaskFate(str(i), "n", "STARTED", None, Verdict.LOST) for i in range(3)),
     )
     subject = subject_for(long, action)
@@ -47,8 +55,13 @@ def test_subject_fits_sns(action):
 
 
 def test_subject_names_cause_and_exit_code():
-    finding = Finding(kind=Kind.WORKER_LOST, severity=Severity.CRITICAL, worker="celery@w1",
-                      cause=Cause.OOM_KILLED, exit_code=137)
+    finding = Finding(
+        kind=Kind.WORKER_LOST,
+        severity=Severity.CRITICAL,
+        worker="celery@w1",
+        cause=Cause.OOM_KILLED,
+        exit_code=137,
+    )
     assert subject_for(finding, Action.OPEN) == (
         "[oomcheck] CRITICAL: celery@w1 died, OOM-killed (exit 137)"
     )

@@ -19,14 +19,14 @@ W = "celery@w1"
 
 
 class FakeInspect:
-    def __init__(self, control: FakeControl, destination: list[str] | None,
-                 limit: int | None) -> None:
+    def __init__(
+        self, control: FakeControl, destination: list[str] | None, limit: int | None
+    ) -> None:
         self.control, self.destination, self.limit = control, destination, limit
 
     def _reply(self, method: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         self.control.calls.append((method, self.destination, self.limit))
-        names = [n for n in self.control.alive if self.destination is None or n in
-                 self.destination]
+        names = [n for n in self.control.alive if self.destination is None or n in self.destination]
         if self.destination is None:
             names = [n for n in names if n not in self.control.miss_broadcast]
         out = {n: payload[n] for n in names if n in payload}
@@ -51,15 +51,21 @@ class FakeControl:
     registered: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, list[str] | None, int | None]] = field(default_factory=list)
 
-    def inspect(self, timeout: float, limit: int | None, destination: list[str] | None
-                ) -> FakeInspect:
+    def inspect(
+        self, timeout: float, limit: int | None, destination: list[str] | None
+    ) -> FakeInspect:
         return FakeInspect(self, destination, limit)
 
     def add(self, name: str, pid: int, tasks: list[dict[str, Any]] | None = None) -> None:
         self.alive.append(name)
-        self.stats[name] = {"pid": pid, "uptime": 100,
-                            "pool": {"implementation": "celery.concurrency.prefork:TaskPool",
-                                     "processes": [pid + 1]}}
+        self.stats[name] = {
+            "pid": pid,
+            "uptime": 100,
+            "pool": {
+                "implementation": "celery.concurrency.prefork:TaskPool",
+                "processes": [pid + 1],
+            },
+        }
         self.active[name] = tasks or []
         self.registered[name] = ["app.work [acks_late=False]"]
 
@@ -116,11 +122,14 @@ class Clock:
         return self.now
 
 
-def _deps(tmp_path, control: FakeControl, results: FakeResults, publisher: Any,
-          clock: Clock) -> Deps:
-    settings = Settings(broker_url=f"redis://:{SECRET}@127.0.0.1:6379/0",
-                        result_backend=f"redis://:{SECRET}@127.0.0.1:6379/1",
-                        state_file=str(tmp_path / "state.json"))
+def _deps(
+    tmp_path, control: FakeControl, results: FakeResults, publisher: Any, clock: Clock
+) -> Deps:
+    settings = Settings(
+        broker_url=f"redis://:{SECRET}@127.0.0.1:6379/0",
+        result_backend=f"redis://:{SECRET}@127.0.0.1:6379/1",
+        state_file=str(tmp_path / "state.json"),
+    )
     return Deps(
         settings=settings,
         store=FileStateStore(settings.state_file),
@@ -133,8 +142,19 @@ def _deps(tmp_path, control: FakeControl, results: FakeResults, publisher: Any,
 
 def _death_setup(tmp_path, failures: int = 0):
     control, results, clock = FakeControl(), FakeResults(), Clock()
-    control.add(W, 10, [{"id": "t1", "name": "app.work", "worker_pid": 11, "time_start": 1.0,
-                         "acknowledged": True}])
+    control.add(
+        W,
+        10,
+        [
+            {
+                "id": "t1",
+                "name": "app.work",
+                "worker_pid": 11,
+                "time_start": 1.0,
+                "acknowledged": True,
+            }
+        ],
+    )
     results.started = [StartedTask("t1", W, 11, "app.work", clock.now - 5)]
     publisher = FlakyPublisher(failures)
     deps = _deps(tmp_path, control, results, publisher, clock)

@@ -27,8 +27,13 @@ W = "celery@ip-10-0-1-5"
 def _busy_state() -> State:
     """A state with a roster, an open incident with a pending alert, and kill counts."""
     replay = Replay(deliver=False)
-    replay.step(obs(T0, [snap(W, active=[task("t1")], limits=LIMITS), snap("celery@b", pid=7)],
-                    started_=[started("t1", W)]))
+    replay.step(
+        obs(
+            T0,
+            [snap(W, active=[task("t1")], limits=LIMITS), snap("celery@b", pid=7)],
+            started_=[started("t1", W)],
+        )
+    )
     replay.step(obs(T0 + 60, [snap("celery@b", pid=7, at=T0 + 60)], started_=[started("t1", W)]))
     return replay.state
 
@@ -59,8 +64,13 @@ def test_dynamodb_round_trip_and_writes_only_changes(dynamo):
     store.acquire("run-2", T0 + 60, 60)
     assert store.save("run-2", state, state, retention_s=86400).writes == 0
     # one worker changes: one write
-    changed = replace(state, workers={**state.workers, "celery@b": replace(
-        state.workers["celery@b"], status=WorkerStatus.DEPARTED)})
+    changed = replace(
+        state,
+        workers={
+            **state.workers,
+            "celery@b": replace(state.workers["celery@b"], status=WorkerStatus.DEPARTED),
+        },
+    )
     assert store.save("run-2", state, changed, retention_s=86400).writes == 1
     store.release("run-2", changed)
     assert store.load() == changed
@@ -141,7 +151,8 @@ def test_file_store_round_trip_lock_and_corruption(tmp_path):
 def test_pending_alert_survives_a_round_trip(tmp_path):
     state = _busy_state()
     incident = next(iter(state.incidents.values()))
-    failed = replace(incident, pending=(PendingAlert(Action.OPEN, T0, attempts=2,
-                                                     last_error="Throttling"),))
+    failed = replace(
+        incident, pending=(PendingAlert(Action.OPEN, T0, attempts=2, last_error="Throttling"),)
+    )
     state = replace(state, incidents={incident.id: failed})
     assert codec.state_from_items(codec.state_to_items(state)).incidents[incident.id] == failed

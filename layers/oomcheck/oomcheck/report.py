@@ -125,7 +125,8 @@ def render_table(report: Report) -> str:
             lines.append(f"  {_MARK[finding.severity]} {finding.kind.value:<18} {finding.summary}")
             for fate in finding.tasks[:10]:
                 lines.append(
-                    f"       task {fate.name or '?'} [{fate.id}] {fate.state} -> {fate.verdict.value}"
+                    f"       task {fate.name or '?'} [{fate.id}] {fate.state} -> "
+                    f"{fate.verdict.value}"
                 )
     else:
         lines.append("no findings")

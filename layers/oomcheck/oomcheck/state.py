@@ -251,12 +251,13 @@ class FileStateStore:
         except OSError as exc:
             raise StateError(f"state file {self.path}: {exc.strerror}") from exc
         try:
-            data = json.loads(raw)
-            items = data["items"]
-            if not isinstance(items, dict):
-                raise TypeError("items is not an object")
+            items = json.loads(raw)["items"]
         except (ValueError, KeyError, TypeError) as exc:
             raise StateError(f"state file {self.path} is not oomcheck state: {exc}") from exc
+        if not isinstance(items, dict):
+            raise StateError(
+                f"state file {self.path} is not oomcheck state: items is not an object"
+            )
         return items
 
     def load(self) -> State:

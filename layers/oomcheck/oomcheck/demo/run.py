@@ -148,8 +148,9 @@ def _read_queue(sqs: Any, url: str, timeout: float = 10.0) -> list[dict[str, Any
         reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in reply.get("Messages", ()):
             envelope = json.loads(message["Body"])
-            out.append({"subject": envelope.get("Subject"),
-                        "payload": json.loads(envelope["Message"])})
+            out.append(
+                {"subject": envelope.get("Subject"), "payload": json.loads(envelope["Message"])}
+            )
         if out:
             return out
     return out
@@ -215,8 +216,14 @@ def run_scenario(*, use_cgroup: bool = True, out: Any = say) -> DemoResult | Non
                     note = why
             else:
                 note = "--no-cgroup given"
-            worker = WorkerProcess(WORKER, broker, backend, concurrency=1, cgroup=cgroup,
-                                   log_path=str(Path(workdir) / "worker.log"))
+            worker = WorkerProcess(
+                WORKER,
+                broker,
+                backend,
+                concurrency=1,
+                cgroup=cgroup,
+                log_path=str(Path(workdir) / "worker.log"),
+            )
             worker.start()
 
             from oomcheck.runner import run_once
@@ -224,25 +231,35 @@ def run_scenario(*, use_cgroup: bool = True, out: Any = say) -> DemoResult | Non
             from oomcheck.wiring import build_deps
 
             settings = Settings(
-                broker_url=broker, result_backend=backend, table=TABLE,
-                topic_arn=provisioned.topic_arn, log_groups=(LOG_GROUP,),
-                inspect_timeout_s=0.5, reping_timeout_s=0.5, watch_interval_s=1.0,
+                broker_url=broker,
+                result_backend=backend,
+                table=TABLE,
+                topic_arn=provisioned.topic_arn,
+                log_groups=(LOG_GROUP,),
+                inspect_timeout_s=0.5,
+                reping_timeout_s=0.5,
+                watch_interval_s=1.0,
             )
             deps = build_deps(settings)
             publisher = TimedPublisher(deps.publisher)
             deps.publisher = publisher
             assert deps.inspector is not None
             worker.wait_ready(deps.inspector.app.control)
-            where = (f"a memory cgroup (v{cgroup.version}) of {LIMIT_MB} MiB" if cgroup
-                     else "no memory cgroup")
+            where = (
+                f"a memory cgroup (v{cgroup.version}) of {LIMIT_MB} MiB"
+                if cgroup
+                else "no memory cgroup"
+            )
             out(f"[3/6] worker {WORKER} (prefork, pid {worker.pid}) in {where}")
             if note:
                 out(f"      NOTE: no real OOM kill here ({note}); the worker gets SIGKILL instead")
             supervisor = Supervisor(worker, cgroup, logs).start()
 
             first = run_once(deps, "check")
-            out(f"[4/6] first check: {len(first.workers)} worker(s) alive, "
-                f"{len(first.findings)} finding(s), {first.duration_ms} ms")
+            out(
+                f"[4/6] first check: {len(first.workers)} worker(s) alive, "
+                f"{len(first.findings)} finding(s), {first.duration_ms} ms"
+            )
 
             # 3. the fatal task
             from celery import Celery
@@ -253,15 +270,23 @@ def run_scenario(*, use_cgroup: bool = True, out: Any = say) -> DemoResult | Non
             if cgroup is None:
                 results = deps.results
                 assert results is not None
-                wait_for(lambda: any(t.id == task_id for t in results.scan(time.time()).started),
-                         20, what="the task to start")
+                wait_for(
+                    lambda: any(t.id == task_id for t in results.scan(time.time()).started),
+                    20,
+                    what="the task to start",
+                )
                 worker.kill(signal.SIGKILL)
-            wait_for(lambda: supervisor is not None and supervisor.death is not None, 30,
-                     what="the worker's death")
+            wait_for(
+                lambda: supervisor is not None and supervisor.death is not None,
+                30,
+                what="the worker's death",
+            )
             death = supervisor.death
             assert death is not None
-            out(f"      worker died: {death.how}, exit {death.exit_code}; the supervisor wrote "
-                "the ECS task-stopped event")
+            out(
+                f"      worker died: {death.how}, exit {death.exit_code}; the supervisor wrote "
+                "the ECS task-stopped event"
+            )
 
             # 4. watch until the alert is out
             out("[6/6] oomcheck watch, a check every second:")
@@ -270,8 +295,10 @@ def run_scenario(*, use_cgroup: bool = True, out: Any = say) -> DemoResult | Non
             while time.monotonic() < deadline:
                 report = run_once(deps, "watch")
                 kinds = [f.kind.value for f in report.findings if f.alertable]
-                out(f"      check in {report.duration_ms} ms: findings {kinds or 'none'}, "
-                    f"alerts {[a.action for a in report.alerts if a.published] or 'none'}")
+                out(
+                    f"      check in {report.duration_ms} ms: findings {kinds or 'none'}, "
+                    f"alerts {[a.action for a in report.alerts if a.published] or 'none'}"
+                )
                 if publisher.accepted:
                     break
                 time.sleep(1.0)
@@ -281,8 +308,9 @@ def run_scenario(*, use_cgroup: bool = True, out: Any = say) -> DemoResult | Non
             accepted_at, _ = publisher.accepted[0]
             received = _read_queue(sqs, str(provisioned.queue_url))
             sender.close()
-            return DemoResult(received, report, death, task_id, accepted_at - death.at,
-                              cgroup is not None, note)
+            return DemoResult(
+                received, report, death, task_id, accepted_at - death.at, cgroup is not None, note
+            )
         finally:
             if supervisor is not None:
                 supervisor.stop()
@@ -306,8 +334,10 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
         say("the demo did not see its alert: see above")
         return 1
     say("")
-    say(f"ALERT read back from SNS through SQS ({len(result.received)} message(s)); "
-        f"kernel kill -> alert published: {result.kill_to_alert_s:.2f} s")
+    say(
+        f"ALERT read back from SNS through SQS ({len(result.received)} message(s)); "
+        f"kernel kill -> alert published: {result.kill_to_alert_s:.2f} s"
+    )
     say("")
     for item in result.received:
         say(f"Subject: {item['subject']}")
@@ -322,6 +352,7 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
     say("")
     say(f"demo finished in {time.monotonic() - started:.1f} s; everything it started is stopped")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(run_demo())

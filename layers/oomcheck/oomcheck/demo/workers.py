@@ -86,11 +86,12 @@ class MemoryCgroup:
         while time.monotonic() < deadline:
             try:
                 self.path.rmdir()
-                return
             except FileNotFoundError:
                 return
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.1)  # the kernel frees a cgroup only after its last process exits
+            else:
+                return
 
 
 def memory_cgroup_available() -> tuple[bool, str]:
@@ -128,17 +129,36 @@ class WorkerProcess:
             **self.extra_env,
         }
         argv = [
-            sys.executable, "-m", "celery", "-A", "oomcheck.demo.tasks:app", "worker",
-            "-n", self.name, "-P", self.pool, "-c", str(self.concurrency),
-            "--without-gossip", "--without-mingle", "-l", "warning",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "oomcheck.demo.tasks:app",
+            "worker",
+            "-n",
+            self.name,
+            "-P",
+            self.pool,
+            "-c",
+            str(self.concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "warning",
         ]
         if self.cgroup is not None:
             # Join the cgroup before exec so that the pool children forked at start are in it.
-            argv = ["/bin/sh", "-c", f'echo $$ > "{self.cgroup.procs_file}" && exec "$@"', "sh",
-                    *argv]
-        log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 - lives as long as the worker
-        self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+            argv = [
+                "/bin/sh",
+                "-c",
+                f'echo $$ > "{self.cgroup.procs_file}" && exec "$@"',
+                "sh",
+                *argv,
+            ]
+        log = Path(self.log_path or os.devnull).open("ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         return self
 
@@ -190,8 +210,9 @@ class WorkerProcess:
             self.cgroup.remove()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition"
+) -> Any:
     """Poll until ``predicate()`` is truthy; bounded."""
     deadline = time.monotonic() + timeout
     while True:
