@@ -213,6 +213,19 @@ def _guard(
     return value
 
 
+def _read_exits(
+    source: ExitSource, since: float | None, now: float
+) -> tuple[tuple[ExitEvidence, ...], str | None]:
+    try:
+        read = source.read(since, now)
+    except Exception as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is None:
+            raise
+        return tuple(partial.evidence), f"{type(exc).__name__}: {exc}"
+    return tuple(read.evidence), None
+
+
 def _observe(deps: Deps, state: State, now: float, *, audit: bool) -> _Observed:
     settings = deps.settings
     secrets = settings.secrets()
@@ -317,11 +330,18 @@ def _observe(deps: Deps, state: State, now: float, *, audit: bool) -> _Observed:
     if deps.exits is not None:
         source = deps.exits
         read = _guard(
-            Source.EXITS.value, lambda: source.read(state.last_run_at, now), statuses, secrets
+            Source.EXITS.value,
+            lambda: _read_exits(source, state.last_run_at, now),
+            statuses,
+            secrets,
         )
         if read is not None:
-            exits = tuple(read.evidence)
+            evidence, error = read
+            exits = evidence
             stats["exit_events"] = len(exits)
+            if error:
+                # one log group failed: report it, but keep what the healthy groups gave
+                statuses[Source.EXITS.value] = "error: " + scrub(error, secrets)[:500]
 
     observation = Observation(
         at=now,

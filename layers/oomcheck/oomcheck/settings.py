@@ -36,6 +36,8 @@ class Settings:
     target: str = "default"
     topic_arn: str | None = None
     log_groups: tuple[str, ...] = ()
+    # ECS/EKS container names (globs) that run workers; others' exits (sidecars) are ignored
+    containers: tuple[str, ...] = ()
     state_file: str = ""
     inspect_timeout_s: float = 1.0
     reping_timeout_s: float = 2.0
@@ -210,6 +212,9 @@ def from_env(env: Mapping[str, str] | None = None, resolve: Resolver | None = No
         target=env.get("OOMCHECK_TARGET") or "default",
         topic_arn=env.get("OOMCHECK_TOPIC_ARN") or None,
         log_groups=log_groups,
+        containers=tuple(
+            c.strip() for c in env.get("OOMCHECK_CONTAINERS", "").split(",") if c.strip()
+        ),
         state_file=env.get("OOMCHECK_STATE_FILE") or default_state_file(),
         inspect_timeout_s=_req_float(env, "OOMCHECK_INSPECT_TIMEOUT", 1.0),
         reping_timeout_s=_req_float(env, "OOMCHECK_REPING_TIMEOUT", 2.0),
@@ -237,6 +242,7 @@ ENV_VARS = (
     "OOMCHECK_TARGET",
     "OOMCHECK_TOPIC_ARN",
     "OOMCHECK_LOG_GROUPS",
+    "OOMCHECK_CONTAINERS",
     "OOMCHECK_STATE_FILE",
     "OOMCHECK_INSPECT_TIMEOUT",
     "OOMCHECK_REPING_TIMEOUT",

@@ -60,7 +60,9 @@ def build_deps(settings: Settings, write: Callable[[str], object] | None = None)
         from oomcheck.aws import client
         from oomcheck.sources.exits import CloudWatchExitEvents
 
-        deps.exits = CloudWatchExitEvents(client("logs"), settings.log_groups)
+        deps.exits = CloudWatchExitEvents(
+            client("logs"), settings.log_groups, containers=settings.containers
+        )
     else:
         deps.off["exits"] = "no log groups configured (OOMCHECK_LOG_GROUPS)"
     return deps

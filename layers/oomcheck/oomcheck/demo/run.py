@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,7 @@ class Supervisor:
         self.death = death
         event = ecs_task_stopped_event(
             cluster=CLUSTER,
-            task_id="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            task_id=uuid.uuid4().hex,
             private_ip="127.0.0.1",
             container="celery-worker",
             exit_code=death.exit_code,
