@@ -245,6 +245,6 @@ class CeleryInspector:
         }
 
     def close(self) -> None:
-        pool = getattr(self.app, "pool", None)
-        if pool is not None:
-            pool.force_close_all()
+        # Not pool.force_close_all(): kombu keeps connection pools in a process-wide registry
+        # keyed by URL, shared with any other app on the same broker.
+        self.app.close()
