@@ -153,8 +153,12 @@ class MotoServer:
 
 def start_moto(port: int | None = None) -> MotoServer:
     """moto's ThreadedMotoServer on loopback, reached through the standard AWS_ENDPOINT_URL."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    # werkzeug logs every request to stderr; the demo's output is for people
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = port or free_port()
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
     server.start()
