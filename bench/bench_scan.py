@@ -95,8 +95,12 @@ def child(mode: str, url: str, batch: int, budget: int | None) -> None:
         if mode == "pipelined":
             scanner._scripted[""] = False  # force the no-scripting path, for comparison
         result = scanner.scan(time.time())
-        out.update(keys=result.keys_scanned, started=len(result.started),
-                   lost=len(result.lost_failures), skipped=result.skipped_values)
+        out.update(
+            keys=result.keys_scanned,
+            started=len(result.started),
+            lost=len(result.lost_failures),
+            skipped=result.skipped_values,
+        )
     elif mode == "budget":
         assert budget is not None
         scanner = RedisResultScanner(client, batch=batch)
@@ -109,9 +113,12 @@ def child(mode: str, url: str, batch: int, budget: int | None) -> None:
             cursor_s = result.cursor
             if cursor_s is None or len(runs) > 10_000:
                 break
-        out.update(keys=sum(k for k, _ in runs), runs=len(runs),
-                   per_run_keys=statistics.median(k for k, _ in runs),
-                   per_run_s=statistics.median(s for _, s in runs))
+        out.update(
+            keys=sum(k for k, _ in runs),
+            runs=len(runs),
+            per_run_keys=statistics.median(k for k, _ in runs),
+            per_run_s=statistics.median(s for _, s in runs),
+        )
     elif mode == "naive-get":
         # What reading every value whole would cost: SCAN + MGET + json.loads.
         cursor, keys, started = 0, 0, 0
@@ -143,8 +150,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(mode: str, url: str, *, batch: int = BATCH, budget: int | None = None,
-            timeout: float = 300) -> dict[str, Any]:
+def measure(
+    mode: str, url: str, *, batch: int = BATCH, budget: int | None = None, timeout: float = 300
+) -> dict[str, Any]:
     argv = [sys.executable, __file__, "--child", mode, "--url", url, "--batch", str(batch)]
     if budget is not None:
         argv += ["--budget", str(budget)]
@@ -187,12 +195,16 @@ def main() -> int:
     try:
         client = redis.Redis.from_url(server.url, socket_timeout=120)
         version = client.info("server")["redis_version"]
-        print(f"redis-server {version} on {server.url}, SCAN COUNT {BATCH}, "
-              f"best of {1 if args.quick else REPEATS} runs, fresh process per run")
+        print(
+            f"redis-server {version} on {server.url}, SCAN COUNT {BATCH}, "
+            f"best of {1 if args.quick else REPEATS} runs, fresh process per run"
+        )
         sizes = [100_000] if args.quick else [100_000, 1_000_000]
         repeats = 1 if args.quick else REPEATS
-        header = (f"{'keys':>9} {'mode':>10} {'bare s':>8} {'ours s':>8} {'ratio':>6} "
-                  f"{'RSS MB':>7} {'keys/s':>10} {'started':>8}")
+        header = (
+            f"{'keys':>9} {'mode':>10} {'bare s':>8} {'ours s':>8} {'ratio':>6} "
+            f"{'RSS MB':>7} {'keys/s':>10} {'started':>8}"
+        )
         print(header)
         print("-" * len(header))
         loaded = 0
@@ -200,23 +212,31 @@ def main() -> int:
             t0 = time.perf_counter()
             load(client, loaded, size - loaded)
             loaded = size
-            print(f"  (loaded {size:,} keys in {time.perf_counter() - t0:.1f} s, "
-                  f"used_memory {client.info('memory')['used_memory'] / 2**20:.0f} MB)")
+            print(
+                f"  (loaded {size:,} keys in {time.perf_counter() - t0:.1f} s, "
+                f"used_memory {client.info('memory')['used_memory'] / 2**20:.0f} MB)"
+            )
             bare = best_of("bare", server.url, repeats)
             for mode in ("ours", "pipelined"):
                 ours = best_of(mode, server.url, repeats)
                 assert ours["keys"] == size, (mode, ours["keys"], size)
                 ratio = ours["secs"] / bare["secs"]
-                print(f"{size:>9,} {mode:>10} {bare['secs']:>8.2f} {ours['secs']:>8.2f} "
-                      f"{ratio:>5.2f}x {ours['maxrss_mb']:>7.1f} {size / ours['secs']:>10,.0f} "
-                      f"{ours['started']:>8}")
-            print(f"{size:>9,} {'bare':>10} {bare['secs']:>8.2f} {'':>8} {'':>6} "
-                  f"{bare['maxrss_mb']:>7.1f} {size / bare['secs']:>10,.0f}")
+                print(
+                    f"{size:>9,} {mode:>10} {bare['secs']:>8.2f} {ours['secs']:>8.2f} "
+                    f"{ratio:>5.2f}x {ours['maxrss_mb']:>7.1f} {size / ours['secs']:>10,.0f} "
+                    f"{ours['started']:>8}"
+                )
+            print(
+                f"{size:>9,} {'bare':>10} {bare['secs']:>8.2f} {'':>8} {'':>6} "
+                f"{bare['maxrss_mb']:>7.1f} {size / bare['secs']:>10,.0f}"
+            )
             if size == 100_000:
                 naive = best_of("naive-get", server.url, 1)
-                print(f"{size:>9,} {'scan+mget':>10} {bare['secs']:>8.2f} {naive['secs']:>8.2f} "
-                      f"{naive['secs'] / bare['secs']:>5.2f}x {naive['maxrss_mb']:>7.1f} "
-                      f"{size / naive['secs']:>10,.0f} {naive['started']:>8}")
+                print(
+                    f"{size:>9,} {'scan+mget':>10} {bare['secs']:>8.2f} {naive['secs']:>8.2f} "
+                    f"{naive['secs'] / bare['secs']:>5.2f}x {naive['maxrss_mb']:>7.1f} "
+                    f"{size / naive['secs']:>10,.0f} {naive['started']:>8}"
+                )
 
         # Budgeted runs over what is loaded: the checkpointed-cursor path of a big backend.
         budget = 100_000
@@ -225,38 +245,52 @@ def main() -> int:
         lambda_s = 60.0
         per_run_cap = min(budget, int(rate * lambda_s))
         runs_10m = math.ceil(10_000_000 / per_run_cap)
-        print(f"\nbudget {budget:,}: {b['runs']} runs covered {b['keys']:,} keys; median run "
-              f"{b['per_run_keys']:,.0f} keys in {b['per_run_s']:.3f} s ({rate:,.0f} keys/s), "
-              f"RSS {b['maxrss_mb']:.1f} MB")
-        print(f"  10M keys at budget {budget:,}/run: {math.ceil(10_000_000 / budget)} runs of "
-              f"~{budget / rate:.2f} s; a 60 s Lambda could take ~{int(rate * lambda_s):,} keys "
-              f"per run, i.e. a full 10M pass in {math.ceil(10_000_000 / (rate * lambda_s))} "
-              f"run(s) (at budget {per_run_cap:,}: {runs_10m} runs)")
+        print(
+            f"\nbudget {budget:,}: {b['runs']} runs covered {b['keys']:,} keys; median run "
+            f"{b['per_run_keys']:,.0f} keys in {b['per_run_s']:.3f} s ({rate:,.0f} keys/s), "
+            f"RSS {b['maxrss_mb']:.1f} MB"
+        )
+        print(
+            f"  10M keys at budget {budget:,}/run: {math.ceil(10_000_000 / budget)} runs of "
+            f"~{budget / rate:.2f} s; a 60 s Lambda could take ~{int(rate * lambda_s):,} keys "
+            f"per run, i.e. a full 10M pass in {math.ceil(10_000_000 / (rate * lambda_s))} "
+            f"run(s) (at budget {per_run_cap:,}: {runs_10m} runs)"
+        )
 
         # 10 MB values: memory must not follow value size.
         client.flushdb()
         load(client, 0, 100_000)
         big = b"x" * (10 * 2**20)
         for i in range(10):
-            client.set(f"celery-task-meta-huge-started-{i}", ex=86400, value=
-                         b'{"status": "STARTED", "result": {"pid": 4242, "hostname": "w@big"}, '
-                         b'"traceback": null, "children": [], "date_done": null, '
-                         b'"name": "app.tasks.big", "args": ["' + big + b'"], "kwargs": {}, '
-                         b'"worker": "w@big", "retries": 0, "queue": "celery", "task_id": "x"}')
-            client.set(f"celery-task-meta-huge-success-{i}", ex=86400, value=
-                         b'{"status": "SUCCESS", "result": "' + big + b'", "traceback": null}')
+            client.set(
+                f"celery-task-meta-huge-started-{i}",
+                ex=86400,
+                value=b'{"status": "STARTED", "result": {"pid": 4242, "hostname": "w@big"}, '
+                b'"traceback": null, "children": [], "date_done": null, '
+                b'"name": "app.tasks.big", "args": ["' + big + b'"], "kwargs": {}, '
+                b'"worker": "w@big", "retries": 0, "queue": "celery", "task_id": "x"}',
+            )
+            client.set(
+                f"celery-task-meta-huge-success-{i}",
+                ex=86400,
+                value=b'{"status": "SUCCESS", "result": "' + big + b'", "traceback": null}',
+            )
             client.set(f"celery-task-meta-huge-pickle-{i}", b"\x80\x04\x95" + big, ex=86400)
         total = 100_030
         bare = best_of("bare", server.url, repeats)
         ours = best_of("ours", server.url, repeats)
         naive = best_of("naive-get", server.url, 1)
-        print("\n10 MB values: 100,000 normal keys + 30 values of 10 MB "
-              "(10 STARTED, 10 SUCCESS, 10 pickle)")
-        print(f"  bare {bare['secs']:.2f} s / {bare['maxrss_mb']:.1f} MB; ours "
-              f"{ours['secs']:.2f} s ({ours['secs'] / bare['secs']:.2f}x) / "
-              f"{ours['maxrss_mb']:.1f} MB, keys {ours['keys']:,} of {total:,}, started "
-              f"{ours['started']}, skipped {ours['skipped']}; scan+mget "
-              f"{naive['secs']:.2f} s / {naive['maxrss_mb']:.1f} MB")
+        print(
+            "\n10 MB values: 100,000 normal keys + 30 values of 10 MB "
+            "(10 STARTED, 10 SUCCESS, 10 pickle)"
+        )
+        print(
+            f"  bare {bare['secs']:.2f} s / {bare['maxrss_mb']:.1f} MB; ours "
+            f"{ours['secs']:.2f} s ({ours['secs'] / bare['secs']:.2f}x) / "
+            f"{ours['maxrss_mb']:.1f} MB, keys {ours['keys']:,} of {total:,}, started "
+            f"{ours['started']}, skipped {ours['skipped']}; scan+mget "
+            f"{naive['secs']:.2f} s / {naive['maxrss_mb']:.1f} MB"
+        )
         print(f"\nbench total {time.perf_counter() - bench_start:.0f} s")
     finally:
         server.stop()

@@ -76,8 +76,9 @@ class UnackedScan:
     truncated: bool  # max_entries reached before the hash was fully read
 
 
-def parse_unacked_entry(tag: str, raw: bytes | str,
-                        fetched_at: float | None) -> UnackedMessage | None:
+def parse_unacked_entry(
+    tag: str, raw: bytes | str, fetched_at: float | None
+) -> UnackedMessage | None:
     """One ``unacked`` hash entry as an UnackedMessage; None when it is not a task message
     (malformed JSON, no ``headers.id``, task protocol 1 whose id lives in the body)."""
     try:
@@ -97,9 +98,15 @@ def parse_unacked_entry(tag: str, raw: bytes | str,
     properties = message.get("properties")
     delivery = properties.get("delivery_info") if isinstance(properties, dict) else None
     redelivered = headers.get("redelivered") is True or (
-        isinstance(delivery, dict) and delivery.get("redelivered") is True)
-    return UnackedMessage(task_id=task_id, name=name if isinstance(name, str) else None,
-                          delivery_tag=tag, fetched_at=fetched_at, redelivered=redelivered)
+        isinstance(delivery, dict) and delivery.get("redelivered") is True
+    )
+    return UnackedMessage(
+        task_id=task_id,
+        name=name if isinstance(name, str) else None,
+        delivery_tag=tag,
+        fetched_at=fetched_at,
+        redelivered=redelivered,
+    )
 
 
 class RedisBrokerScanner:
@@ -112,10 +119,17 @@ class RedisBrokerScanner:
     ``skipped`` the number of malformed or oversized entries.
     """
 
-    def __init__(self, client: redis.Redis | redis.RedisCluster, *, keyprefix: str = "",
-                 max_entries: int = 100_000, batch: int = 200,
-                 unacked_key: str = "unacked", unacked_index_key: str = "unacked_index",
-                 max_entry_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        keyprefix: str = "",
+        max_entries: int = 100_000,
+        batch: int = 200,
+        unacked_key: str = "unacked",
+        unacked_index_key: str = "unacked_index",
+        max_entry_bytes: int = 256 * 1024,
+    ) -> None:
         if max_entries < 1 or batch < 1 or max_entry_bytes < 256:
             raise ValueError("max_entries and batch must be >= 1, max_entry_bytes >= 256")
         self._client = client
@@ -150,7 +164,7 @@ class RedisBrokerScanner:
         for batch in self._entries():
             chunk = batch
             if scanned + len(batch) > self._max_entries:
-                chunk = batch[:self._max_entries - scanned]
+                chunk = batch[: self._max_entries - scanned]
                 truncated = True
             tags = [tag for tag, _ in chunk]
             scores = self._scores(tags)
@@ -168,12 +182,14 @@ class RedisBrokerScanner:
         # reported as truncated even when the cut fell exactly on a batch boundary.
         truncated = truncated or self._stopped_early
         messages.sort(key=lambda m: (m.fetched_at is None, m.fetched_at or 0.0, m.delivery_tag))
-        result = UnackedScan(messages=tuple(messages), entries_scanned=scanned, skipped=skipped,
-                             truncated=truncated)
+        result = UnackedScan(
+            messages=tuple(messages), entries_scanned=scanned, skipped=skipped, truncated=truncated
+        )
         self.last_scan = result
         if truncated:
-            log.warning("unacked hash has more than %d entries; read only that many",
-                        self._max_entries)
+            log.warning(
+                "unacked hash has more than %d entries; read only that many", self._max_entries
+            )
         return result
 
     # -- internals ------------------------------------------------------------------------------
@@ -209,8 +225,7 @@ class RedisBrokerScanner:
             chunk: list[tuple[str, bytes | None]] = []
             for i in range(1, len(reply) - 1, 2):
                 raw = bytes(reply[i + 1])
-                chunk.append((_text(reply[i]),
-                              None if len(raw) >= self._max_entry_bytes else raw))
+                chunk.append((_text(reply[i]), None if len(raw) >= self._max_entry_bytes else raw))
             seen += len(chunk)
             if chunk:
                 yield chunk
@@ -236,8 +251,11 @@ class RedisBrokerScanner:
                 pipe.hstrlen(self._hash, tag)
             sizes = pipe.execute()
             pipe = self._client.pipeline(transaction=False)
-            wanted = [t for t, size in zip(tags, sizes, strict=True)
-                      if 0 < int(size) <= self._max_entry_bytes]
+            wanted = [
+                t
+                for t, size in zip(tags, sizes, strict=True)
+                if 0 < int(size) <= self._max_entry_bytes
+            ]
             for tag in wanted:
                 pipe.hget(self._hash, tag)
             values = dict(zip(wanted, pipe.execute(), strict=True)) if wanted else {}
@@ -258,8 +276,9 @@ class RedisBrokerScanner:
         seen = 0
         try:
             while seen < self._max_entries:
-                cursor, fields = self._client.hscan(self._hash, cursor, count=self._batch,
-                                                    no_values=True)
+                cursor, fields = self._client.hscan(
+                    self._hash, cursor, count=self._batch, no_values=True
+                )
                 tags = [_raw(f) for f in fields]
                 seen += len(tags)
                 if tags:
@@ -277,10 +296,9 @@ class RedisBrokerScanner:
             # Tags are ~36 bytes, so the whole field list is small at this bound.
             names = [_raw(f) for f in self._client.hkeys(self._hash)]
             for offset in range(0, len(names), self._batch):
-                yield names[offset:offset + self._batch]
+                yield names[offset : offset + self._batch]
             return
-        log.info("unacked hash has %d entries; listing tags from %s", size,
-                 self._index.decode())
+        log.info("unacked hash has %d entries; listing tags from %s", size, self._index.decode())
         while seen < self._max_entries:
             cursor, pairs = self._client.zscan(self._index, cursor, count=self._batch)
             tags = [_raw(tag) for tag, _ in pairs]

@@ -108,12 +108,14 @@ def _parse(url: str) -> _Parsed:
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in _SCHEMES:
-        raise ValueError(f"unsupported Redis URL {safe!r}: expected one of "
-                         f"{', '.join(s + '://' for s in _SCHEMES)}")
+        raise ValueError(
+            f"unsupported Redis URL {safe!r}: expected one of "
+            f"{', '.join(s + '://' for s in _SCHEMES)}"
+        )
     rest = rest.split("#", 1)[0]
     rest, _, raw_query = rest.partition("?")
     at = rest.rfind("@")
-    userinfo, hostpart = (rest[:at], rest[at + 1:]) if at >= 0 else ("", rest)
+    userinfo, hostpart = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
     username: str | None = None
     password: str | None = None
     if userinfo:
@@ -153,8 +155,9 @@ def _parse(url: str) -> _Parsed:
             db = int(query.pop("db"))
         except ValueError:
             raise ValueError(f"bad db in Redis URL {safe!r}") from None
-    return _Parsed(scheme=scheme, hosts=hosts, username=username, password=password, db=db,
-                   query=query)
+    return _Parsed(
+        scheme=scheme, hosts=hosts, username=username, password=password, db=db, query=query
+    )
 
 
 def _host_port(item: str, default_port: int, safe: str) -> tuple[str, int]:
@@ -162,7 +165,7 @@ def _host_port(item: str, default_port: int, safe: str) -> tuple[str, int]:
         close = item.find("]")
         if close < 0:
             raise ValueError(f"bad host in Redis URL {safe!r}")
-        host, port_text = item[1:close], item[close + 1:].lstrip(":")
+        host, port_text = item[1:close], item[close + 1 :].lstrip(":")
     else:
         host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
     try:
@@ -174,8 +177,9 @@ def _host_port(item: str, default_port: int, safe: str) -> tuple[str, int]:
     return unquote(host), port
 
 
-def _ssl_kwargs(query: Mapping[str, str], overrides: Mapping[str, Any] | None,
-                safe: str) -> dict[str, Any]:
+def _ssl_kwargs(
+    query: Mapping[str, str], overrides: Mapping[str, Any] | None, safe: str
+) -> dict[str, Any]:
     values: dict[str, Any] = {k: query[k] for k in _SSL_PARAMS if k in query}
     if overrides:
         values.update({k: v for k, v in overrides.items() if k in _SSL_PARAMS})
@@ -183,8 +187,9 @@ def _ssl_kwargs(query: Mapping[str, str], overrides: Mapping[str, Any] | None,
     if isinstance(reqs, str):
         key = reqs.strip().lower()
         if key not in _CERT_REQS:
-            raise ValueError(f"bad ssl_cert_reqs {reqs!r} in {safe!r}: use required, optional "
-                             "or none")
+            raise ValueError(
+                f"bad ssl_cert_reqs {reqs!r} in {safe!r}: use required, optional or none"
+            )
         reqs = _CERT_REQS[key]
     if not isinstance(reqs, ssl.VerifyMode):
         raise TypeError(f"bad ssl_cert_reqs in {safe!r}")
@@ -243,19 +248,23 @@ def make_redis(
         if first.db != 0:
             raise ValueError(f"Redis Cluster has only database 0: {safe!r}")
         from redis.cluster import ClusterNode
+        from redis.exceptions import RedisClusterException
 
         try:
             return redis.RedisCluster(
-                startup_nodes=[ClusterNode(host, port)  # type: ignore[no-untyped-call]
-                               for host, port in first.hosts],
+                startup_nodes=[
+                    ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                    for host, port in first.hosts
+                ],
                 require_full_coverage=False,
                 **auth,
                 **common,
             )
-        except redis.RedisError as exc:
-            # redis-py's message lists node addresses only; keep ours free of anything else.
+        except (redis.RedisError, RedisClusterException) as exc:
+            # redis-py's text names nodes and reasons, not credentials; redact() anyway, and
+            # drop the chained exception, whose arguments may carry connection kwargs.
             raise redis.ConnectionError(
-                f"cannot reach Redis Cluster {safe}: {type(exc).__name__}"
+                f"cannot reach Redis Cluster {safe}: {redact(str(exc))[:300]}"
             ) from None
     if len(first.hosts) > 1:
         raise ValueError(f"several hosts need redis+cluster:// or sentinel://: {safe!r}")
@@ -263,8 +272,13 @@ def make_redis(
     return redis.Redis(host=host, port=port, db=first.db, **auth, **common)
 
 
-def _sentinel_client(chunks: list[str], options: Mapping[str, Any], common: dict[str, Any],
-                     ssl_options: Mapping[str, Any] | None, safe: str) -> redis.Redis:
+def _sentinel_client(
+    chunks: list[str],
+    options: Mapping[str, Any],
+    common: dict[str, Any],
+    ssl_options: Mapping[str, Any] | None,
+    safe: str,
+) -> redis.Redis:
     from redis.sentinel import Sentinel, SentinelManagedSSLConnection
 
     master_name = options.get("master_name")

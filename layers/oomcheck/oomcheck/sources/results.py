@@ -144,8 +144,15 @@ _WORKER_RE = re.compile(rb'"worker"\s*:\s*')
 _WS = " \t\r\n"
 _DECODER = json.JSONDecoder()
 # Redis replies that mean "scripting is not for us here": fall back to client-side reads.
-_SCRIPT_REFUSALS = ("NOPERM", "unknown command", "not allowed", "non local key", "cross",
-                    "disabled", "no scripts")
+_SCRIPT_REFUSALS = (
+    "NOPERM",
+    "unknown command",
+    "not allowed",
+    "non local key",
+    "cross",
+    "disabled",
+    "no scripts",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +242,7 @@ def _tail_worker(tail: bytes) -> str | None:
         pass
     if last is None:
         return None
-    text = tail[last.end():].decode("utf-8", "replace")
+    text = tail[last.end() :].decode("utf-8", "replace")
     try:
         value, _ = _DECODER.raw_decode(text)
     except ValueError:
@@ -374,9 +381,15 @@ class RedisResultScanner:
     used to turn TTLs into write times. ``batch`` is the SCAN COUNT per round trip.
     """
 
-    def __init__(self, client: redis.Redis | redis.RedisCluster, *, keyprefix: str = "",
-                 result_expires: float | None = 86400.0, failure_expires: float | None = None,
-                 batch: int = 1000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        keyprefix: str = "",
+        result_expires: float | None = 86400.0,
+        failure_expires: float | None = None,
+        batch: int = 1000,
+    ) -> None:
         if batch < 1:
             raise ValueError("batch must be >= 1")
         self._client = client
@@ -390,8 +403,14 @@ class RedisResultScanner:
 
     # -- public -------------------------------------------------------------------------------
 
-    def scan(self, now: float, *, budget: int | None = None, cursor: str | None = None,
-             time_budget_s: float | None = None) -> ResultScan:
+    def scan(
+        self,
+        now: float,
+        *,
+        budget: int | None = None,
+        cursor: str | None = None,
+        time_budget_s: float | None = None,
+    ) -> ResultScan:
         """One pass (or, with ``budget``, part of one) over the result keys.
 
         ``budget`` stops the scan after about that many keys; ``time_budget_s`` after about that
@@ -417,19 +436,27 @@ class RedisResultScanner:
                 out_of_keys = budget is not None and scanned >= budget
                 out_of_time = deadline is not None and time.monotonic() >= deadline
                 if out_of_keys or out_of_time:
-                    return self._result(started, lost, scanned, skipped,
-                                        self._encode(node.name, position))
-                count = self._batch if budget is None else max(1, min(self._batch,
-                                                                      budget - scanned))
+                    return self._result(
+                        started, lost, scanned, skipped, self._encode(node.name, position)
+                    )
+                count = (
+                    self._batch if budget is None else max(1, min(self._batch, budget - scanned))
+                )
                 step = self._step(node, position, count)
                 scanned += step.scanned
                 skipped += step.skipped
                 for cand in step.candidates:
                     task_id = cand.key[prefix_len:].decode("utf-8", "replace")
                     record, bad = interpret_record(
-                        task_id, cand.head, cand.tail, cand.size, cand.pttl, now,
+                        task_id,
+                        cand.head,
+                        cand.tail,
+                        cand.size,
+                        cand.pttl,
+                        now,
                         result_expires=self._result_expires,
-                        failure_expires=self._failure_expires)
+                        failure_expires=self._failure_expires,
+                    )
                     if bad:
                         skipped += 1
                     elif isinstance(record, StartedTask):
@@ -448,7 +475,7 @@ class RedisResultScanner:
         found: dict[str, str] = {}
         ids = list(dict.fromkeys(task_ids))
         for offset in range(0, len(ids), self._batch):
-            chunk = ids[offset:offset + self._batch]
+            chunk = ids[offset : offset + self._batch]
             keys = [self._prefix + tid.encode() for tid in chunk]
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
@@ -483,18 +510,37 @@ class RedisResultScanner:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _result(self, started: list[StartedTask], lost: list[LostFailure], scanned: int,
-                skipped: int, cursor: str | None) -> ResultScan:
-        return ResultScan(started=tuple(started), lost_failures=tuple(lost),
-                          keys_scanned=scanned, skipped_values=skipped, cursor=cursor)
+    def _result(
+        self,
+        started: list[StartedTask],
+        lost: list[LostFailure],
+        scanned: int,
+        skipped: int,
+        cursor: str | None,
+    ) -> ResultScan:
+        return ResultScan(
+            started=tuple(started),
+            lost_failures=tuple(lost),
+            keys_scanned=scanned,
+            skipped_values=skipped,
+            cursor=cursor,
+        )
 
     def _nodes(self) -> list[_Node]:
         client = self._client
         if isinstance(client, redis.RedisCluster):
-            primaries = sorted(client.get_primaries(),  # type: ignore[no-untyped-call]
-                               key=lambda n: str(n.name))
-            return [_Node(name=str(n.name), client=client.get_redis_connection(n),
-                          scripted=self._scripted.get(str(n.name), True)) for n in primaries]
+            primaries = sorted(
+                client.get_primaries(),  # type: ignore[no-untyped-call]
+                key=lambda n: str(n.name),
+            )
+            return [
+                _Node(
+                    name=str(n.name),
+                    client=client.get_redis_connection(n),
+                    scripted=self._scripted.get(str(n.name), True),
+                )
+                for n in primaries
+            ]
         return [_Node(name="", client=client, scripted=self._scripted.get("", True))]
 
     @staticmethod
@@ -509,8 +555,9 @@ class RedisResultScanner:
         node, slash, position_text = cursor.rpartition("/")
         valid = position_text.isdigit() and (bool(slash) == bool(names and names[0]))
         if not valid:
-            log.warning("result scan cursor %r does not fit this server; starting a new pass",
-                        cursor[:80])
+            log.warning(
+                "result scan cursor %r does not fit this server; starting a new pass", cursor[:80]
+            )
             return 0, 0
         position = int(position_text)
         if not slash:
@@ -553,9 +600,15 @@ class RedisResultScanner:
         items: list[Any] = list(reply)
         batch = _Batch(next_cursor=int(items[0]), scanned=int(items[1]), skipped=int(items[2]))
         for i in range(3, len(items), 5):
-            batch.candidates.append(_Candidate(
-                key=bytes(items[i]), pttl=int(items[i + 1]), size=int(items[i + 2]),
-                head=bytes(items[i + 3]), tail=bytes(items[i + 4])))
+            batch.candidates.append(
+                _Candidate(
+                    key=bytes(items[i]),
+                    pttl=int(items[i + 1]),
+                    size=int(items[i + 2]),
+                    head=bytes(items[i + 3]),
+                    tail=bytes(items[i + 4]),
+                )
+            )
         return batch
 
     def _pipelined_step(self, node: _Node, position: int, count: int) -> _Batch:
@@ -610,9 +663,13 @@ class RedisResultScanner:
             pipe.getrange(key, -TAIL_BYTES, -1)
         replies = pipe.execute(raise_on_error=False)
         for i, key in enumerate(keys):
-            pttl, size, head, tail = replies[4 * i:4 * i + 4]
+            pttl, size, head, tail = replies[4 * i : 4 * i + 4]
             if any(isinstance(r, Exception) for r in (pttl, size, head, tail)) or not head:
                 continue  # gone or retyped since the probe
-            yield _Candidate(key=key, pttl=int(pttl), size=int(size), head=bytes(head),
-                             tail=bytes(tail) if int(size) > len(head) else b"")
-
+            yield _Candidate(
+                key=key,
+                pttl=int(pttl),
+                size=int(size),
+                head=bytes(head),
+                tail=bytes(tail) if int(size) > len(head) else b"",
+            )
