@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "layers" / "oomcheck"))
 
 BATCH = 1000
-REPEATS = 3
+REPEATS = 5
 
 # Writes keys celery-task-meta-<uuid-like> [first, first+count) server-side, so loading 1M keys
 # takes seconds and no client memory. Every 100th record is STARTED (result_extended), the rest
@@ -163,12 +163,26 @@ def measure(
     return result
 
 
-def best_of(mode: str, url: str, repeats: int = REPEATS, **kw: Any) -> dict[str, Any]:
-    runs = [measure(mode, url, **kw) for _ in range(repeats)]
-    fastest = min(runs, key=lambda r: r["secs"])
-    fastest["maxrss_mb"] = max(r["maxrss_mb"] for r in runs)
-    fastest["all_secs"] = [round(r["secs"], 3) for r in runs]
-    return fastest
+def interleaved(modes: list[str], url: str, repeats: int) -> dict[str, dict[str, Any]]:
+    """Each mode ``repeats`` times, taking turns so that drift (page cache, CPU frequency, the
+    server's incremental rehashing) hits every mode alike. Per mode: the fastest run, the peak
+    RSS over all runs, and every run's time (to pair runs of the same round)."""
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for _ in range(repeats):
+        for mode in modes:
+            runs[mode].append(measure(mode, url))
+    out: dict[str, dict[str, Any]] = {}
+    for mode, results in runs.items():
+        best = dict(min(results, key=lambda r: r["secs"]))
+        best["maxrss_mb"] = max(r["maxrss_mb"] for r in results)
+        best["all_secs"] = [r["secs"] for r in results]
+        out[mode] = best
+    return out
+
+
+def paired(ours: dict[str, Any], bare: dict[str, Any]) -> str:
+    ratios = [o / b for o, b in zip(ours["all_secs"], bare["all_secs"], strict=True)]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +214,7 @@ def main() -> int:
             f"best of {1 if args.quick else REPEATS} runs, fresh process per run"
         )
         sizes = [100_000] if args.quick else [100_000, 1_000_000]
+        # Paired, interleaved runs; the ratio column compares the fastest of each.
         repeats = 1 if args.quick else REPEATS
         header = (
             f"{'keys':>9} {'mode':>10} {'bare s':>8} {'ours s':>8} {'ratio':>6} "
@@ -216,22 +231,23 @@ def main() -> int:
                 f"  (loaded {size:,} keys in {time.perf_counter() - t0:.1f} s, "
                 f"used_memory {client.info('memory')['used_memory'] / 2**20:.0f} MB)"
             )
-            bare = best_of("bare", server.url, repeats)
+            got = interleaved(["bare", "ours", "pipelined"], server.url, repeats)
+            bare = got["bare"]
             for mode in ("ours", "pipelined"):
-                ours = best_of(mode, server.url, repeats)
+                ours = got[mode]
                 assert ours["keys"] == size, (mode, ours["keys"], size)
                 ratio = ours["secs"] / bare["secs"]
                 print(
                     f"{size:>9,} {mode:>10} {bare['secs']:>8.2f} {ours['secs']:>8.2f} "
                     f"{ratio:>5.2f}x {ours['maxrss_mb']:>7.1f} {size / ours['secs']:>10,.0f} "
-                    f"{ours['started']:>8}"
+                    f"{ours['started']:>8}  (paired runs {paired(ours, bare)}x)"
                 )
             print(
                 f"{size:>9,} {'bare':>10} {bare['secs']:>8.2f} {'':>8} {'':>6} "
                 f"{bare['maxrss_mb']:>7.1f} {size / bare['secs']:>10,.0f}"
             )
             if size == 100_000:
-                naive = best_of("naive-get", server.url, 1)
+                naive = measure("naive-get", server.url)
                 print(
                     f"{size:>9,} {'scan+mget':>10} {bare['secs']:>8.2f} {naive['secs']:>8.2f} "
                     f"{naive['secs'] / bare['secs']:>5.2f}x {naive['maxrss_mb']:>7.1f} "
@@ -277,9 +293,9 @@ def main() -> int:
             )
             client.set(f"celery-task-meta-huge-pickle-{i}", b"\x80\x04\x95" + big, ex=86400)
         total = 100_030
-        bare = best_of("bare", server.url, repeats)
-        ours = best_of("ours", server.url, repeats)
-        naive = best_of("naive-get", server.url, 1)
+        got = interleaved(["bare", "ours"], server.url, repeats)
+        bare, ours = got["bare"], got["ours"]
+        naive = measure("naive-get", server.url)
         print(
             "\n10 MB values: 100,000 normal keys + 30 values of 10 MB "
             "(10 STARTED, 10 SUCCESS, 10 pickle)"

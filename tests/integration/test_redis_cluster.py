@@ -53,6 +53,15 @@ def _form_by_hand(ports: list[int]) -> None:
         node.close()
 
 
+def _port_with_free_bus() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(200):
+        port = services.free_port()
+        if port + 10000 < 65536 and not services.port_open(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def _cluster_ready(ports: list[int]) -> bool:
     for port in ports:
         client = redis.Redis(port=port, socket_timeout=2)
@@ -78,6 +87,7 @@ def cluster() -> Iterator[list[int]]:
         for _ in range(3):
             servers.append(
                 services.start_redis(
+                    port=_port_with_free_bus(),
                     args=[
                         "--cluster-enabled",
                         "yes",
@@ -85,7 +95,7 @@ def cluster() -> Iterator[list[int]]:
                         "3000",
                         "--cluster-config-file",
                         "nodes.conf",
-                    ]
+                    ],
                 )
             )
         ports = [s.port for s in servers]

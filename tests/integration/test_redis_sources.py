@@ -258,6 +258,18 @@ def test_scan_real_celery_records_and_hostile_values(backend, tmp_path, scripted
     assert scanner._scripted.get("", True) is scripted
 
 
+def test_script_cache_flush_is_survived(backend) -> None:
+    app, client = backend
+    ids = write_celery_records(app)
+    scanner = RedisResultScanner(client, keyprefix=PREFIX, batch=2)
+    first = scanner.scan(time.time())
+    client.script_flush()
+    second = scanner.scan(time.time())
+    assert {t.id for t in second.started} == {t.id for t in first.started} == {ids["started"]}
+    assert scanner._scripted.get("", True) is True
+    assert client.script_exists(scanner._sha) == [True]
+
+
 def test_written_at_follows_the_ttl(backend) -> None:
     app, client = backend
     ids = write_celery_records(app)
@@ -422,6 +434,21 @@ def test_redis_62_and_scripting_denied(tmp_path) -> None:
         )
         limited = make_redis(f"redis://noscript:n0script-pw@127.0.0.1:{server.port}/0")
         scanner = RedisResultScanner(limited, keyprefix=PREFIX, result_expires=EXPIRES, batch=5)
+        assert_full_scan(scanner.scan(time.time()), ids, hostile["marker"])
+        assert scanner._scripted[""] is False
+
+        # EVALSHA allowed but SCRIPT LOAD refused, and the script not cached: NOSCRIPT, then a
+        # refused load, then the client-side path.
+        admin.acl_setuser(
+            "noload",
+            enabled=True,
+            passwords=["+n0load-pw"],
+            keys=["*"],
+            commands=["+@all", "-script"],
+        )
+        admin.script_flush()
+        no_load = make_redis(f"redis://noload:n0load-pw@127.0.0.1:{server.port}/0")
+        scanner = RedisResultScanner(no_load, keyprefix=PREFIX, result_expires=EXPIRES, batch=5)
         assert_full_scan(scanner.scan(time.time()), ids, hostile["marker"])
         assert scanner._scripted[""] is False
 

@@ -65,7 +65,15 @@ end
 return out
 """
 
-_SCRIPT_REFUSALS = ("NOPERM", "unknown command", "not allowed", "disabled", "no scripts")
+# NOSCRIPT right after SCRIPT LOAD means a proxy spreads requests over servers: read plainly.
+_SCRIPT_REFUSALS = (
+    "NOPERM",
+    "NOSCRIPT",
+    "unknown command",
+    "not allowed",
+    "disabled",
+    "no scripts",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +205,19 @@ class RedisBrokerScanner:
     def _entries(self) -> Iterator[list[tuple[str, bytes | None]]]:
         """Chunks of (tag, entry without body, or None when unreadable/oversized)."""
         if self._scripted:
+            # Falling back after some chunks went out would read those entries twice.
+            yielded = False
             try:
-                yield from self._scripted_entries()
+                for chunk in self._scripted_entries():
+                    yielded = True
+                    yield chunk
             except NoPermissionError:
+                if yielded:
+                    raise
                 self._fall_back("scripting not permitted")
             except ResponseError as exc:
                 text = str(exc)
-                if not any(m.lower() in text.lower() for m in _SCRIPT_REFUSALS):
+                if yielded or not any(m.lower() in text.lower() for m in _SCRIPT_REFUSALS):
                     raise
                 self._fall_back(text[:120])
             else:

@@ -3,7 +3,8 @@
 Keys are ``{keyprefix}celery-task-meta-{task_id}``, values are JSON with ``status`` first, written
 with SETEX ``result_expires`` on every state change (see FACTS.md, "Result backend (Redis)").
 
-How a scan stays cheap (measured by ``bench/bench_scan.py``):
+How a scan stays cheap (measured by ``bench/bench_scan.py``; the Redis server is the bottleneck,
+since every key costs it one SCAN step and one lookup, so the client keeps it busy):
 
 - A server-side Lua script runs one ``SCAN cursor MATCH ... COUNT batch`` and reads only the first
   ``PROBE_BYTES`` of each key with GETRANGE. It returns the next cursor, counts, and only the
@@ -11,11 +12,14 @@ How a scan stays cheap (measured by ``bench/bench_scan.py``):
   not where Celery puts it). For each of those it adds the TTL, the length, a head of at most
   ``HEAD_BYTES`` and, when the value is longer, a tail of ``TAIL_BYTES`` (``worker`` sits after
   the possibly huge args/kwargs). So the client never receives the names of the 99% of keys that
-  need nothing, and no value is ever read whole unless it is small.
-- Where scripting is unavailable (ACL without @scripting, a proxy that rejects EVALSHA, a cluster
-  node that refuses keys not declared in KEYS) the same reads run from the client: each batch's
-  GETRANGE probes go out in one pipeline together with the next SCAN, then one more pipeline for
-  the few candidates.
+  need nothing, and no value is ever read whole unless it is small. The next batch's request is
+  sent as soon as a reply names its cursor, before this batch's records are parsed.
+- Where scripting is unavailable (ACL without @scripting, a proxy that rejects EVALSHA or
+  SCRIPT LOAD) the same probes run from the client: each batch's GETRANGEs go out in one write
+  together with the next SCAN, then one pipeline reads the few candidates. About 1.4x slower than
+  the script on one server, and it moves every key name over the wire.
+- A Redis Cluster client is scanned primary by primary (sorted by address); the cursor names the
+  node. The script only touches keys its own SCAN returned, so no cluster refusal arises.
 - Nothing is ever unpickled or evaluated: a value whose first byte is not ``{`` is counted as
   skipped.
 
@@ -30,6 +34,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha1
 from typing import Any
 
 import redis
@@ -334,6 +339,27 @@ def interpret_record(  # noqa: PLR0917 - one record's raw parts, as the scan rea
     ), False
 
 
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+_PROBE_TAIL = _bulk(b"0") + _bulk(str(PROBE_BYTES - 1).encode())
+
+
+def _probe_command(key: bytes) -> bytes:
+    """``GETRANGE key 0 PROBE_BYTES-1`` in RESP; bulk strings are length-prefixed, so any key
+    bytes are safe."""
+    return b"*4\r\n$8\r\nGETRANGE\r\n" + _bulk(key) + _PROBE_TAIL
+
+
+def _scan_command(cursor: int, pattern: bytes, count: int) -> bytes:
+    return b"*6\r\n$4\r\nSCAN\r\n%s$5\r\nMATCH\r\n%s$5\r\nCOUNT\r\n%s" % (
+        _bulk(str(cursor).encode()),
+        _bulk(pattern),
+        _bulk(str(count).encode()),
+    )
+
+
 def _raw(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
@@ -363,13 +389,95 @@ class _Batch:
     candidates: list[_Candidate] = field(default_factory=list)
 
 
+class _Refused(Exception):
+    """The server will not run our script; carries where the scan stood."""
+
+    def __init__(self, position: int, why: str) -> None:
+        super().__init__(why)
+        self.position = position
+        self.why = why
+
+
+@dataclass(slots=True)
+class _Pass:
+    """What one scan() call has gathered, and whether it may go on."""
+
+    now: float
+    budget: int | None
+    batch: int
+    deadline: float | None
+    started: list[StartedTask] = field(default_factory=list)
+    lost: list[LostFailure] = field(default_factory=list)
+    prefix_len: int = 0
+    result_expires: float | None = None
+    failure_expires: float | None = None
+    scanned: int = 0
+    skipped: int = 0
+
+    def exhausted(self) -> bool:
+        if self.budget is not None and self.scanned >= self.budget:
+            return True
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def count(self) -> int:
+        if self.budget is None:
+            return self.batch
+        return max(1, min(self.batch, self.budget - self.scanned))
+
+    def count_keys(self, batch: _Batch) -> None:
+        self.scanned += batch.scanned
+        self.skipped += batch.skipped
+
+    def take_records(self, batch: _Batch) -> None:
+        for cand in batch.candidates:
+            record, bad = interpret_record(
+                cand.key[self.prefix_len :].decode("utf-8", "replace"),
+                cand.head,
+                cand.tail,
+                cand.size,
+                cand.pttl,
+                self.now,
+                result_expires=self.result_expires,
+                failure_expires=self.failure_expires,
+            )
+            if bad:
+                self.skipped += 1
+            elif isinstance(record, StartedTask):
+                self.started.append(record)
+            elif isinstance(record, LostFailure):
+                self.lost.append(record)
+
+    def result(self, cursor: str | None) -> ResultScan:
+        return ResultScan(
+            started=tuple(self.started),
+            lost_failures=tuple(self.lost),
+            keys_scanned=self.scanned,
+            skipped_values=self.skipped,
+            cursor=cursor,
+        )
+
+
+def _parse_script_reply(reply: Any) -> _Batch:
+    items: list[Any] = list(reply)
+    batch = _Batch(next_cursor=int(items[0]), scanned=int(items[1]), skipped=int(items[2]))
+    for i in range(3, len(items), 5):
+        batch.candidates.append(
+            _Candidate(
+                key=bytes(items[i]),
+                pttl=int(items[i + 1]),
+                size=int(items[i + 2]),
+                head=bytes(items[i + 3]),
+                tail=bytes(items[i + 4]),
+            )
+        )
+    return batch
+
+
 @dataclass(slots=True)
 class _Node:
     name: str  # "" for a single server, "host:port" for a cluster primary
     client: redis.Redis
     scripted: bool = True
-    # The client-side path sends the next SCAN with this batch's reads: (cursor, count) -> reply.
-    prefetched: tuple[int, int, int, list[bytes]] | None = None
 
 
 class RedisResultScanner:
@@ -421,53 +529,23 @@ class RedisResultScanner:
         """
         if budget is not None and budget < 1:
             raise ValueError("budget must be >= 1")
-        deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+        run = _Pass(
+            now=now,
+            budget=budget,
+            batch=self._batch,
+            deadline=None if time_budget_s is None else time.monotonic() + time_budget_s,
+            prefix_len=len(self._prefix),
+            result_expires=self._result_expires,
+            failure_expires=self._failure_expires,
+        )
         nodes = self._nodes()
         start, scan_cursor = self._resume_point(cursor, [n.name for n in nodes])
-        started: list[StartedTask] = []
-        lost: list[LostFailure] = []
-        scanned = 0
-        skipped = 0
-        prefix_len = len(self._prefix)
         for index in range(start, len(nodes)):
             node = nodes[index]
-            position = scan_cursor if index == start else 0
-            while True:
-                out_of_keys = budget is not None and scanned >= budget
-                out_of_time = deadline is not None and time.monotonic() >= deadline
-                if out_of_keys or out_of_time:
-                    return self._result(
-                        started, lost, scanned, skipped, self._encode(node.name, position)
-                    )
-                count = (
-                    self._batch if budget is None else max(1, min(self._batch, budget - scanned))
-                )
-                step = self._step(node, position, count)
-                scanned += step.scanned
-                skipped += step.skipped
-                for cand in step.candidates:
-                    task_id = cand.key[prefix_len:].decode("utf-8", "replace")
-                    record, bad = interpret_record(
-                        task_id,
-                        cand.head,
-                        cand.tail,
-                        cand.size,
-                        cand.pttl,
-                        now,
-                        result_expires=self._result_expires,
-                        failure_expires=self._failure_expires,
-                    )
-                    if bad:
-                        skipped += 1
-                    elif isinstance(record, StartedTask):
-                        started.append(record)
-                    elif isinstance(record, LostFailure):
-                        lost.append(record)
-                position = step.next_cursor
-                if position == 0:
-                    node.prefetched = None
-                    break
-        return self._result(started, lost, scanned, skipped, None)
+            stopped_at = self._scan_node(node, scan_cursor if index == start else 0, run)
+            if stopped_at is not None:
+                return run.result(self._encode(node.name, stopped_at))
+        return run.result(None)
 
     def lookup(self, task_ids: Sequence[str]) -> dict[str, str]:
         """Status of each id that has a result record; ``UNKNOWN`` for records that exist but are
@@ -509,22 +587,6 @@ class RedisResultScanner:
         return found
 
     # -- internals ------------------------------------------------------------------------------
-
-    def _result(
-        self,
-        started: list[StartedTask],
-        lost: list[LostFailure],
-        scanned: int,
-        skipped: int,
-        cursor: str | None,
-    ) -> ResultScan:
-        return ResultScan(
-            started=tuple(started),
-            lost_failures=tuple(lost),
-            keys_scanned=scanned,
-            skipped_values=skipped,
-            cursor=cursor,
-        )
 
     def _nodes(self) -> list[_Node]:
         client = self._client
@@ -569,89 +631,134 @@ class RedisResultScanner:
         log.warning("result scan cursor names node %s that is gone; continuing after it", node)
         return (later[0], 0) if later else (len(names), 0)
 
-    def _step(self, node: _Node, position: int, count: int) -> _Batch:
+    def _scan_node(self, node: _Node, position: int, run: _Pass) -> int | None:
+        """Scan one server from ``position``: None when it is done, else the position to resume
+        from because the pass ran out of budget."""
         if node.scripted:
             try:
-                return self._scripted_step(node, position, count)
-            except NoPermissionError:
-                self._fall_back(node, "scripting not permitted")
-            except ResponseError as exc:
-                text = str(exc)
-                if not any(marker.lower() in text.lower() for marker in _SCRIPT_REFUSALS):
-                    raise
-                self._fall_back(node, text[:120])
-        return self._pipelined_step(node, position, count)
-
-    def _fall_back(self, node: _Node, why: str) -> None:
-        log.info("result scan on %s reads from the client: %s", node.name or "redis", why)
-        node.scripted = False
-        self._scripted[node.name] = False
-
-    def _scripted_step(self, node: _Node, position: int, count: int) -> _Batch:
-        args = (position, self._pattern, count, PROBE_BYTES, HEAD_BYTES, TAIL_BYTES)
-        if self._sha is None:
-            self._sha = str(node.client.script_load(SCAN_SCRIPT))
-        try:
-            reply = node.client.evalsha(self._sha, 0, *args)
-        except NoScriptError:
-            # Script cache flushed, failover, or another cluster node: load and retry once.
-            self._sha = str(node.client.script_load(SCAN_SCRIPT))
-            reply = node.client.evalsha(self._sha, 0, *args)
-        items: list[Any] = list(reply)
-        batch = _Batch(next_cursor=int(items[0]), scanned=int(items[1]), skipped=int(items[2]))
-        for i in range(3, len(items), 5):
-            batch.candidates.append(
-                _Candidate(
-                    key=bytes(items[i]),
-                    pttl=int(items[i + 1]),
-                    size=int(items[i + 2]),
-                    head=bytes(items[i + 3]),
-                    tail=bytes(items[i + 4]),
+                return self._scan_node_scripted(node, position, run)
+            except _Refused as refused:
+                log.info(
+                    "result scan on %s reads from the client: %s", node.name or "redis", refused.why
                 )
-            )
-        return batch
+                node.scripted = False
+                self._scripted[node.name] = False
+                position = refused.position
+        return self._scan_node_plain(node, position, run)
 
-    def _pipelined_step(self, node: _Node, position: int, count: int) -> _Batch:
-        client = node.client
-        pre = node.prefetched
-        if pre is not None and pre[0] == position and pre[1] == count:
-            next_cursor, keys = pre[2], pre[3]
-        else:
-            reply_cursor, reply_keys = client.scan(position, match=self._pattern, count=count)
-            next_cursor, keys = int(reply_cursor), [_raw(k) for k in reply_keys]
-        node.prefetched = None
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.getrange(key, 0, PROBE_BYTES - 1)
-        if next_cursor != 0:
-            pipe.scan(next_cursor, match=self._pattern, count=count)
-        replies = pipe.execute(raise_on_error=False)
-        if next_cursor != 0:
-            ahead = replies.pop()
-            if isinstance(ahead, Exception):
-                raise ahead
-            node.prefetched = (next_cursor, count, int(ahead[0]), [_raw(k) for k in ahead[1]])
-        batch = _Batch(next_cursor=int(next_cursor), scanned=len(keys), skipped=0)
-        wanted: list[bytes] = []
-        for key, probe in zip(keys, replies, strict=True):
-            if isinstance(probe, ResponseError):
-                batch.skipped += 1
-                continue
-            if isinstance(probe, Exception):
-                raise probe
-            if not probe:
-                continue
-            status = probe_status(probe)
-            if status in ("STARTED", "FAILURE"):
-                wanted.append(key)
-            elif status is None and not _LONG_STATUS_RE.match(probe):
-                if _OBJECT_RE.match(probe):
-                    wanted.append(key)
-                else:
-                    batch.skipped += 1
-        if wanted:
-            batch.candidates.extend(self._read_candidates(client, wanted))
-        return batch
+    def _scan_node_scripted(self, node: _Node, position: int, run: _Pass) -> int | None:
+        """The Lua path, with one request always in flight: the next batch is sent as soon as a
+        reply gives its cursor, and this batch's records are parsed while the server works."""
+        if run.exhausted():
+            return position
+        if self._sha is None:
+            # EVALSHA names a script by the SHA-1 of its text; nothing secret is hashed.
+            self._sha = sha1(SCAN_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+        pool = node.client.connection_pool
+        # The connection API is untyped in redis-py; it is used for send/read only.
+        conn: Any = pool.get_connection()
+        settled = False
+        try:
+            args = self._script_args(position, run.count())
+            conn.send_command("EVALSHA", self._sha, 0, *args)
+            reloads = 0
+            while True:
+                try:
+                    reply = conn.read_response()
+                except NoScriptError:
+                    # First use on this server, a SCRIPT FLUSH, or a failover: load and resend.
+                    # A proxy that spreads requests over several servers would answer NOSCRIPT
+                    # forever; two reloads in a row mean the script cannot be relied on here.
+                    reloads += 1
+                    if reloads > 2:
+                        raise _Refused(position, "EVALSHA keeps answering NOSCRIPT") from None
+                    try:
+                        conn.send_command("SCRIPT", "LOAD", SCAN_SCRIPT)
+                        conn.read_response()
+                    except ResponseError as exc:
+                        raise _Refused(position, str(exc)[:120]) from None
+                    conn.send_command("EVALSHA", self._sha, 0, *args)
+                    continue
+                except NoPermissionError as exc:
+                    raise _Refused(position, str(exc)[:120]) from None
+                except ResponseError as exc:
+                    text = str(exc)
+                    if any(marker.lower() in text.lower() for marker in _SCRIPT_REFUSALS):
+                        raise _Refused(position, text[:120]) from None
+                    raise
+                reloads = 0
+                batch = _parse_script_reply(reply)
+                run.count_keys(batch)
+                position = batch.next_cursor
+                more = position != 0 and not run.exhausted()
+                if more:
+                    args = self._script_args(position, run.count())
+                    conn.send_command("EVALSHA", self._sha, 0, *args)
+                run.take_records(batch)
+                if not more:
+                    settled = True
+                    return None if position == 0 else position
+        finally:
+            if not settled:
+                # A reply may still be on its way: this connection must not be reused.
+                conn.disconnect()
+            pool.release(conn)
+
+    def _script_args(self, position: int, count: int) -> tuple[Any, ...]:
+        return (position, self._pattern, count, PROBE_BYTES, HEAD_BYTES, TAIL_BYTES)
+
+    def _scan_node_plain(self, node: _Node, position: int, run: _Pass) -> int | None:
+        """Without scripting: each batch's GETRANGE probes go out in one write together with
+        the next SCAN, packed by hand (redis-py's per-command packing and pipeline bookkeeping
+        cost three times what the server spends), and replies are classified as they arrive.
+        The few candidates are then read through an ordinary pipeline."""
+        if run.exhausted():
+            return position
+        pool = node.client.connection_pool
+        conn: Any = pool.get_connection()
+        settled = False
+        try:
+            conn.send_packed_command([_scan_command(position, self._pattern, run.count())])
+            while True:
+                reply_cursor, reply_keys = conn.read_response()
+                keys = [_raw(k) for k in reply_keys]
+                following = int(reply_cursor)
+                batch = _Batch(next_cursor=following, scanned=len(keys), skipped=0)
+                run.count_keys(batch)
+                more = following != 0 and not run.exhausted()
+                parts = [_probe_command(key) for key in keys]
+                if more:
+                    parts.append(_scan_command(following, self._pattern, run.count()))
+                if parts:
+                    conn.send_packed_command([b"".join(parts)])
+                wanted: list[bytes] = []
+                for key in keys:
+                    try:
+                        probe = conn.read_response()
+                    except ResponseError:  # a key of another type
+                        run.skipped += 1
+                        continue
+                    if not probe:
+                        continue
+                    status = probe_status(probe)
+                    if status in ("STARTED", "FAILURE"):
+                        wanted.append(key)
+                    elif status is None and not _LONG_STATUS_RE.match(probe):
+                        if _OBJECT_RE.match(probe):
+                            wanted.append(key)
+                        else:
+                            run.skipped += 1
+                if wanted:
+                    batch.candidates.extend(self._read_candidates(node.client, wanted))
+                run.take_records(batch)
+                position = following
+                if not more:
+                    settled = True
+                    return None if position == 0 else position
+        finally:
+            if not settled:
+                conn.disconnect()
+            pool.release(conn)
 
     @staticmethod
     def _read_candidates(client: redis.Redis, keys: list[bytes]) -> Iterator[_Candidate]:
