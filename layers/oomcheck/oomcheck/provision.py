@@ -1,4 +1,4 @@
-"""`oomcheck setup`: the DynamoDB table and SNS topic exactly as template.yaml defines them.
+"""`oomcheck setup`: the DynamoDB table and SNS topic as template.yaml defines them.
 
 For moto, a sandbox account, or a CLI deployment without SAM. Idempotent: existing resources
 are kept and brought to the same settings.
@@ -11,7 +11,9 @@ from typing import Any
 
 from oomcheck.state import TTL_ATTRIBUTE, table_definition
 
-# The SNS topic is encrypted with the AWS-managed key, as in template.yaml.
+# Encrypted with the AWS-managed key. template.yaml uses a key of its own instead, because its
+# CloudWatch alarms publish to the topic and aws/sns's key policy cannot admit CloudWatch; setup
+# makes no alarms (tests/template/test_provision_parity.py holds the rest equal).
 TOPIC_ATTRIBUTES = {"KmsMasterKeyId": "alias/aws/sns"}
 
 
