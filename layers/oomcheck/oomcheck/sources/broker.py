@@ -165,7 +165,8 @@ class RedisBrokerScanner:
         worker's host and ours, and capping it keeps any redelivery estimate within one
         visibility timeout of now.
         """
-        messages: list[UnackedMessage] = []
+        # By delivery tag: HSCAN may return an entry twice while the hash is being resized.
+        messages: dict[str, UnackedMessage] = {}
         scanned = 0
         skipped = 0
         truncated = False
@@ -183,15 +184,18 @@ class RedisBrokerScanner:
                 if msg is None:
                     skipped += 1
                 else:
-                    messages.append(msg)
+                    messages[tag] = msg
             if truncated:
                 break
         # The generators stop at max_entries on their own; reaching it with entries left over is
         # reported as truncated even when the cut fell exactly on a batch boundary.
         truncated = truncated or self._stopped_early
-        messages.sort(key=lambda m: (m.fetched_at is None, m.fetched_at or 0.0, m.delivery_tag))
+        ordered = sorted(
+            messages.values(),
+            key=lambda m: (m.fetched_at is None, m.fetched_at or 0.0, m.delivery_tag),
+        )
         result = UnackedScan(
-            messages=tuple(messages), entries_scanned=scanned, skipped=skipped, truncated=truncated
+            messages=tuple(ordered), entries_scanned=scanned, skipped=skipped, truncated=truncated
         )
         self.last_scan = result
         if truncated:
