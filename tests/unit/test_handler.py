@@ -50,8 +50,9 @@ def _emf(output: str) -> list[dict]:
 
 
 def test_scheduled_event_runs_a_check_and_emits_metrics(handler_module, capsys):
-    body = handler_module.handler({"mode": "check", "scheduled_time": "2026-11-24T10:00:00Z"},
-                                  Context())
+    body = handler_module.handler(
+        {"mode": "check", "scheduled_time": "2026-11-24T10:00:00Z"}, Context()
+    )
     assert body["mode"] == "check" and body["schema"] == 1
     assert [w["name"] for w in body["workers"]] == ["celery@w1"]
     [metrics] = _emf(capsys.readouterr().out)
