@@ -41,6 +41,7 @@ class Fleet:
     workers: list[WorkerProcess] = field(default_factory=list)
     cgroups: list[MemoryCgroup] = field(default_factory=list)
     publisher: CapturingPublisher = field(default_factory=CapturingPublisher)
+    queue: str = "celery"
     _deps: Deps | None = None
     _client: Any = None
 
@@ -74,7 +75,7 @@ class Fleet:
             self._client = Celery(
                 "client", broker=self.broker, backend=self.backend, set_as_current=False
             )
-        return str(self._client.send_task(task, args=list(args)).id)
+        return str(self._client.send_task(task, args=list(args), queue=self.queue).id)
 
     def start(
         self,
@@ -96,6 +97,7 @@ class Fleet:
             concurrency=concurrency,
             cgroup=cgroup,
             log_path=str(self.tmp / f"{name}.log"),
+            extra_env={"OOMCHECK_DEMO_QUEUE": self.queue},
         )
         self.workers.append(worker.start())
         worker.wait_ready(self.control)
