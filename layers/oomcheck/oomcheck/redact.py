@@ -5,15 +5,53 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# scheme://user:password@host -> scheme://user:***@host (also for ;-joined Sentinel lists)
-_USERINFO = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]+)@"
+_SECRET_QUERY = re.compile(
+    r"(?i)((?:^|[?&;\s])[^=&;#\s]*(?:password|passwd|pwd|secret|token|auth)[^=&;#\s]*=)"
+    r"[^&;#\s]*"
 )
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def redact(url: str) -> str:
+    """``url`` with every password replaced by ``***``; safe to log.
+
+    Handles several URLs joined by ``;`` (Sentinel), passwords that contain ``@``, ``/`` or
+    ``:`` unescaped, and password-like query parameters. A userinfo without a colon is redacted
+    whole, since some tools put a bare token there.
+    """
+    out: list[str] = []
+    pos = 0
+    starts = [m.start() for m in _SCHEME_RE.finditer(url)]
+    if not starts:
+        return _SECRET_QUERY.sub(r"\1***", url)
+    out.append(url[: starts[0]])
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else len(url)
+        out.append(_redact_one(url[start:end]))
+        pos = end
+    out.append(url[pos:])
+    return _SECRET_QUERY.sub(r"\1***", "".join(out))
+
+
+def _redact_one(chunk: str) -> str:
+    scheme_end = chunk.index("://") + 3
+    rest = chunk[scheme_end:]
+    # Userinfo ends at the last '@' before the query: an unescaped '@' or '/' inside a password
+    # must not leak the part after it.
+    query_at = rest.find("?")
+    authority = rest if query_at < 0 else rest[:query_at]
+    at = authority.rfind("@")
+    if at < 0:
+        return chunk
+    userinfo = authority[:at]
+    user, colon, _password = userinfo.partition(":")
+    masked = f"{user}:***" if colon else "***"
+    return chunk[:scheme_end] + masked + rest[at:]
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask URL passwords and every known secret value in ``text``."""
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """``text`` with URL passwords and every known secret value replaced by ``***``."""
+    text = redact(text)
     for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

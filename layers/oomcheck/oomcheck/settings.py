@@ -32,6 +32,12 @@ class Settings:
     broker_keyprefix: str = ""
     result_keyprefix: str = ""
     result_expires_s: float | None = 86400.0
+    # Celery 5.7's result_failure_expires: FAILURE records' TTL, when it differs
+    result_failure_expires_s: float | None = None
+    # Celery's broker_transport_options / result_backend_transport_options (master_name for
+    # Sentinel, global_keyprefix, visibility_timeout...)
+    broker_transport_options: Mapping[str, Any] = field(default_factory=dict)
+    result_transport_options: Mapping[str, Any] = field(default_factory=dict)
     table: str | None = None
     target: str = "default"
     topic_arn: str | None = None
@@ -187,8 +193,13 @@ def from_env(env: Mapping[str, str] | None = None, resolve: Resolver | None = No
         expectations[str(task)] = float(seconds)
     worker_map = {str(k): str(v) for k, v in _json_map(env, "OOMCHECK_WORKER_MAP").items()}
     expires = _float(env, "OOMCHECK_RESULT_EXPIRES", 86400.0)
+    broker_options = _json_map(env, "OOMCHECK_BROKER_TRANSPORT_OPTIONS")
+    result_options = _json_map(env, "OOMCHECK_RESULT_TRANSPORT_OPTIONS")
+    visibility = broker_options.get("visibility_timeout", 3600.0)
+    if not isinstance(visibility, int | float) or isinstance(visibility, bool):
+        raise SettingsError("OOMCHECK_BROKER_TRANSPORT_OPTIONS visibility_timeout must be seconds")
     policy = Policy(
-        visibility_timeout_s=_req_float(env, "OOMCHECK_VISIBILITY_TIMEOUT", 3600.0),
+        visibility_timeout_s=_req_float(env, "OOMCHECK_VISIBILITY_TIMEOUT", float(visibility)),
         remind_after_s=_req_float(env, "OOMCHECK_REMIND_AFTER", 3600.0),
         poison_kills=_int(env, "OOMCHECK_POISON_KILLS", 3) or 3,
         poison_window_s=_req_float(env, "OOMCHECK_POISON_WINDOW", 6 * 3600.0),
@@ -205,9 +216,14 @@ def from_env(env: Mapping[str, str] | None = None, resolve: Resolver | None = No
     settings = Settings(
         broker_url=resolve(broker),
         result_backend=resolve(backend) if backend else None,
-        broker_keyprefix=env.get("OOMCHECK_BROKER_KEYPREFIX", ""),
-        result_keyprefix=env.get("OOMCHECK_RESULT_KEYPREFIX", ""),
+        broker_keyprefix=env.get("OOMCHECK_BROKER_KEYPREFIX")
+        or str(broker_options.get("global_keyprefix", "")),
+        result_keyprefix=env.get("OOMCHECK_RESULT_KEYPREFIX")
+        or str(result_options.get("global_keyprefix", "")),
         result_expires_s=expires or None,
+        result_failure_expires_s=_float(env, "OOMCHECK_RESULT_FAILURE_EXPIRES", None) or None,
+        broker_transport_options=broker_options,
+        result_transport_options=result_options,
         table=env.get("OOMCHECK_TABLE") or None,
         target=env.get("OOMCHECK_TARGET") or "default",
         topic_arn=env.get("OOMCHECK_TOPIC_ARN") or None,
@@ -238,6 +254,9 @@ ENV_VARS = (
     "OOMCHECK_BROKER_KEYPREFIX",
     "OOMCHECK_RESULT_KEYPREFIX",
     "OOMCHECK_RESULT_EXPIRES",
+    "OOMCHECK_RESULT_FAILURE_EXPIRES",
+    "OOMCHECK_BROKER_TRANSPORT_OPTIONS",
+    "OOMCHECK_RESULT_TRANSPORT_OPTIONS",
     "OOMCHECK_TABLE",
     "OOMCHECK_TARGET",
     "OOMCHECK_TOPIC_ARN",

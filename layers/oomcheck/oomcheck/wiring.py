@@ -27,6 +27,7 @@ def build_deps(settings: Settings, write: Callable[[str], object] | None = None)
     deps.inspector = CeleryInspector(
         settings.broker_url,
         keyprefix=settings.broker_keyprefix,
+        transport_options=settings.broker_transport_options,
         timeout=settings.inspect_timeout_s,
         reping_timeout=settings.reping_timeout_s,
     )
@@ -39,16 +40,20 @@ def build_deps(settings: Settings, write: Callable[[str], object] | None = None)
         from oomcheck.sources.results import RedisResultScanner
 
         deps.results = RedisResultScanner(
-            make_redis(settings.result_backend),
+            make_redis(
+                settings.result_backend, transport_options=settings.result_transport_options
+            ),
             keyprefix=settings.result_keyprefix,
             result_expires=settings.result_expires_s,
+            failure_expires=settings.result_failure_expires_s,
         )
     if settings.broker_transport == "redis":
         from oomcheck.sources.broker import RedisBrokerScanner
         from oomcheck.sources.redis_client import make_redis
 
         deps.broker = RedisBrokerScanner(
-            make_redis(settings.broker_url), keyprefix=settings.broker_keyprefix
+            make_redis(settings.broker_url, transport_options=settings.broker_transport_options),
+            keyprefix=settings.broker_keyprefix,
         )
     else:
         deps.off["broker"] = (

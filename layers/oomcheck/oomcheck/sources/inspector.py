@@ -132,6 +132,7 @@ class CeleryInspector:
         broker_url: str,
         *,
         keyprefix: str = "",
+        transport_options: Mapping[str, Any] | None = None,
         timeout: float = 1.0,
         reping_timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
@@ -140,14 +141,19 @@ class CeleryInspector:
         self.timeout = timeout
         self.reping_timeout = reping_timeout
         self.clock = clock
-        self.app = app if app is not None else self._make_app(broker_url, keyprefix)
+        self.app = (
+            app
+            if app is not None
+            else self._make_app(broker_url, keyprefix, transport_options or {})
+        )
 
     @staticmethod
-    def _make_app(broker_url: str, keyprefix: str) -> Any:
+    def _make_app(broker_url: str, keyprefix: str, user_options: Mapping[str, Any]) -> Any:
         from celery import Celery
 
         app = Celery("oomcheck", broker=broker_url, set_as_current=False)
         transport_options: dict[str, Any] = {
+            **user_options,
             # Fail fast when the broker is down: one attempt, no long back-off.
             "max_retries": 1,
             "interval_start": 0,

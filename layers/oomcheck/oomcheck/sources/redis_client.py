@@ -20,7 +20,6 @@ Nothing here prints or raises a password: every message carries :func:`redact`'s
 
 from __future__ import annotations
 
-import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from oomcheck.redact import redact
+
 __all__ = ["RedisClient", "make_redis", "redact"]
+
 
 RedisClient = redis.Redis | redis.RedisCluster
 
@@ -48,48 +50,6 @@ _CERT_REQS: Mapping[str, ssl.VerifyMode] = {
     "none": ssl.CERT_NONE,
     "cert_none": ssl.CERT_NONE,
 }
-_SECRET_QUERY = re.compile(
-    r"(?i)((?:^|[?&;\s])[^=&;#\s]*(?:password|passwd|pwd|secret|token|auth)[^=&;#\s]*=)"
-    r"[^&;#\s]*"
-)
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def redact(url: str) -> str:
-    """``url`` with every password replaced by ``***``; safe to log.
-
-    Handles several URLs joined by ``;`` (Sentinel), passwords that contain ``@``, ``/`` or
-    ``:`` unescaped, and password-like query parameters. A userinfo without a colon is redacted
-    whole, since some tools put a bare token there.
-    """
-    out: list[str] = []
-    pos = 0
-    starts = [m.start() for m in _SCHEME_RE.finditer(url)]
-    if not starts:
-        return _SECRET_QUERY.sub(r"\1***", url)
-    out.append(url[: starts[0]])
-    for index, start in enumerate(starts):
-        end = starts[index + 1] if index + 1 < len(starts) else len(url)
-        out.append(_redact_one(url[start:end]))
-        pos = end
-    out.append(url[pos:])
-    return _SECRET_QUERY.sub(r"\1***", "".join(out))
-
-
-def _redact_one(chunk: str) -> str:
-    scheme_end = chunk.index("://") + 3
-    rest = chunk[scheme_end:]
-    # Userinfo ends at the last '@' before the query: an unescaped '@' or '/' inside a password
-    # must not leak the part after it.
-    query_at = rest.find("?")
-    authority = rest if query_at < 0 else rest[:query_at]
-    at = authority.rfind("@")
-    if at < 0:
-        return chunk
-    userinfo = authority[:at]
-    user, colon, _password = userinfo.partition(":")
-    masked = f"{user}:***" if colon else "***"
-    return chunk[:scheme_end] + masked + rest[at:]
 
 
 @dataclass
