@@ -71,6 +71,7 @@ def test_watch_event_is_bounded_by_the_remaining_time(handler_module, monkeypatc
     assert body["mode"] == "watch" and body["stats"]["runs"] == 1
 
 
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
 def test_bad_event_is_a_clear_error(handler_module):
     with pytest.raises(ValueError, match="unknown mode"):
         handler_module.handler({"mode": "nuke"}, Context())
