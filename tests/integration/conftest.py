@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +16,7 @@ import pytest
 import redis
 
 from oomcheck.alerts import AlertMessage
+from oomcheck.demo import services
 from oomcheck.demo.workers import MemoryCgroup, WorkerProcess, memory_cgroup_available, wait_for
 from oomcheck.report import Report
 from oomcheck.runner import Deps, run_once
@@ -163,3 +168,61 @@ def poll_checks(
                 f"sources {report.sources}"
             )
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def _vhost() -> Iterator[str]:
+    """A vhost of our own when rabbitmqctl can make one (nobody else's workers answer our
+    broadcasts there); else the default vhost with a queue of our own."""
+    ctl = shutil.which("rabbitmqctl")
+    name = f"oomcheck-{uuid.uuid4().hex[:8]}"
+    made = False
+    if ctl:
+        try:
+            subprocess.run([ctl, "add_vhost", name], check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                [ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            made = True
+        except (subprocess.SubprocessError, OSError):
+            made = False
+    try:
+        yield name if made else ""
+    finally:
+        if made and ctl:
+            subprocess.run(
+                [ctl, "delete_vhost", name], capture_output=True, timeout=30, check=False
+            )
+
+
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def any_fleet(
+    request: pytest.FixtureRequest, redis_db_url: str, broker_db_url: str, tmp_path: Path
+) -> Iterator[Fleet]:
+    """The same fleet on a Redis broker and on RabbitMQ (skipped where it is not reachable)."""
+    if request.param == "redis":
+        fleet = Fleet(broker=broker_db_url, backend=redis_db_url, tmp=tmp_path)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()
+        return
+    url = services.rabbitmq_url()
+    if url is None:
+        pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
+    with _vhost() as vhost:
+        # amqp://user:pw@host:port/<vhost>; the default vhost "/" is written "//"
+        broker = url[: url.index("/", len("amqp://"))] + "/" + vhost if vhost else url
+        fleet = Fleet(
+            broker=broker,
+            backend=redis_db_url,
+            tmp=tmp_path,
+            queue=f"oomcheck-test-{uuid.uuid4().hex[:8]}",
+        )
+        try:
+            yield fleet
+        finally:
+            fleet.stop()

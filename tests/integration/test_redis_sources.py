@@ -88,38 +88,6 @@ def worker_lost(message: str) -> BaseException:
     return WorkerLostError(message)
 
 
-@pytest.fixture(scope="module")
-def private_server() -> Iterator[str]:
-    server = services.start_redis()
-    try:
-        yield f"redis://127.0.0.1:{server.port}"
-    finally:
-        server.stop()
-
-
-def _flushed_db(base: str, db: int) -> Iterator[str]:
-    url = f"{base}/{db}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
-        yield url
-    finally:
-        client.flushdb()
-        client.close()
-
-
-@pytest.fixture
-def redis_db_url(private_server: str) -> Iterator[str]:
-    """Overrides the shared fixture: database 15 of this module's private server."""
-    yield from _flushed_db(private_server, 15)
-
-
-@pytest.fixture
-def broker_db_url(private_server: str) -> Iterator[str]:
-    """Overrides the shared fixture: database 14 of this module's private server."""
-    yield from _flushed_db(private_server, 14)
-
-
 @pytest.fixture
 def backend(redis_db_url: str) -> Iterator[tuple[Any, redis.Redis]]:
     app = celery_app(redis_db_url)

@@ -21,6 +21,19 @@ W = "celery@ip-10-0-1-5"
 W2 = "celery@ip-10-0-1-6"
 
 
+def ecs_oom(at: float = T0 + 30) -> ExitEvidence:
+    """An ECS task-stopped record for W's container: exit 137, OutOfMemoryError."""
+    return ExitEvidence(
+        source="ecs",
+        event_id="e1",
+        at=at,
+        cause=Cause.OOM_KILLED,
+        exit_code=137,
+        text="exitCode 137 OutOfMemoryError",
+        hosts=("10.0.1.5",),
+    )
+
+
 def test_healthy_fleet_gives_no_findings_and_writes_nothing_new():
     # Given two live workers seen twice
     replay = Replay()
@@ -168,15 +181,7 @@ def test_busy_solo_worker_with_oom_evidence_is_dead_at_once():
     limits = {"app.slow": LIMITS["app.late"]}
     replay = Replay()
     replay.step(obs(T0, [snap(W, pool="solo", pool_pids=[100], limits=limits)]))
-    oom = ExitEvidence(
-        source="ecs",
-        event_id="e1",
-        at=T0 + 30,
-        cause=Cause.OOM_KILLED,
-        exit_code=137,
-        text="exitCode 137 OutOfMemoryError",
-        hosts=("10.0.1.5",),
-    )
+    oom = ecs_oom()
     findings = replay.step(
         obs(
             T0 + 60,
@@ -361,15 +366,7 @@ def test_orphans_of_a_worker_nobody_knew():
 def test_oom_evidence_alerts_an_idle_death():
     replay = Replay()
     replay.step(obs(T0, [snap(W)]))
-    oom = ExitEvidence(
-        source="ecs",
-        event_id="e1",
-        at=T0 + 30,
-        cause=Cause.OOM_KILLED,
-        exit_code=137,
-        text="exitCode 137 OutOfMemoryError",
-        hosts=("10.0.1.5",),
-    )
+    oom = ecs_oom()
     findings = replay.step(obs(T0 + 60, [], exits=[oom]))
     lost = only(findings, Kind.WORKER_LOST)
     assert lost.cause == Cause.OOM_KILLED and lost.exit_code == 137 and lost.tasks == ()
@@ -380,15 +377,7 @@ def test_late_evidence_turns_departed_into_lost():
     replay.step(obs(T0, [snap(W)]))
     findings = replay.step(obs(T0 + 60, []))
     assert kinds(findings) == []
-    oom = ExitEvidence(
-        source="ecs",
-        event_id="e1",
-        at=T0 + 30,
-        cause=Cause.OOM_KILLED,
-        exit_code=137,
-        text="exitCode 137 OutOfMemoryError",
-        hosts=("10.0.1.5",),
-    )
+    oom = ecs_oom()
     findings = replay.step(obs(T0 + 120, [], exits=[oom]))
     assert kinds(findings) == ["worker_lost"]
     # evidence is used once

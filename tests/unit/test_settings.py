@@ -207,13 +207,15 @@ def test_active_replies_tolerate_junk():
 
 
 def test_celery_transport_options_feed_prefixes_and_visibility():
-    settings = from_env({
-        "OOMCHECK_BROKER_URL": "sentinel://s1:26379;sentinel://s2:26379",
-        "OOMCHECK_BROKER_TRANSPORT_OPTIONS": '{"master_name": "mymaster", '
-        '"global_keyprefix": "app1:", "visibility_timeout": 7200}',
-        "OOMCHECK_RESULT_TRANSPORT_OPTIONS": '{"global_keyprefix": "res:"}',
-        "OOMCHECK_RESULT_FAILURE_EXPIRES": "3600",
-    })
+    settings = from_env(
+        {
+            "OOMCHECK_BROKER_URL": "sentinel://s1:26379;sentinel://s2:26379",
+            "OOMCHECK_BROKER_TRANSPORT_OPTIONS": '{"master_name": "mymaster", '
+            '"global_keyprefix": "app1:", "visibility_timeout": 7200}',
+            "OOMCHECK_RESULT_TRANSPORT_OPTIONS": '{"global_keyprefix": "res:"}',
+            "OOMCHECK_RESULT_FAILURE_EXPIRES": "3600",
+        }
+    )
     assert settings.broker_transport_options["master_name"] == "mymaster"
     assert (settings.broker_keyprefix, settings.result_keyprefix) == ("app1:", "res:")
     assert settings.policy.visibility_timeout_s == 7200.0
