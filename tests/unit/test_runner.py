@@ -243,3 +243,61 @@ def test_watch_is_bounded_by_duration(tmp_path):
     reports = watch(deps, interval=5, duration=50, sleep=sleep, monotonic=lambda: fake_time[0])
     assert len(reports) == 10
     assert all(r.mode == "watch" for r in reports)
+
+
+def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
+    import threading
+
+    import boto3
+    from moto import mock_aws
+
+    from oomcheck.state import DynamoDBStateStore, table_definition
+
+    with mock_aws():
+        dynamo = boto3.client("dynamodb", region_name="us-east-1")
+        dynamo.create_table(**table_definition("state"))
+        control, results, clock = FakeControl(), FakeResults(), Clock()
+        control.add(
+            W,
+            10,
+            [
+                {
+                    "id": "t1",
+                    "name": "app.work",
+                    "worker_pid": 11,
+                    "time_start": 1.0,
+                    "acknowledged": True,
+                }
+            ],
+        )
+        results.started = [StartedTask("t1", W, 11, "app.work", clock.now - 5)]
+        publisher = FlakyPublisher(0)
+        runs = []
+        for _ in range(3):
+            deps = _deps(tmp_path, control, results, publisher, clock)
+            deps.store = DynamoDBStateStore("state", client=dynamo)
+            runs.append(deps)
+        assert run_once(runs[0]).sources["state"] == "ok"
+        control.alive.remove(W)
+        clock.now += 60
+        barrier = threading.Barrier(3)
+        reports = []
+
+        def check(deps: Deps) -> None:
+            barrier.wait()
+            reports.append(run_once(deps))
+
+        threads = [threading.Thread(target=check, args=(d,)) for d in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        # every overlapping run saw the death; exactly one held the lease and alerted
+        assert len(reports) == 3
+        assert all(any(f.kind == Kind.WORKER_LOST for f in r.findings) for r in reports)
+        assert sorted(r.sources["state"].split(":")[0] for r in reports) == ["busy", "busy", "ok"]
+        assert len(publisher.sent) == 1
+        # and the next run does not alert again
+        clock.now += 60
+        assert run_once(runs[1]).alerts == ()
+        assert len(publisher.sent) == 1
