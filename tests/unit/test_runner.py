@@ -245,6 +245,19 @@ def test_watch_is_bounded_by_duration(tmp_path):
     assert all(r.mode == "watch" for r in reports)
 
 
+class SlowPublisher(FlakyPublisher):
+    """Holds the lease holder inside its run long enough for the others to overlap it."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def publish(self, message: Any) -> str:
+        import time
+
+        time.sleep(0.5)
+        return super().publish(message)
+
+
 def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
     import threading
 
@@ -271,7 +284,7 @@ def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
             ],
         )
         results.started = [StartedTask("t1", W, 11, "app.work", clock.now - 5)]
-        publisher = FlakyPublisher(0)
+        publisher = SlowPublisher()
         runs = []
         for _ in range(3):
             deps = _deps(tmp_path, control, results, publisher, clock)
