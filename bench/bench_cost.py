@@ -1,0 +1,205 @@
+"""Monthly cost at rate(1 minute), from what the other benchmarks measured in this run.
+
+Scheduled: 43,200 invocations a month, one check each, billed for the measured warm invocation
+of the real handler (bench_check: URLs from SSM, state in DynamoDB, SNS topic, ECS log group, all
+on a moto server). Watch: the same 43,200 invocations, each a 50 s watch (a check every 5 s),
+billed for as long as the watch runs: runner.watch's last check starts 45 s in.
+
+DynamoDB request units and the log bytes per invocation are measured too (the handler's own
+output: Powertools log line and EMF metrics), plus Lambda's START/END/REPORT lines. The fleet
+benchmark's per-run units show what a 5,000-worker fleet would cost in DynamoDB.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.common import LAMBDA_CPU_FACTOR, LAMBDA_MEMORY_MB, Result, ms, progress
+
+RUNS_PER_MONTH = 60 * 24 * 30  # rate(1 minute), 30-day month: 43,200
+# Prices as given in the issue: AWS list prices, us-east-1. The DynamoDB on-demand prices are
+# those in effect since the 2024-11-01 price cut. Not re-checked online by this benchmark.
+PRICES_AS_OF = "us-east-1 list prices given in the issue (DynamoDB on-demand as of 2024-11)"
+LAMBDA_ARM_GB_S = 0.0000133334
+LAMBDA_REQUEST = 0.20 / 1e6
+DYNAMO_WRU = 0.625 / 1e6
+DYNAMO_RRU = 0.125 / 1e6
+LOGS_INGEST_GB = 0.50
+METRIC_MONTH = 0.30
+ALARM_MONTH = 0.10
+KMS_KEY_MONTH = 1.00
+METRICS = 8  # the handler's EMF metrics (functions/checker/app.py _emit)
+ALARMS = 6  # template.yaml's CloudWatch alarms
+# Lambda's own lines per invocation: START (~90 B), END (~60 B), REPORT (~200 B)
+PLATFORM_LOG_BYTES = 350
+# CloudWatch Logs counts 26 bytes of metadata per log event (an upper bound here)
+LOG_EVENT_OVERHEAD = 26
+
+
+def _gb_s(seconds: float) -> float:
+    # billed in 1 ms steps
+    return math.ceil(seconds * 1000) / 1000 * LAMBDA_MEMORY_MB / 1024
+
+
+def _dollars(value: float) -> str:
+    return f"${value:,.2f}" if value >= 0.1 else f"${value:,.4f}"
+
+
+def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
+    from bench.bench_latency import DEPLOYED_WATCH_S, watch_check_times
+
+    result = Result("cost", tag="$")
+    facts = facts or {}
+    handler = facts.get("handler")
+    if handler is None:
+        from bench.bench_check import handler_standalone
+
+        progress("cost: no handler figures from bench_check in this run; measuring them")
+        handler = handler_standalone(quick)
+
+    warm = handler["warm_s"]
+    warm_lambda = warm - handler["warm_cpu_s"] + handler["warm_cpu_s"] * LAMBDA_CPU_FACTOR
+    watch_checks = watch_check_times()
+    watch_s = watch_checks[-1] + warm  # the last check starts 45 s in; the sleeps are billed
+    watch_runs = len(watch_checks)
+    log_bytes = handler["log_bytes"] + PLATFORM_LOG_BYTES
+    log_bytes += LOG_EVENT_OVERHEAD * (handler["log_lines"] + 3)
+    fixed = METRICS * METRIC_MONTH + ALARMS * ALARM_MONTH + KMS_KEY_MONTH
+
+    def lambda_cost(seconds: float) -> float:
+        return RUNS_PER_MONTH * (_gb_s(seconds) * LAMBDA_ARM_GB_S + LAMBDA_REQUEST)
+
+    def dynamo_cost(wru: float, rru: float, runs: int) -> float:
+        return RUNS_PER_MONTH * runs * (wru * DYNAMO_WRU + rru * DYNAMO_RRU)
+
+    logs = RUNS_PER_MONTH * log_bytes / 2**30 * LOGS_INGEST_GB
+    wru, rru = handler["dynamo_wru"], handler["dynamo_rru"]
+    sched = {
+        "lambda": lambda_cost(warm),
+        "dynamodb": dynamo_cost(wru, rru, 1),
+        "logs": logs,
+        "fixed": fixed,
+    }
+    watch = {
+        "lambda": lambda_cost(watch_s),
+        "dynamodb": dynamo_cost(wru, rru, watch_runs),
+        "logs": logs,
+        "fixed": fixed,
+    }
+    result.add(
+        "Lambda arm64 256 MB, scheduled: 43,200 checks/month",
+        f"{_dollars(sched['lambda'])}/month",
+        f"measured warm invocation {ms(warm)} billed; CPU-scaled for 256 MB "
+        f"{ms(warm_lambda)}: {_dollars(lambda_cost(warm_lambda))}",
+        "(no target)",
+        None,
+    )
+    result.add(
+        "DynamoDB on-demand, scheduled",
+        f"{_dollars(sched['dynamodb'])}/month",
+        f"measured per run: {wru:.0f} WRU (lease take+release, no item changed), {rru:.0f} RRU",
+        "(no target)",
+        None,
+    )
+    result.add(
+        "CloudWatch Logs ingestion (either mode)",
+        f"{_dollars(logs)}/month",
+        f"{log_bytes:,.0f} B/invocation: handler {handler['log_bytes']:,.0f} B measured "
+        f"(log line + EMF) + Lambda's lines",
+        "(no target)",
+        None,
+    )
+    result.add(
+        f"fixed: {METRICS} EMF metrics, {ALARMS} alarms, 1 KMS key",
+        f"{_dollars(fixed)}/month",
+        f"${METRIC_MONTH:.2f}/metric, ${ALARM_MONTH:.2f}/alarm, ${KMS_KEY_MONTH:.2f}/key",
+        "(no target)",
+        None,
+    )
+    result.add(
+        "TOTAL scheduled, rate(1 minute)",
+        f"{_dollars(sum(sched.values()))}/month",
+        f"of which fixed {_dollars(fixed)}; usage {_dollars(sum(sched.values()) - fixed)}",
+        "(no target)",
+        None,
+    )
+    result.add(
+        f"Lambda, watch: {watch_runs} checks per invocation, every minute",
+        f"{_dollars(watch['lambda'])}/month",
+        f"billed {watch_s:.1f} s/invocation: the watch sleeps between checks on the clock",
+        "(no target)",
+        None,
+    )
+    result.add(
+        "DynamoDB on-demand, watch",
+        f"{_dollars(watch['dynamodb'])}/month",
+        f"{watch_runs} runs x ({wru:.0f} WRU + {rru:.0f} RRU) per invocation",
+        "(no target)",
+        None,
+    )
+    result.add(
+        f"TOTAL watch (rate(1 minute), WatchSeconds {DEPLOYED_WATCH_S:.0f})",
+        f"{_dollars(sum(watch.values()))}/month",
+        f"scheduled: {_dollars(sum(sched.values()))}/month",
+        "(no target)",
+        None,
+    )
+    result.add(
+        "peak RSS of a check process (handler, cold + warm invocations)",
+        f"{handler['peak_rss_mb']:.0f} MB",
+        f"Lambda memory setting {LAMBDA_MEMORY_MB} MB (template.yaml)",
+        f"< {LAMBDA_MEMORY_MB} MB",
+        handler["peak_rss_mb"] < LAMBDA_MEMORY_MB,
+    )
+    for size in (1000, 5000):
+        fleet_rru = facts.get(f"steady_rru_{size}")
+        fleet_wru = facts.get(f"steady_wru_{size}")
+        run_s = facts.get(f"steady_run_s_{size}")
+        if fleet_rru is None or fleet_wru is None or run_s is None:
+            continue
+        d_sched = dynamo_cost(fleet_wru, fleet_rru, 1)
+        d_watch = dynamo_cost(fleet_wru, fleet_rru, watch_runs)
+        run_lambda = run_s * LAMBDA_CPU_FACTOR
+        result.add(
+            f"{size:,} workers (fleet bench): DynamoDB, scheduled / watch",
+            f"{_dollars(d_sched)} / {_dollars(d_watch)} per month",
+            f"{fleet_rru:,} RRU per run: every run reads the whole state again",
+            "(no target)",
+            None,
+        )
+        result.add(
+            f"{size:,} workers: Lambda, scheduled (run ~{run_lambda:.1f} s at 256 MB)",
+            f"{_dollars(lambda_cost(run_lambda))}/month",
+            f"oomcheck's share of the run here {ms(run_s)} x {LAMBDA_CPU_FACTOR:.1f} (CPU)",
+            "(no target)",
+            None,
+        )
+    result.notes.append(
+        f"cost: prices: Lambda arm64 ${LAMBDA_ARM_GB_S:.10f}/GB-s + $0.20/1M requests; "
+        "DynamoDB on-demand $0.625/1M WRU, $0.125/1M RRU; CloudWatch Logs "
+        f"${LOGS_INGEST_GB:.2f}/GB ingested; custom metric ${METRIC_MONTH:.2f}/month; alarm "
+        f"${ALARM_MONTH:.2f}/month; KMS key ${KMS_KEY_MONTH:.2f}/month. Source and date: "
+        f"{PRICES_AS_OF}; computed "
+        f"{datetime.now(tz=UTC):%Y-%m-%d}. 30-day month. Not included: free tiers, SNS "
+        "publishes (alerts are rare), EventBridge Scheduler ($1/1M after 14M free), log "
+        "storage, cold-start init time (a warm container serves a 1-minute schedule), and a "
+        "VPC's NAT gateway or interface endpoints, which would cost more than everything above."
+    )
+    result.notes.append(
+        "cost: DynamoDB units are computed from the sizes of the items each call carries "
+        "(UpdateItem 1 WRU/KB; TransactWriteItems 2 WRU/KB per item, a ConditionCheck 2; "
+        "consistent Query 1 RRU per 4 KB). Watch mode logs are taken to be the size of a "
+        "check's (the handler logs one combined report per invocation)."
+    )
+    result.facts.update(scheduled=sched, watch=watch)
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    from bench.common import render_table
+
+    print(render_table([run("--quick" in sys.argv)], "bench_cost"))
