@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import replace
 
@@ -156,3 +157,63 @@ def test_pending_alert_survives_a_round_trip(tmp_path):
     )
     state = replace(state, incidents={incident.id: failed})
     assert codec.state_from_items(codec.state_to_items(state)).incidents[incident.id] == failed
+
+
+def test_changed_items_equals_a_full_diff():
+    replay = Replay(deliver=False)
+    states = [replay.state]
+    steps = [
+        obs(
+            T0,
+            [snap(W, active=[task("t1")], limits=LIMITS), snap("celery@b", pid=7)],
+            started_=[started("t1", W)],
+        ),
+        obs(
+            T0 + 60,
+            [
+                snap(W, active=[task("t1")], limits=LIMITS, at=T0 + 60),
+                snap("celery@b", pid=7, at=T0 + 60),
+            ],
+            started_=[started("t1", W)],
+        ),
+        obs(T0 + 120, [snap("celery@b", pid=7, at=T0 + 120)], started_=[started("t1", W)]),
+        obs(T0 + 180, [snap("celery@b", pid=8, boot=T0 + 170, at=T0 + 180)]),
+    ]
+    for step in steps:
+        replay.step(step)
+        states.append(replay.state)
+    for before, after in itertools.pairwise(states):
+        old, new = codec.state_to_items(before), codec.state_to_items(after)
+        old.pop("meta"), new.pop("meta")
+        expected_puts = {k: v for k, v in new.items() if old.get(k) != v}
+        expected_deletes = sorted(k for k in old if k not in new)
+        assert codec.changed_items(before, after) == (expected_puts, expected_deletes)
+    # the unchanged healthy run encodes and writes nothing
+    assert codec.changed_items(states[1], states[2])[0] == {}
+
+
+def test_warm_store_reads_the_table_only_after_another_writer(dynamo):
+    calls: list[str] = []
+    dynamo.meta.events.register("before-call.dynamodb.Query", lambda **_: calls.append("q"))
+    a = DynamoDBStateStore("oomcheck-test", client=dynamo)
+    b = DynamoDBStateStore("oomcheck-test", client=dynamo)
+    state = _busy_state()
+    a.acquire("a1", T0, 60)
+    a.save("a1", a.load(), state, retention_s=86400)
+    a.release("a1", state)
+    assert calls == ["q"]
+    # the same container's next run: the lease item's version is the one it wrote
+    a.acquire("a2", T0 + 5, 60)
+    assert a.load() == state and calls == ["q"]
+    a.release("a2", state)
+    # another container writes: the version moves and the first reads the table again
+    b.acquire("b1", T0 + 10, 60)
+    changed = replace(state, workers={k: v for k, v in state.workers.items() if k != "celery@b"})
+    b.save("b1", b.load(), changed, retention_s=86400)
+    b.release("b1", changed)
+    a.acquire("a3", T0 + 15, 60)
+    assert a.load() == changed
+    assert calls == ["q", "q", "q"]
+    # an audit takes no lease and always reads
+    a.release("a3", changed)
+    assert a.load() == changed and len(calls) == 4

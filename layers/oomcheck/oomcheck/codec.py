@@ -7,7 +7,7 @@ items whose encoding differs from what it loaded.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 from oomcheck.model import (
@@ -36,6 +36,12 @@ MAX_TASKS = 200
 Json = dict[str, Any]
 
 
+def _flat(value: Any) -> Json:
+    """A flat dataclass as a dict; unlike dataclasses.asdict, no recursive deep copy (the
+    encoding runs for every item of every save)."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
+
+
 def _drop_none(value: Json) -> Json:
     return {k: v for k, v in value.items() if v is not None and v not in ((), [])}
 
@@ -44,11 +50,11 @@ def _drop_none(value: Json) -> Json:
 
 
 def limits_to_json(limits: Mapping[str, TaskLimits]) -> Json:
-    return {name: _drop_none(asdict(lim)) for name, lim in sorted(limits.items())}
+    return {name: _drop_none(_flat(lim)) for name, lim in sorted(limits.items())}
 
 
 def active_to_json(task: ActiveTask) -> Json:
-    return _drop_none(asdict(task) | {"redelivered": task.redelivered or None})
+    return _drop_none(_flat(task) | {"redelivered": task.redelivered or None})
 
 
 def worker_to_json(record: WorkerRecord) -> Json:
@@ -112,7 +118,7 @@ def incident_to_json(incident: Incident) -> Json:
             "closed_at": incident.closed_at,
             "resolution": incident.resolution,
             "pending": [
-                _drop_none(asdict(p) | {"action": p.action.value}) for p in incident.pending
+                _drop_none(_flat(p) | {"action": p.action.value}) for p in incident.pending
             ],
             "last_alert_at": incident.last_alert_at,
             "alerts_sent": incident.alerts_sent or None,
@@ -126,7 +132,7 @@ def kills_to_json(record: KillRecord) -> Json:
         {
             "task_id": record.task_id,
             "name": record.name,
-            "kills": [_drop_none(asdict(k)) for k in record.kills],
+            "kills": [_drop_none(_flat(k)) for k in record.kills],
         }
     )
 
@@ -139,6 +145,38 @@ def meta_to_json(state: State) -> Json:
         "scan_cursor": state.scan_cursor,
         "source_failures": dict(state.source_failures),
     }
+
+
+_SECTIONS: tuple[tuple[str, str, Any], ...] = (
+    ("worker", "workers", worker_to_json),
+    ("incident", "incidents", incident_to_json),
+    ("kills", "kills", kills_to_json),
+    ("failure", "processed_failures", lambda at: {"at": at}),
+    ("event", "processed_events", lambda at: {"at": at}),
+)
+
+
+def changed_items(before: State, after: State) -> tuple[dict[str, Json], list[str]]:
+    """Items to put (new or changed) and item keys to delete, ``meta`` aside.
+
+    evaluate() hands unchanged records through as the same objects, so a record that ``is`` its
+    predecessor is skipped without encoding: the cost of a save follows the changes, not the
+    fleet.
+    """
+    puts: dict[str, Json] = {}
+    deletes: list[str] = []
+    for prefix, attribute, encode in _SECTIONS:
+        old: Mapping[str, Any] = getattr(before, attribute)
+        new: Mapping[str, Any] = getattr(after, attribute)
+        for key, value in new.items():
+            previous = old.get(key)
+            if previous is value:
+                continue
+            encoded = encode(value)
+            if previous is None or encode(previous) != encoded:
+                puts[f"{prefix}#{key}"] = encoded
+        deletes.extend(f"{prefix}#{key}" for key in old if key not in new)
+    return puts, sorted(deletes)
 
 
 def state_to_items(state: State) -> dict[str, Json]:

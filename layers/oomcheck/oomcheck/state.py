@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,17 +66,6 @@ class StateStore(Protocol):
     def describe(self) -> str: ...
 
 
-def _diff(before: State, after: State) -> tuple[dict[str, codec.Json], list[str]]:
-    """Items to put (new or changed) and keys to delete. ``meta`` travels with the release."""
-    old = codec.state_to_items(before)
-    new = codec.state_to_items(after)
-    old.pop("meta", None)
-    new.pop("meta", None)
-    puts = {k: v for k, v in new.items() if old.get(k) != v}
-    deletes = sorted(k for k in old if k not in new)
-    return puts, deletes
-
-
 # ------------------------------------------------------------------------------ DynamoDB
 
 
@@ -88,6 +78,11 @@ class DynamoDBStateStore:
         self.table = table
         self.target = target
         self.client = client
+        # The state this store last wrote or read, with the version token of the lease item at
+        # that moment: a container that runs check after check (watch mode, a warm Lambda)
+        # reads the table again only when another container wrote since.
+        self._cache: tuple[str, State] | None = None
+        self._leased_version: str | None = None
 
     def describe(self) -> str:
         return f"dynamodb:{self.table}/{self.target}"
@@ -113,11 +108,13 @@ class DynamoDBStateStore:
     def acquire(self, owner: str, now: float, lease_s: float) -> None:
         from botocore.exceptions import ClientError
 
+        self._leased_version = None
         try:
-            self._call(
+            reply = self._call(
                 "update_item",
                 TableName=self.table,
                 Key=self._key(LEASE_KEY),
+                ReturnValues="ALL_OLD",
                 UpdateExpression="SET #o = :me, #u = :until",
                 ConditionExpression="attribute_not_exists(#o) OR #u < :now OR #o = :me",
                 ExpressionAttributeNames={"#o": "owner", "#u": "lease_until"},
@@ -129,9 +126,15 @@ class DynamoDBStateStore:
             )
         except ClientError as exc:
             raise LeaseBusy("another run holds the state lease") from exc
+        self._leased_version = reply.get("Attributes", {}).get("version", {}).get("S")
 
     def load(self) -> State:
+        cached, leased = self._cache, self._leased_version
+        self._leased_version = None  # good for this load only; an audit takes no lease
+        if cached is not None and leased is not None and cached[0] == leased:
+            return cached[1]
         items: dict[str, codec.Json] = {}
+        version: str | None = None
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
@@ -143,6 +146,7 @@ class DynamoDBStateStore:
             for item in page.get("Items", ()):
                 sk = item["sk"]["S"]
                 if sk == LEASE_KEY:
+                    version = item.get("version", {}).get("S")
                     meta = item.get("meta", {}).get("S")
                     if meta:
                         items["meta"] = json.loads(meta)
@@ -153,17 +157,21 @@ class DynamoDBStateStore:
                 break
             kwargs["ExclusiveStartKey"] = last
         try:
-            return codec.state_from_items(items)
+            state = codec.state_from_items(items)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(
                 f"state table {self.table} holds an item oomcheck cannot read: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        self._cache = (version, state) if version else None
+        return state
 
     def save(self, owner: str, before: State, after: State, retention_s: float) -> SaveStats:
         from botocore.exceptions import ClientError
 
-        puts, deletes = _diff(before, after)
+        puts, deletes = codec.changed_items(before, after)
+        # Until the release records a new version, the table matches no cached state.
+        self._cache = None
         actions: list[dict[str, Any]] = []
         for sk, value in sorted(puts.items()):
             item: dict[str, Any] = self._key(sk) | {
@@ -200,18 +208,30 @@ class DynamoDBStateStore:
         from botocore.exceptions import ClientError
 
         meta = json.dumps(codec.meta_to_json(state), separators=(",", ":"), sort_keys=True)
+        version = uuid.uuid4().hex
+        self._cache = None
         try:
             self._call(
                 "update_item",
                 TableName=self.table,
                 Key=self._key(LEASE_KEY),
-                UpdateExpression="SET #m = :meta REMOVE #o, #u",
+                UpdateExpression="SET #m = :meta, #v = :version REMOVE #o, #u",
                 ConditionExpression="#o = :me",
-                ExpressionAttributeNames={"#o": "owner", "#u": "lease_until", "#m": "meta"},
-                ExpressionAttributeValues={":me": {"S": owner}, ":meta": {"S": meta}},
+                ExpressionAttributeNames={
+                    "#o": "owner",
+                    "#u": "lease_until",
+                    "#m": "meta",
+                    "#v": "version",
+                },
+                ExpressionAttributeValues={
+                    ":me": {"S": owner},
+                    ":meta": {"S": meta},
+                    ":version": {"S": version},
+                },
             )
         except ClientError as exc:
             raise LeaseLost("the state lease was taken by another run") from exc
+        self._cache = (version, state)
 
 
 # ------------------------------------------------------------------------------ local file
@@ -288,7 +308,7 @@ class FileStateStore:
     def save(self, owner: str, before: State, after: State, retention_s: float) -> SaveStats:
         del retention_s  # pruning is done by evaluate(); a file has no TTL
         self._check_owner(owner)
-        puts, deletes = _diff(before, after)
+        puts, deletes = codec.changed_items(before, after)
         if not puts and not deletes:
             return SaveStats()
         items = self._read_items()
