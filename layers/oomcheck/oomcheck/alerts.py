@@ -8,7 +8,6 @@ incident and is retried by the next run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -295,7 +294,3 @@ class PrintAlerter:
         rule = "=" * 72
         self.write(f"{rule}\nSubject: {message.subject}\n\n{message.text}\n{rule}\n")
         return "printed"
-
-
-def describe_pending(incidents: Iterable[Incident]) -> int:
-    return sum(len(i.pending) for i in incidents)
