@@ -165,7 +165,12 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
         result.add(
             f"{size:,} workers (fleet bench): DynamoDB, scheduled / watch",
             f"{_dollars(d_sched)} / {_dollars(d_watch)} per month",
-            f"{fleet_rru:,} RRU per run: every run reads the whole state again",
+            f"{fleet_rru:,} RRU per run: "
+            + (
+                "a warm store reads nothing it wrote itself"
+                if fleet_rru == 0
+                else "the run reads the whole state again"
+            ),
             "(no target)",
             None,
         )
