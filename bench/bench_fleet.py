@@ -508,9 +508,8 @@ def run(quick: bool = False) -> Result:
         )
         result.notes.append(
             f"{n}, steady run by phase (wall, moto included): {phases}; moto's share "
-            f"{ms(steady['moto_s'])}. save() encodes the whole state twice (before and after) "
-            "and runs twice per run (before and after the alerts): 4 full encodings even when "
-            "nothing changed; load() decodes it all again. In watch mode a check every 5 s "
+            f"{ms(steady['moto_s'])}. save() encodes only records that changed, and a warm "
+            "store skips load() when no other run wrote since. In watch mode a check every 5 s "
             f"needs the run under 5 s on the Lambda: ~{lambda_s:.1f} s here"
         )
         result.add(
