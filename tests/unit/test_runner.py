@@ -140,22 +140,23 @@ def _deps(
     )
 
 
-def _death_setup(tmp_path, failures: int = 0):
+def _busy_worker() -> tuple[FakeControl, FakeResults, Clock]:
+    """W alive, running task t1 (acked at start) on pool pid 11, with its STARTED record."""
     control, results, clock = FakeControl(), FakeResults(), Clock()
-    control.add(
-        W,
-        10,
-        [
-            {
-                "id": "t1",
-                "name": "app.work",
-                "worker_pid": 11,
-                "time_start": 1.0,
-                "acknowledged": True,
-            }
-        ],
-    )
+    task = {
+        "id": "t1",
+        "name": "app.work",
+        "worker_pid": 11,
+        "time_start": 1.0,
+        "acknowledged": True,
+    }
+    control.add(W, 10, [task])
     results.started = [StartedTask("t1", W, 11, "app.work", clock.now - 5)]
+    return control, results, clock
+
+
+def _death_setup(tmp_path, failures: int = 0):
+    control, results, clock = _busy_worker()
     publisher = FlakyPublisher(failures)
     deps = _deps(tmp_path, control, results, publisher, clock)
     assert run_once(deps).exit_code == 0
@@ -269,21 +270,7 @@ def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
     with mock_aws():
         dynamo = boto3.client("dynamodb", region_name="us-east-1")
         dynamo.create_table(**table_definition("state"))
-        control, results, clock = FakeControl(), FakeResults(), Clock()
-        control.add(
-            W,
-            10,
-            [
-                {
-                    "id": "t1",
-                    "name": "app.work",
-                    "worker_pid": 11,
-                    "time_start": 1.0,
-                    "acknowledged": True,
-                }
-            ],
-        )
-        results.started = [StartedTask("t1", W, 11, "app.work", clock.now - 5)]
+        control, results, clock = _busy_worker()
         publisher = SlowPublisher()
         runs = []
         for _ in range(3):
