@@ -34,6 +34,7 @@ from bench.common import (
     LAYER,
     ROOT,
     CountingPublisher,
+    Phases,
     Result,
     median,
     moto_server,
@@ -380,20 +381,7 @@ def _phases(deps: Any, runs: int) -> dict[str, float]:
     from oomcheck.runner import run_once
 
     spent: dict[str, list[float]] = defaultdict(list)
-    current: dict[str, float] = defaultdict(float)
-
-    def wrap(obj: Any, attr: str, label: str) -> None:
-        inner = getattr(obj, attr)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                current[label] += time.perf_counter() - t0
-
-        setattr(obj, attr, timed)
-
+    phases = Phases()
     targets = [
         (deps.inspector, "observe", "inspect"),
         (deps.results, "scan", "result scan"),
@@ -401,16 +389,16 @@ def _phases(deps: Any, runs: int) -> dict[str, float]:
     ]
     targets += [(deps.store, a, "state file") for a in ("acquire", "load", "save", "release")]
     for obj, attr, label in targets:
-        wrap(obj, attr, label)
+        phases.wrap(obj, attr, label)
     try:
         for _ in range(runs):
-            current.clear()
+            phases.spent.clear()
             t0 = time.perf_counter()
             run_once(deps, "check")
             total = time.perf_counter() - t0
-            for label, seconds in current.items():
+            for label, seconds in phases.spent.items():
                 spent[label].append(seconds)
-            spent["other (evaluate, report)"].append(total - sum(current.values()))
+            spent["other (evaluate, report)"].append(total - sum(phases.spent.values()))
     finally:
         for obj, attr, _ in targets:
             vars(obj).pop(attr, None)

@@ -20,13 +20,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bench.common import (
     LAMBDA_CPU_FACTOR,
     CountingPublisher,
     DynamoMeter,
+    Phases,
     Result,
     item_size,
     median,
@@ -230,25 +231,6 @@ class FleetBroker:
             for t in w.tasks
             if int(t["id"][0], 16) % 2 == 0
         )
-
-
-@dataclass
-class Phases:
-    """Wall time spent in each part of one run (wrapped around our own instances only)."""
-
-    spent: dict[str, float] = field(default_factory=dict)
-
-    def wrap(self, obj: Any, attr: str, label: str) -> None:
-        inner = getattr(obj, attr)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                self.spent[label] = self.spent.get(label, 0.0) + time.perf_counter() - t0
-
-        setattr(obj, attr, timed)
 
 
 class MotoTime:

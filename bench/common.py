@@ -71,6 +71,25 @@ class Result:
         self.rows.append(Row(what, figure, reference, target, met))
 
 
+@dataclass
+class Phases:
+    """Wall time spent in each part of one run (wrapped around our own instances only)."""
+
+    spent: dict[str, float] = field(default_factory=dict)
+
+    def wrap(self, obj: Any, attr: str, label: str) -> None:
+        inner = getattr(obj, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.spent[label] = self.spent.get(label, 0.0) + time.perf_counter() - t0
+
+        setattr(obj, attr, timed)
+
+
 def progress(message: str) -> None:
     """Progress goes to stderr so that stdout carries only the table."""
     print(f"[{time.monotonic() - _T0:7.1f} s] {message}", file=sys.stderr, flush=True)

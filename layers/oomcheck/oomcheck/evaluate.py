@@ -83,6 +83,9 @@ class _Evaluation:
         self.now = now
         self.workers: dict[str, WorkerRecord] = dict(state.workers)
         self.incidents: dict[str, Incident] = dict(state.incidents)
+        # key -> id of the open incident with that key (at most one), kept in step by _add and
+        # _resolve so that lookups do not scan every incident
+        self.open_ids: dict[str, str] = {i.key: i.id for i in state.incidents.values() if i.is_open}
         self.kills: dict[str, KillRecord] = dict(state.kills)
         self.source_failures: dict[str, int] = dict(state.source_failures)
         self.processed_events: dict[str, float] = dict(state.processed_events)
@@ -852,6 +855,8 @@ class _Evaluation:
             pending=(PendingAlert(Action.OPEN, self.now),),
             fleet_size=fleet_size,
         )
+        if closed is None:
+            self.open_ids[finding.key] = incident_id
         self.handled_keys.add(finding.key)
         self.conditions.append(finding)
 
@@ -872,6 +877,7 @@ class _Evaluation:
             resolution=why,
             pending=tuple(p for p in pending if p.action != Action.REMIND),
         )
+        self.open_ids.pop(incident.key, None)
         self.handled_keys.add(incident.key)
         self.recoveries.append(
             Finding(
@@ -1176,10 +1182,8 @@ class _Evaluation:
             )
 
     def _open_incident(self, key: str) -> Incident | None:
-        for incident in self.incidents.values():
-            if incident.key == key and incident.is_open:
-                return incident
-        return None
+        incident_id = self.open_ids.get(key)
+        return self.incidents[incident_id] if incident_id is not None else None
 
     def _open_incident_for_worker(self, record: WorkerRecord) -> Incident | None:
         if record.incident_id is None:

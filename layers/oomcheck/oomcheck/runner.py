@@ -304,8 +304,8 @@ def _observe(deps: Deps, state: State, now: float, *, audit: bool) -> _Observed:
                     for task in record.active
                 )
                 if wanted:
-                    looked = _guard("lookup", lambda: results.lookup(wanted), statuses, secrets)
-                    statuses.pop("lookup", None)
+                    # best effort, on the same backend as the scan: not a source status of its own
+                    looked = _guard("lookup", lambda: results.lookup(wanted), {}, secrets)
                     task_status = looked or {}
 
     # STARTED records of workers that did not answer and the roster does not list: ping them by
@@ -316,8 +316,8 @@ def _observe(deps: Deps, state: State, now: float, *, audit: bool) -> _Observed:
             {t.worker for t in started if t.worker} - set(workers) - set(state.workers)
         )[:50]
         if strangers:
-            found = _guard("reping", lambda: inspector.ping_direct(strangers), statuses, secrets)
-            statuses.pop("reping", None)
+            # best effort, on the same broker as inspect: not a source status of its own
+            found = _guard("reping", lambda: inspector.ping_direct(strangers), {}, secrets)
             workers.update(found or {})
 
     unacked: tuple[UnackedMessage, ...] | None = None
