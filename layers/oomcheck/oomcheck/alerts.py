@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from oomcheck.codec import MAX_TASKS, finding_to_json
-from oomcheck.model import Action, Cause, Finding, Incident, Severity, State, TaskFate, Verdict
+from oomcheck.model import Action, Finding, Incident, Severity, State
+from oomcheck.text import cause_suffix, fate_line, utc
 
 SUBJECT_MAX = 99  # SNS: under 100 characters, no newlines
 # Leave room under SNS's 256 KiB for the JSON envelope of the per-protocol messages.
@@ -41,26 +41,6 @@ class PublishError(RuntimeError):
     pass
 
 
-def utc(ts: float | None) -> str:
-    if ts is None:
-        return "unknown"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _short_utc(ts: float | None) -> str:
-    if ts is None:
-        return "?"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S UTC")
-
-
-_CAUSE_WORDS = {
-    Cause.OOM_KILLED: "OOM-killed",
-    Cause.KILLED: "killed",
-    Cause.EXITED: "exited",
-    Cause.TIME_LIMIT: "over its time limit",
-    Cause.UNKNOWN: "",
-}
-
 _HEADLINES = {
     "worker_lost": "{worker} died{cause}",
     "worker_restarted": "{worker} restarted{cause}",
@@ -73,17 +53,10 @@ _HEADLINES = {
 }
 
 
-def _cause_suffix(finding: Finding) -> str:
-    words = _CAUSE_WORDS[finding.cause]
-    if not words:
-        return f" (exit {finding.exit_code})" if finding.exit_code is not None else ""
-    code = f" (exit {finding.exit_code})" if finding.exit_code is not None else ""
-    return f", {words}{code}"
-
-
 def subject_for(finding: Finding, action: Action) -> str:
     headline = _HEADLINES.get(finding.kind.value, finding.kind.value).format(
-        worker=finding.worker or "unknown worker", cause=_cause_suffix(finding)
+        worker=finding.worker or "unknown worker",
+        cause=cause_suffix(finding.cause, finding.exit_code),
     )
     if finding.tasks and finding.kind.value in (
         "worker_lost",
@@ -96,6 +69,7 @@ def subject_for(finding: Finding, action: Action) -> str:
         headline += f": {finding.tasks[0].name or finding.tasks[0].id}"
     prefix = {
         Action.OPEN: f"[oomcheck] {finding.severity.value.upper()}: ",
+        Action.UPDATE: f"[oomcheck] UPDATE {finding.severity.value.upper()}: ",
         Action.REMIND: f"[oomcheck] STILL OPEN {finding.severity.value.upper()}: ",
         Action.RESOLVE: "[oomcheck] RESOLVED: ",
     }[action]
@@ -104,23 +78,6 @@ def subject_for(finding: Finding, action: Action) -> str:
     if len(subject) > SUBJECT_MAX:
         subject = subject[: SUBJECT_MAX - 3].rstrip() + "..."
     return subject
-
-
-def _fate_line(fate: TaskFate) -> str:
-    name = fate.name or "task"
-    where = f" on pid {fate.worker_pid}" if fate.worker_pid else ""
-    started = f", started {_short_utc(fate.started_at)}" if fate.started_at else ""
-    what = {
-        Verdict.LOST: "LOST - its message was acknowledged; it will not run again by itself",
-        Verdict.AWAITING_REDELIVERY: "awaiting redelivery"
-        + (f" at about {_short_utc(fate.redeliver_at)}" if fate.redeliver_at else "")
-        + " (still in the broker's unacked set)",
-        Verdict.REDELIVERED: "redelivered - it is queued or running again",
-        Verdict.KILL_LOOP: "in a KILL LOOP - every run of it kills its process",
-        Verdict.RUNNING: "still running",
-        Verdict.UNKNOWN: "fate unknown",
-    }[fate.verdict]
-    return f"  - {name} [{fate.id}]{where}{started}: {what}"
 
 
 def render_text(incident: Incident, action: Action, now: float) -> str:
@@ -149,7 +106,7 @@ def render_text(incident: Incident, action: Action, now: float) -> str:
     ]
     if finding.tasks:
         lines.append(f"TASKS ({len(finding.tasks)})")
-        lines += [_fate_line(f) for f in finding.tasks[:MAX_TASKS]]
+        lines += [fate_line(f) for f in finding.tasks[:MAX_TASKS]]
         if len(finding.tasks) > MAX_TASKS:
             lines.append(f"  ... and {len(finding.tasks) - MAX_TASKS} more (see the JSON)")
         lines.append("")

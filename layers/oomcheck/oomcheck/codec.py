@@ -274,6 +274,8 @@ def incident_from_json(value: Json) -> Incident:
                 queued_at=float(p["queued_at"]),
                 attempts=int(p.get("attempts", 0)),
                 last_error=p.get("last_error"),
+                note=p.get("note"),
+                seq=int(p.get("seq", 0)),
             )
             for p in value.get("pending", ())
         ),

@@ -52,6 +52,9 @@ class Verdict(StrEnum):
 
 class Action(StrEnum):
     OPEN = "open"
+    # A material change of an open incident (cause, exit code or victim tasks became known):
+    # sent once per change, threaded to the same incident id; PendingAlert.note says what changed.
+    UPDATE = "update"
     REMIND = "remind"
     RESOLVE = "resolve"
 
@@ -71,6 +74,29 @@ class Source(StrEnum):
     EXITS = "exits"
     STATE = "state"
     ALERTS = "alerts"
+
+
+class SourceState(StrEnum):
+    OK = "ok"
+    OFF = "off"  # not configured, or not possible with this broker/ACL: not a failure
+    ERROR = "error"
+    BUSY = "busy"  # state only: another run holds the lease, this run is read-only
+    LOST = "lost lease"  # state only
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """How one source fared in a run. Rendered as a string only in the report."""
+
+    state: SourceState
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state is SourceState.ERROR
+
+    def __str__(self) -> str:
+        return f"{self.state.value}: {self.detail}" if self.detail else self.state.value
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,6 +300,10 @@ class PendingAlert:
     queued_at: float
     attempts: int = 0
     last_error: str | None = None
+    # For an update: what changed, in words ("now known: OOM-killed, exit 137").
+    note: str | None = None
+    # Counts the incident's messages: with the incident id and action it makes the dedup key.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)

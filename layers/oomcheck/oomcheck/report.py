@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from oomcheck.alerts import utc
 from oomcheck.codec import finding_to_json, incident_to_json
 from oomcheck.model import Finding, Incident, Severity, WorkerRecord, WorkerSnapshot, WorkerStatus
+from oomcheck.text import utc
 
 SCHEMA = 1
 

@@ -1,0 +1,124 @@
+"""The words oomcheck says: causes, task fates, advice and times, shared by detection and alerts.
+
+Pure functions of model values; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from oomcheck.model import Cause, Kind, TaskFate, Verdict
+
+CAUSE_WORDS = {
+    Cause.OOM_KILLED: "OOM-killed",
+    Cause.KILLED: "killed",
+    Cause.EXITED: "exited",
+    Cause.TIME_LIMIT: "over its time limit",
+    Cause.UNKNOWN: "",
+}
+
+
+def utc(ts: float | None) -> str:
+    if ts is None:
+        return "unknown"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def short_utc(ts: float | None) -> str:
+    if ts is None:
+        return "?"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S UTC")
+
+
+def cause_words(cause: Cause, exit_code: int | None) -> str:
+    """ "OOM-killed, exit 137", "killed", "exit 1" or "" when nothing is known."""
+    words = CAUSE_WORDS[cause]
+    code = f"exit {exit_code}" if exit_code is not None else ""
+    return ", ".join(part for part in (words, code) if part)
+
+
+def cause_suffix(cause: Cause, exit_code: int | None) -> str:
+    """For a headline: ", OOM-killed (exit 137)", " (exit 1)" or ""."""
+    words = CAUSE_WORDS[cause]
+    code = f" (exit {exit_code})" if exit_code is not None else ""
+    return f", {words}{code}" if words else code
+
+
+def cause_phrase(cause: Cause, exit_code: int | None) -> str:
+    """For a summary sentence: like cause_suffix, but an unknown cause says so."""
+    if cause == Cause.UNKNOWN and exit_code is None:
+        return " without a trace"
+    if cause == Cause.TIME_LIMIT:
+        return ", past its time limit"
+    return cause_suffix(cause, exit_code)
+
+
+def verdict_word(verdict: Verdict) -> str:
+    return verdict.value.replace("_", " ")
+
+
+def fates_text(fates: Iterable[TaskFate]) -> str:
+    """ "3 task(s): 1 awaiting redelivery, 2 lost" or ""."""
+    counts: dict[str, int] = {}
+    for fate in fates:
+        word = verdict_word(fate.verdict)
+        counts[word] = counts.get(word, 0) + 1
+    if not counts:
+        return ""
+    total = sum(counts.values())
+    parts = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    return f"{total} task(s): {parts}"
+
+
+def fate_line(fate: TaskFate) -> str:
+    name = fate.name or "task"
+    where = f" on pid {fate.worker_pid}" if fate.worker_pid else ""
+    started = f", started {short_utc(fate.started_at)}" if fate.started_at else ""
+    what = {
+        Verdict.LOST: "LOST - its message was acknowledged; it will not run again by itself",
+        Verdict.AWAITING_REDELIVERY: "awaiting redelivery"
+        + (f" at about {short_utc(fate.redeliver_at)}" if fate.redeliver_at else "")
+        + " (still in the broker's unacked set)",
+        Verdict.REDELIVERED: "redelivered - it is queued or running again",
+        Verdict.KILL_LOOP: "in a KILL LOOP - every run of it kills its process",
+        Verdict.RUNNING: "still running",
+        Verdict.UNKNOWN: "fate unknown",
+    }[fate.verdict]
+    return f"  - {name} [{fate.id}]{where}{started}: {what}"
+
+
+def death_advice(
+    cause: Cause, fates: Iterable[TaskFate], visibility_timeout_s: float
+) -> tuple[str, ...]:
+    advice: list[str] = []
+    fates = tuple(fates)
+    if cause == Cause.OOM_KILLED:
+        advice.append(
+            "Raise the worker's memory limit or lower its concurrency, and set "
+            "worker_max_memory_per_child so a bloated child is replaced before the kernel kills it."
+        )
+    lost = [f for f in fates if f.verdict == Verdict.LOST]
+    if lost:
+        advice.append(
+            "Lost tasks will not run again by themselves: re-send them if they matter ("
+            + ", ".join(f"{f.name or 'task'}[{f.id}]" for f in lost[:5])
+            + "). acks_late=True makes Celery keep the message until the task ends."
+        )
+    if any(f.verdict == Verdict.AWAITING_REDELIVERY for f in fates):
+        advice.append(
+            "Tasks awaiting redelivery return to the queue once the broker's visibility_timeout "
+            f"({visibility_timeout_s:.0f} s) passes; if one of them caused the death it may "
+            "kill the next worker too."
+        )
+    if not advice:
+        advice.append("Check the worker's host or container logs for why it stopped.")
+    return tuple(advice)
+
+
+def gone_text(kind: Kind) -> str:
+    return {
+        Kind.TASK_STALLED: "the task is no longer running",
+        Kind.TASK_ORPHANED: "no orphaned STARTED record remains",
+        Kind.POISON_TASK: "the task has stopped dying and is not queued on any worker",
+    }.get(kind, "the condition is gone")
