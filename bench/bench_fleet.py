@@ -321,7 +321,7 @@ def _scenario(
     repeats: int,
     change: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    from oomcheck.evaluate import evaluate
+    from oomcheck.detect import evaluate
     from oomcheck.runner import run_once
 
     clock.now += 60

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from oomcheck.alerts import due, mark_sent
-from oomcheck.evaluate import evaluate
+from oomcheck.detect import evaluate
 from oomcheck.model import (
     ActiveTask,
     ExitEvidence,

@@ -205,7 +205,7 @@ def test_long_task_within_limit_is_fine_then_stalled_past_it():
     assert stalled.tasks[0].id == "L" and stalled.cause == Cause.TIME_LIMIT
     # the task ends: the incident resolves
     findings = replay.step(obs(T0 + 660, [snap(W, limits=limits, at=T0 + 660)]))
-    assert only(findings, Kind.WORKER_RECOVERED).key == "task_stalled:L"
+    assert str(only(findings, Kind.WORKER_RECOVERED).key) == "task_stalled:L"
 
 
 def test_configured_expectation_applies_when_no_time_limit():
@@ -352,7 +352,7 @@ def test_inspect_failure_declares_nobody_dead_and_alerts_after_three_runs():
     assert kinds(findings) == ["source_unavailable"]
     assert replay.state.workers[W].status == WorkerStatus.ALIVE
     findings = replay.step(obs(T0 + 240, [snap(W, at=T0 + 240)]))
-    assert only(findings, Kind.WORKER_RECOVERED).key == "source_unavailable:inspect"
+    assert str(only(findings, Kind.WORKER_RECOVERED).key) == "source_unavailable:inspect"
     assert [a for _, k, a in replay.sent if k == "source_unavailable"] == ["open", "resolve"]
 
 
@@ -436,7 +436,7 @@ def test_failed_publish_stays_pending_and_is_retried():
 
 
 def test_evaluate_is_pure_and_deterministic():
-    from oomcheck.evaluate import evaluate
+    from oomcheck.detect import evaluate
 
     replay = Replay()
     replay.step(obs(T0, [snap(W, active=[task("t1")], limits=LIMITS)], started_=[started("t1", W)]))

@@ -18,7 +18,7 @@ from moto import mock_aws
 from oomcheck.aws import client as aws_client
 from oomcheck.demo.ecs import ecs_task_stopped_event, put_ecs_event
 from oomcheck.demo.services import free_port
-from oomcheck.evaluate import evaluate
+from oomcheck.detect import evaluate
 from oomcheck.exitparse import parse_message
 from oomcheck.model import Cause, Kind, Observation, Policy, State, WorkerSnapshot
 from oomcheck.sources.exits import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oomcheck.model import Finding, Kind, Observation, Severity, State, TaskLimits
+from oomcheck.model import Finding, IncidentKey, Kind, Observation, Severity, State, TaskLimits
 
 
 def _risk(key: str, worker: str | None, summary: str, advice: str) -> Finding:
@@ -12,7 +12,7 @@ def _risk(key: str, worker: str | None, summary: str, advice: str) -> Finding:
         worker=worker,
         summary=summary,
         advice=(advice,),
-        key=f"config_risk:{key}",
+        key=IncidentKey(Kind.CONFIG_RISK, key),
     )
 
 

@@ -16,6 +16,7 @@ from oomcheck.model import (
     Cause,
     Finding,
     Incident,
+    IncidentKey,
     Kill,
     KillRecord,
     Kind,
@@ -103,7 +104,7 @@ def finding_to_json(finding: Finding) -> Json:
         "incident_id": finding.incident_id,
         "summary": finding.summary,
         "advice": list(finding.advice),
-        "key": finding.key,
+        "key": str(finding.key) if finding.key else None,
     }
 
 
@@ -111,7 +112,7 @@ def incident_to_json(incident: Incident) -> Json:
     return _drop_none(
         {
             "id": incident.id,
-            "key": incident.key,
+            "key": str(incident.key),
             "kind": incident.kind.value,
             "opened_at": incident.opened_at,
             "finding": finding_to_json(incident.finding),
@@ -255,14 +256,14 @@ def finding_from_json(value: Json) -> Finding:
         incident_id=value.get("incident_id"),
         summary=value.get("summary", ""),
         advice=tuple(value.get("advice", ())),
-        key=value.get("key", ""),
+        key=IncidentKey.parse(value["key"]) if value.get("key") else None,
     )
 
 
 def incident_from_json(value: Json) -> Incident:
     return Incident(
         id=value["id"],
-        key=value["key"],
+        key=IncidentKey.parse(value["key"]),
         kind=Kind(value["kind"]),
         opened_at=float(value["opened_at"]),
         finding=finding_from_json(value["finding"]),

@@ -221,6 +221,24 @@ class Observation:
 # Findings
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class IncidentKey:
+    """What makes two findings the same incident: a kind and its subject (a worker incarnation
+    ``name@boot``, a task id, a source, an event id). Rendered as text only for storage."""
+
+    kind: Kind
+    subject: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.subject}"
+
+    @classmethod
+    def parse(cls, text: str) -> IncidentKey:
+        """The inverse of str(): only the state codec reads keys back."""
+        kind, _, subject = text.partition(":")
+        return cls(Kind(kind), subject)
+
+
 @dataclass(frozen=True, slots=True)
 class TaskFate:
     id: str
@@ -245,7 +263,7 @@ class Finding:
     incident_id: str | None = None
     summary: str = ""
     advice: tuple[str, ...] = ()
-    key: str = ""
+    key: IncidentKey | None = None
 
     @property
     def alertable(self) -> bool:
@@ -309,7 +327,7 @@ class PendingAlert:
 @dataclass(frozen=True, slots=True)
 class Incident:
     id: str
-    key: str
+    key: IncidentKey
     kind: Kind
     opened_at: float
     finding: Finding

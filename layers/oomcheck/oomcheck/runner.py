@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from oomcheck import alerts as alerting
 from oomcheck.audit import config_risks
-from oomcheck.evaluate import evaluate
+from oomcheck.detect import evaluate
 from oomcheck.model import (
     ExitEvidence,
     LostFailure,

@@ -1,0 +1,143 @@
+"""evaluate(state, observation, policy, now) -> (state, findings): the detection core.
+
+Pure: no I/O, no clock (``now`` is passed in), no randomness; the same inputs always give the
+same outputs, so every rule is tested by replaying scripted observations.
+
+One evaluation:
+ 1. context: this run's read-only indexes over the previous state and the observation;
+ 2. roster transitions, from those two alone (new, alive, restarted, returned, missing,
+    still lost, still departed);
+ 3. rule families, each a pure function returning signals, resolutions and kills: sources,
+    workers, children, stalls, orphans, poison (on the kill counts after this run), evidence;
+ 4. the ledger turns those into incident transitions (open, update, remind, expire, resolve);
+ 5. the next state is written once, at the end; unchanged records stay the same objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from oomcheck.detect import context, keys, roster
+from oomcheck.detect.ledger import incident_id_for, settle
+from oomcheck.detect.rules import children, evidence, orphans, poison, sources, stalls, workers
+from oomcheck.model import (
+    Finding,
+    Incident,
+    KillRecord,
+    Observation,
+    Policy,
+    State,
+    WorkerRecord,
+    WorkerStatus,
+)
+
+__all__ = ["evaluate", "incident_id_for"]
+
+_PROCESSED_EVENTS_KEEP_S = 24 * 3600.0
+
+
+def evaluate(
+    state: State, obs: Observation, policy: Policy, now: float
+) -> tuple[State, list[Finding]]:
+    """Compare this run's observation with the remembered state.
+
+    Returns the next state (roster, incidents with their pending alerts, kill counts) and the
+    findings of this run: new conditions, conditions still open, and recoveries.
+    """
+    ctx = context.build(state, obs, policy, now)
+    transitions = roster.transitions(ctx)
+    failures = sources.failures(ctx)
+    on_workers = workers.judge(ctx, transitions)
+    on_children = children.gather(ctx)
+    kills = poison.merge_kills(state.kills, (*on_workers.kills, *on_children.kills))
+    outcomes = (
+        sources.judge(ctx, failures),
+        on_workers,
+        children.judge(ctx, on_children, kills),
+        stalls.judge(ctx),
+        orphans.judge(ctx),
+        poison.judge(ctx, kills),
+        evidence.judge(ctx),
+    )
+    incidents, findings = settle(ctx, outcomes)
+    used = frozenset().union(*(o.used_events for o in outcomes))
+    fresh = {e.event_id: e.at for e in obs.exits or () if e.event_id in used}
+    new_state = State(
+        workers=_linked({**state.workers, **on_workers.records}, incidents, now),
+        incidents=incidents,
+        kills=kills,
+        source_failures=failures,
+        processed_events={**state.processed_events, **fresh},
+        processed_failures={**state.processed_failures, **on_children.failures},
+        last_run_at=now,
+        last_discovery_at=state.last_discovery_at,
+        scan_cursor=state.scan_cursor,
+    )
+    return _pruned(new_state, policy, now), findings
+
+
+def _linked(
+    roster_: Mapping[str, WorkerRecord], incidents: Mapping[str, Incident], now: float
+) -> dict[str, WorkerRecord]:
+    """Each lost worker names its open incident (the state's TTL keeps it while one is open)."""
+    open_ids = {i.key: i.id for i in incidents.values() if i.is_open}
+    out: dict[str, WorkerRecord] = {}
+    for name, record in roster_.items():
+        incident_id = (
+            open_ids.get(keys.lost(name, record.boot_at))
+            if record.status == WorkerStatus.LOST
+            else None
+        )
+        out[name] = (
+            record
+            if incident_id == record.incident_id
+            else replace(record, incident_id=incident_id, changed_at=now)
+        )
+    return out
+
+
+def _pruned(state: State, policy: Policy, now: float) -> State:
+    horizon = now - policy.retention_s
+    workers_ = {
+        name: r
+        for name, r in state.workers.items()
+        if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
+        or r.changed_at >= horizon
+        or r.incident_id is not None
+    }
+    incidents = {
+        i.id: i
+        for i in state.incidents.values()
+        if i.closed_at is None or i.closed_at >= horizon or i.pending
+    }
+    open_poison = {
+        i.key.subject for i in incidents.values() if i.is_open and i.kind == "poison_task"
+    }
+    return replace(
+        state,
+        workers=workers_,
+        incidents=incidents,
+        kills=_pruned_kills(state.kills, open_poison, now - policy.poison_window_s),
+        processed_events={
+            k: at
+            for k, at in state.processed_events.items()
+            if at >= now - _PROCESSED_EVENTS_KEEP_S
+        },
+        processed_failures={k: at for k, at in state.processed_failures.items() if at >= horizon},
+    )
+
+
+def _pruned_kills(
+    kills: Mapping[str, KillRecord], open_poison: set[str], window_start: float
+) -> dict[str, KillRecord]:
+    out: dict[str, KillRecord] = {}
+    for task_id, record in kills.items():
+        kept = tuple(k for k in record.kills if k.at >= window_start)
+        if kept == record.kills:
+            out[task_id] = record
+        elif kept:
+            out[task_id] = replace(record, kills=kept)
+        elif task_id in open_poison:
+            out[task_id] = record
+    return out

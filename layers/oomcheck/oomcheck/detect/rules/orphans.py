@@ -1,0 +1,56 @@
+"""STARTED records of workers that answer nothing and that the roster never knew: they died
+before oomcheck saw them, or before its first run."""
+
+from __future__ import annotations
+
+from oomcheck import text
+from oomcheck.detect import keys
+from oomcheck.detect.context import Context, Place
+from oomcheck.detect.fates import fate_of
+from oomcheck.detect.signals import Outcome, Resolution, Signal
+from oomcheck.model import ActiveTask, Cause, Finding, Kind, Severity
+
+KINDS = frozenset({Kind.TASK_ORPHANED})
+
+
+def judge(ctx: Context) -> Outcome:
+    if not (ctx.inspect_ok and ctx.results_ok):
+        return Outcome(KINDS, judged=False)
+    signals = []
+    for worker, tasks in sorted(ctx.started_by_worker.items()):
+        if worker in ctx.live or worker in ctx.state.workers:
+            continue
+        fates = tuple(
+            fate_of(
+                ctx,
+                ActiveTask(id=t.id, name=t.name, worker_pid=t.pid, time_start=t.written_at),
+                None,
+                Place(worker, t.pid),
+            )
+            for t in sorted(tasks, key=lambda t: t.id)
+        )
+        signals.append(
+            Signal(
+                Finding(
+                    kind=Kind.TASK_ORPHANED,
+                    severity=Severity.WARNING,
+                    worker=worker,
+                    evidence=(
+                        f"results: {len(fates)} STARTED record(s) of {worker}, which does not "
+                        "answer and was never seen alive by oomcheck",
+                    ),
+                    tasks=fates,
+                    summary=f"{len(fates)} task(s) STARTED on {worker}, which is gone: "
+                    + text.fates_text(fates),
+                    advice=text.death_advice(Cause.UNKNOWN, fates, ctx.policy.visibility_timeout_s),
+                    key=keys.orphaned(worker),
+                )
+            )
+        )
+    seen = {s.key for s in signals}
+    resolutions = tuple(
+        Resolution(key, text.gone_text(Kind.TASK_ORPHANED))
+        for key in ctx.open_by_key
+        if key.kind == Kind.TASK_ORPHANED and key not in seen
+    )
+    return Outcome(KINDS, signals=tuple(signals), resolutions=resolutions)
