@@ -9,6 +9,7 @@ from oomcheck.alerts import due, mark_sent
 from oomcheck.detect import evaluate
 from oomcheck.model import (
     ActiveTask,
+    Cause,
     ExitEvidence,
     Finding,
     Kind,
@@ -136,3 +137,35 @@ def only(findings: Iterable[Finding], kind: Kind) -> Finding:
     matching = [f for f in findings if f.kind == kind]
     assert len(matching) == 1, f"expected one {kind}, got {[f.kind.value for f in findings]}"
     return matching[0]
+
+
+def ecs_oom(host: str = "10.0.1.5", *, at: float = T0 + 30, event_id: str = "e1") -> ExitEvidence:
+    """An ECS task-stopped record for the container at ``host``: exit 137, OutOfMemoryError."""
+    return ExitEvidence(
+        source="ecs",
+        event_id=event_id,
+        at=at,
+        cause=Cause.OOM_KILLED,
+        exit_code=137,
+        text="exitCode 137 OutOfMemoryError",
+        hosts=(host,),
+    )
+
+
+def kernel_kill(pid: int, host: str = "10.0.1.5", *, at: float = T0 + 30) -> ExitEvidence:
+    """A kernel line: the memory cgroup's OOM killer killed ``pid`` on ``host``."""
+    return ExitEvidence(
+        source="kernel",
+        event_id=f"k-{pid}-{at:.0f}",
+        at=at,
+        cause=Cause.OOM_KILLED,
+        exit_code=137,
+        text=f"Memory cgroup out of memory: Killed process {pid} (celery)",
+        hosts=(host,),
+        pid=pid,
+        process="celery",
+    )
+
+
+def actions(replay: Replay, kind: str | None = None) -> list[str]:
+    return [a for _, k, a in replay.sent if kind is None or k == kind]

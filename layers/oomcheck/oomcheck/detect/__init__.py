@@ -51,11 +51,12 @@ def evaluate(
     on_workers = workers.judge(ctx, transitions)
     on_children = children.gather(ctx)
     kills = poison.merge_kills(state.kills, (*on_workers.kills, *on_children.kills))
+    roster_after = {**state.workers, **on_workers.records}
     outcomes = (
         sources.judge(ctx, failures),
         on_workers,
         children.judge(ctx, on_children, kills),
-        stalls.judge(ctx),
+        stalls.judge(ctx, roster_after),
         orphans.judge(ctx),
         poison.judge(ctx, kills),
         evidence.judge(ctx),
@@ -64,7 +65,7 @@ def evaluate(
     used = frozenset().union(*(o.used_events for o in outcomes))
     fresh = {e.event_id: e.at for e in obs.exits or () if e.event_id in used}
     new_state = State(
-        workers=_linked({**state.workers, **on_workers.records}, incidents, now),
+        workers=_linked(roster_after, incidents, now),
         incidents=incidents,
         kills=kills,
         source_failures=failures,

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from oomcheck.detect import keys
 from oomcheck.detect.context import Context
 from oomcheck.detect.signals import Outcome, Resolution, Signal
-from oomcheck.model import Cause, Finding, Kind, Severity, TaskFate, Verdict, WorkerSnapshot
+from oomcheck.model import (
+    Cause,
+    Finding,
+    Kind,
+    Severity,
+    TaskFate,
+    Verdict,
+    WorkerRecord,
+    WorkerSnapshot,
+    WorkerStatus,
+)
 
 KINDS = frozenset({Kind.TASK_STALLED})
 
@@ -15,7 +25,9 @@ KINDS = frozenset({Kind.TASK_STALLED})
 _Running = dict[str, tuple[str | None, float | None, int | None]]
 
 
-def judge(ctx: Context) -> Outcome:
+def judge(ctx: Context, roster: Mapping[str, WorkerRecord]) -> Outcome:
+    """``roster`` is the roster after this run (to tell a worker that died from one that is
+    only too busy to answer)."""
     if not ctx.inspect_ok:
         return Outcome(KINDS, judged=False)
     running: set[str] = set()
@@ -25,23 +37,26 @@ def judge(ctx: Context) -> Outcome:
         running.update(tasks)
         signals.extend(_stalled(ctx, snap, tasks))
     seen = {s.key for s in signals}
-    resolutions = tuple(
-        Resolution(key, "the task is no longer running")
-        for key, incident in ctx.open_by_key.items()
-        if key.kind == Kind.TASK_STALLED
-        and key not in seen
-        and _judgeable(ctx, incident.finding.worker, key.subject, running)
-    )
-    return Outcome(KINDS, signals=tuple(signals), resolutions=resolutions)
+    resolutions = []
+    for key, incident in ctx.open_by_key.items():
+        if key.kind == Kind.TASK_STALLED and key not in seen and key.subject not in running:
+            why = _over(ctx, incident.finding.worker or "", roster)
+            if why is not None:
+                resolutions.append(Resolution(key, why))
+    return Outcome(KINDS, signals=tuple(signals), resolutions=tuple(resolutions))
 
 
-def _judgeable(ctx: Context, worker: str | None, task_id: str, running: set[str]) -> bool:
-    """A stalled task is over when its worker answered with its tasks and it is not among them
-    (or when its worker is gone: the death is then the workers rule's incident)."""
-    if task_id in running:
-        return False  # still running, within its limit again only if the limit changed
-    snap = ctx.live.get(worker or "")
-    return snap is None or snap.active is not None or ctx.results_ok
+def _over(ctx: Context, worker: str, roster: Mapping[str, WorkerRecord]) -> str | None:
+    """Why a stalled task no longer seen is over, or None when this run cannot tell: its worker
+    answered without it in active(), or its worker is gone (the death is its own incident). A
+    worker that answered stats but not active(), or that is only busy, shows nothing."""
+    snap = ctx.live.get(worker)
+    if snap is not None:
+        return "the task is no longer running" if snap.active is not None else None
+    record = roster.get(worker)
+    if record is None or record.status in (WorkerStatus.LOST, WorkerStatus.DEPARTED):
+        return f"its worker {worker} is gone"
+    return None
 
 
 def _running(ctx: Context, snap: WorkerSnapshot) -> _Running:

@@ -1,0 +1,199 @@
+"""The workers rule family: lost, departed, busy, restarted, returned, late evidence; and the
+regressions the old single-class evaluation hid (issue 8, bugs 1, 3 and 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from oomcheck.model import Cause, Kind, Policy, Severity, UnackedMessage, Verdict, WorkerStatus
+from tests.unit.scenario import (
+    LIMITS,
+    T0,
+    Replay,
+    actions,
+    ecs_oom,
+    kinds,
+    obs,
+    only,
+    snap,
+    started,
+    task,
+)
+
+
+def _ip_name(letter: str) -> str:
+    return f"celery@{letter}"
+
+
+@pytest.mark.parametrize("first", ["a", "z"], ids=["dies-first-in-order", "dies-last-in-order"])
+def test_lost_incident_stays_open_while_the_fleet_is_short(first):
+    # Bug 1: workers X, b, c; X dies; next run b dies and d joins: 2 of 3 alive, whatever X's name.
+    x, b, c, d = (_ip_name(n) for n in (first, "b", "c", "d"))
+    replay = Replay()
+    work = [started("t1", x)]
+    replay.step(
+        obs(
+            T0,
+            [snap(x, active=[task("t1")], limits=LIMITS), snap(b, pid=2), snap(c, pid=3)],
+            started_=work,
+        )
+    )
+    replay.step(
+        obs(T0 + 60, [snap(b, pid=2, at=T0 + 60), snap(c, pid=3, at=T0 + 60)], started_=work)
+    )
+    findings = replay.step(
+        obs(
+            T0 + 120,
+            [snap(c, pid=3, at=T0 + 120), snap(d, pid=4, boot=T0 + 100, at=T0 + 120)],
+            started_=work,
+        )
+    )
+    assert Kind.WORKER_RECOVERED not in {f.kind for f in findings}
+    lost = [f for f in findings if f.kind == Kind.WORKER_LOST and f.worker == x]
+    assert len(lost) == 1, "X's incident is still open"
+    assert actions(replay, "worker_lost") == ["open"]
+
+
+def test_cause_arriving_after_the_alert_is_sent_as_one_update():
+    # Bug 3: killed mid-task, alerted with the cause unknown; the ECS record lands later.
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    work = [started("t1", w)]
+    replay.step(obs(T0, [snap(w, active=[task("t1")], limits=LIMITS)], started_=work))
+    first = only(replay.step(obs(T0 + 5, [], started_=work)), Kind.WORKER_LOST)
+    assert (first.cause, first.exit_code) == (Cause.UNKNOWN, None)
+    # When the evidence arrives
+    updated = only(
+        replay.step(obs(T0 + 10, [], started_=work, exits=[ecs_oom(at=T0 + 4)])), Kind.WORKER_LOST
+    )
+    # Then one update, threaded to the same incident, says what is now known
+    assert (updated.cause, updated.exit_code) == (Cause.OOM_KILLED, 137)
+    assert updated.incident_id == first.incident_id
+    assert actions(replay) == ["open", "update"]
+    incident = replay.state.incidents[first.incident_id]
+    assert incident.alerts_sent == 2
+    # and nothing more while nothing changes
+    replay.step(obs(T0 + 15, [], started_=work, exits=[ecs_oom(at=T0 + 4)]))
+    replay.step(obs(T0 + 20, [], started_=work))
+    assert actions(replay) == ["open", "update"]
+
+
+def test_update_note_names_the_change():
+    w = "celery@ip-10-0-1-5"
+    replay = Replay(deliver=False)
+    work = [started("t1", w)]
+    replay.step(obs(T0, [snap(w, active=[task("t1")], limits=LIMITS)], started_=work))
+    replay.step(obs(T0 + 5, [], started_=work))
+    incident = next(iter(replay.state.incidents.values()))
+    # the open is still unsent: the update folds into it instead of queueing a second message
+    replay.step(obs(T0 + 10, [], started_=work, exits=[ecs_oom(at=T0 + 4)]))
+    incident = replay.state.incidents[incident.id]
+    assert [p.action.value for p in incident.pending] == ["open"]
+    assert incident.finding.cause == Cause.OOM_KILLED
+
+
+def test_lost_worker_that_returns_as_the_same_process_is_resolved_as_unresponsive():
+    # Bug 5: a lost worker comes back with the same pid and boot time.
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    work = [started("t1", w)]
+    replay.step(obs(T0, [snap(w, active=[task("t1")], limits=LIMITS)], started_=work))
+    replay.step(obs(T0 + 60, [], started_=work))
+    findings = replay.step(
+        obs(T0 + 120, [snap(w, at=T0 + 120, active=[task("t1")])], started_=work)
+    )
+    recovered = only(findings, Kind.WORKER_RECOVERED)
+    assert "unresponsive, not dead" in recovered.summary
+    assert replay.state.workers[w].status == WorkerStatus.ALIVE
+    assert replay.state.workers[w].incident_id is None
+    assert actions(replay) == ["open", "resolve"]
+
+
+def test_departed_worker_that_returns_as_the_same_process_is_alive_without_alert():
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    replay.step(obs(T0, [snap(w)]))
+    replay.step(obs(T0 + 60, []))
+    assert replay.state.workers[w].status == WorkerStatus.DEPARTED
+    findings = replay.step(obs(T0 + 120, [snap(w, at=T0 + 120)]))
+    assert kinds(findings, alertable_only=False) == []
+    assert replay.state.workers[w].status == WorkerStatus.ALIVE
+    assert replay.sent == []
+
+
+def test_awaiting_redelivery_becomes_redelivered_in_the_open_incident():
+    # Bug 5: the rejudging of an open incident's tasks.
+    w, w2 = "celery@ip-10-0-1-5", "celery@ip-10-0-1-6"
+    replay = Replay()
+    late = [task("late", 102, name="app.late", acknowledged=False)]
+    work = [started("late", w, 102, name="app.late")]
+    replay.step(obs(T0, [snap(w, active=late, limits=LIMITS), snap(w2, pid=200)], started_=work))
+    unacked = [UnackedMessage("late", "app.late", "tag-1", fetched_at=T0 - 40)]
+    lost = only(
+        replay.step(obs(T0 + 60, [snap(w2, pid=200, at=T0 + 60)], started_=work, unacked=unacked)),
+        Kind.WORKER_LOST,
+    )
+    assert lost.tasks[0].verdict == Verdict.AWAITING_REDELIVERY
+    # the visibility timeout passes: another worker restores the message and runs it
+    rerun = [task("late", 201, name="app.late", start=T0 + 3700)]
+    findings = replay.step(
+        obs(
+            T0 + 3720,
+            [snap(w2, pid=200, at=T0 + 3720, pool_pids=[201], active=rerun)],
+            started_=[started("late", w2, 201, name="app.late", written=T0 + 3700)],
+        )
+    )
+    still = only(findings, Kind.WORKER_LOST)
+    assert still.tasks[0].verdict == Verdict.REDELIVERED
+    # a verdict moving on is not a new cause or a new victim: no update message
+    assert "update" not in actions(replay)
+
+
+def test_busy_solo_worker_stays_busy_then_is_lost_past_its_limit():
+    w = "celery@ip-10-0-1-5"
+    limits = {"app.slow": LIMITS["app.late"]}
+    replay = Replay()
+    replay.step(obs(T0, [snap(w, pool="solo", pool_pids=[100], limits=limits)]))
+    running = [started("s1", w, 100, name="app.slow", written=T0 + 10)]
+    findings = replay.step(obs(T0 + 60, [], started_=running))
+    busy = only(findings, Kind.WORKER_DEPARTED)
+    assert busy.severity == Severity.INFO and "busy with s1" in busy.evidence[0]
+    assert replay.state.workers[w].status == WorkerStatus.BUSY
+    assert kinds(replay.step(obs(T0 + 700, [], started_=running))) == ["worker_lost"]
+
+
+def test_clean_restart_of_a_departed_worker_says_nothing():
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    replay.step(obs(T0, [snap(w)]))
+    replay.step(obs(T0 + 60, []))
+    findings = replay.step(obs(T0 + 120, [snap(w, pid=999, boot=T0 + 100, at=T0 + 120)]))
+    assert findings == []
+    assert replay.state.workers[w].pid == 999
+
+
+def test_restart_detection_uses_pid_and_boot_time_not_the_run_interval():
+    # A worker seen again much later, same process: not a restart.
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    replay.step(obs(T0, [snap(w)]))
+    findings = replay.step(obs(T0 + 86_400, [snap(w, at=T0 + 86_400)]))
+    assert findings == []
+
+
+def test_incident_expires_and_stops_reminding():
+    # Bug 5: incident expiry.
+    w = "celery@ip-10-0-1-5"
+    replay = Replay(policy=Policy(incident_expiry_s=7200, remind_after_s=3600))
+    work = [started("t1", w)]
+    replay.step(obs(T0, [snap(w, active=[task("t1")], limits=LIMITS)], started_=work))
+    replay.step(obs(T0 + 60, [], started_=work))
+    replay.step(obs(T0 + 3700, [], started_=work))
+    findings = replay.step(obs(T0 + 7300, [], started_=work))
+    recovered = only(findings, Kind.WORKER_RECOVERED)
+    assert "still open after 2 h" in recovered.summary
+    assert actions(replay) == ["open", "remind", "resolve"]
+    # the worker's record no longer points at an open incident; nothing more is sent
+    replay.step(obs(T0 + 11_000, [], started_=work))
+    assert actions(replay) == ["open", "remind", "resolve"]
+    assert replay.state.workers[w].incident_id is None
