@@ -197,3 +197,20 @@ def test_incident_expires_and_stops_reminding():
     replay.step(obs(T0 + 11_000, [], started_=work))
     assert actions(replay) == ["open", "remind", "resolve"]
     assert replay.state.workers[w].incident_id is None
+
+
+def test_restarted_worker_alerts_once_and_its_old_records_are_not_child_deaths():
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    work = [started("t1", w, 101)]
+    replay.step(obs(T0, [snap(w, active=[task("t1", 101)], limits=LIMITS)], started_=work))
+    for at in (T0 + 60, T0 + 120):
+        replay.step(
+            obs(
+                at,
+                [snap(w, pid=300, boot=T0 + 50, at=at, pool_pids=[301], limits=LIMITS)],
+                started_=work,
+            )
+        )
+    assert actions(replay) == ["open"]
+    assert [k for _, k, _ in replay.sent] == ["worker_restarted"]

@@ -188,8 +188,9 @@ def _stale_started(ctx: Context) -> Iterator[Found]:
     """(c) STARTED by a pid that is not in the live worker's pool and not in its active()."""
     inspected = ctx.obs.inspected_at if ctx.obs.inspected_at is not None else ctx.obs.at
     for name, snap in sorted(ctx.live.items()):
-        if snap.active is None:
-            continue
+        record = ctx.state.workers.get(name)
+        if snap.active is None or (record is not None and ctx.is_new_incarnation(record, snap)):
+            continue  # a restarted worker's old tasks are the workers rule's (worker_restarted)
         processes = ctx.processes(snap)
         active_ids = {t.id for t in snap.active}
         boot_at = ctx.boot_at(snap)
@@ -210,7 +211,6 @@ def _stale_started(ctx: Context) -> Iterator[Found]:
             task = ActiveTask(
                 id=orphan.id, name=orphan.name, worker_pid=orphan.pid, time_start=orphan.written_at
             )
-            record = ctx.state.workers.get(name)
             fate = fate_of(ctx, task, record.limits if record else None, Place(name, orphan.pid))
             kill = KillSeen(orphan.id, orphan.name, Kill(name, orphan.pid, ctx.now, how))
             yield ChildDeath(name, fate, f"results: {how}"), kill
