@@ -85,17 +85,28 @@ def record_from(ctx: Context, snap: WorkerSnapshot, first_seen: float) -> Worker
 
 def refreshed(ctx: Context, record: WorkerRecord, snap: WorkerSnapshot) -> WorkerRecord:
     """A live worker, same process as before: the same object unless something changed (the
-    state codec skips records that are their predecessor)."""
-    updated = replace(
+    state codec skips records that are their predecessor). Compared field by field first: this
+    runs for every worker of every run."""
+    pool_pids = tuple(sorted(snap.pool_pids))
+    active = remembered_active(ctx, snap)
+    limits = dict(snap.registered) if snap.registered else record.limits
+    if (
+        record.status == WorkerStatus.ALIVE
+        and record.incident_id is None
+        and (record.pool, record.pool_pids, record.active) == (snap.pool, pool_pids, active)
+        and record.limits == limits
+    ):
+        return record
+    return replace(
         record,
         pool=snap.pool,
-        pool_pids=tuple(sorted(snap.pool_pids)),
+        pool_pids=pool_pids,
         status=WorkerStatus.ALIVE,
-        active=remembered_active(ctx, snap),
-        limits=dict(snap.registered) if snap.registered else record.limits,
+        active=active,
+        limits=limits,
         incident_id=None,
+        changed_at=ctx.now,
     )
-    return record if updated == record else replace(updated, changed_at=ctx.now)
 
 
 def with_status(
