@@ -48,10 +48,10 @@ def test_oomcheck_variables_win_and_parse():
     [
         ({}, "no broker"),
         ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_POISON_KILLS": "many"}, "whole number"),
-        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_REMIND_AFTER": "-1"}, "negative"),
+        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_REMIND_AFTER": "-1"}, "at least 60"),
         ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_TASK_LIMITS": "[1]"}, "JSON object"),
-        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_TASK_LIMITS": '{"a": 0}'}, "positive"),
-        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_INSPECT_TIMEOUT": "0"}, "> 0"),
+        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_TASK_LIMITS": '{"a": 0}'}, "more than 0"),
+        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_INSPECT_TIMEOUT": "0"}, "more than 0"),
     ],
 )
 def test_bad_settings_are_clear_errors(env, message):
