@@ -25,8 +25,7 @@ pushed into the host or the path cannot leak through them.
 from __future__ import annotations
 
 import ssl
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote
@@ -346,23 +345,12 @@ def server_time(client: redis.Redis | redis.RedisCluster) -> float:
 
 
 class RedisClock:
-    """The broker's (or result backend's) clock, read with one ``TIME`` per call.
+    """A Redis server's clock as the run's reference (see :mod:`oomcheck.observe`): one ``TIME``
+    per call. ``name`` says whose clock it is, for the report's note when it does not answer."""
 
-    Workers stamp times with their own clocks and Redis with its own; both are NTP-synced in
-    practice, the checker's (a Lambda, a laptop) is the one that may be off or step. Returns the
-    server time and its offset from the local clock (half the round trip assumed each way).
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis | redis.RedisCluster,
-        local: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, client: redis.Redis | redis.RedisCluster, name: str) -> None:
         self._client = client
-        self._local = local
+        self.name = name
 
-    def read(self) -> tuple[float, float]:
-        before = self._local()
-        server = server_time(self._client)
-        after = self._local()
-        return server, server - (before + after) / 2
+    def __call__(self) -> float:
+        return server_time(self._client)
