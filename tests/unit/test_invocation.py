@@ -74,3 +74,15 @@ def test_the_handler_refuses_a_nan_watch_before_running(monkeypatch, tmp_path):
     module = test_handler.handler_module.__wrapped__(monkeypatch, tmp_path)
     with pytest.raises(InvocationError, match="interval_s must be a finite number"):
         module.handler({"mode": "watch", "interval_s": float("nan")}, test_handler.Context())
+
+
+@pytest.mark.parametrize(
+    ("interval", "duration"), [(float("nan"), 10.0), (5.0, float("nan")), (0.0, 10.0)]
+)
+def test_watch_refuses_an_interval_or_duration_it_could_never_finish(interval, duration):
+    from oomcheck.runner import watch
+
+    runs: list[object] = []
+    with pytest.raises(ValueError, match="finite interval"):
+        watch(object(), interval=interval, duration=duration, on_report=runs.append)  # type: ignore[arg-type]
+    assert runs == []

@@ -6,6 +6,7 @@ source_unavailable finding, and the run goes on with the others.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -203,6 +204,9 @@ def watch(
 
     This is the sub-minute mode: the Lambda runs it for most of each scheduled minute.
     """
+    # NaN compares false with everything: it would never reach the deadline
+    if not (math.isfinite(interval) and interval > 0 and math.isfinite(duration)):
+        raise ValueError(f"watch needs a finite interval > 0 and duration: {interval}, {duration}")
     deadline = monotonic() + duration
     reports: list[Report] = []
     while True:
