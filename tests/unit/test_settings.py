@@ -8,7 +8,7 @@ from moto import mock_aws
 
 from oomcheck.invocation import InvocationError, parse_invocation
 from oomcheck.redact import scrub
-from oomcheck.settings import SettingsError, from_env, resolve_reference
+from oomcheck.settings import ENV_VARS, VARIABLES, SettingsError, from_env, resolve_reference
 from oomcheck.sources.inspector import parse_active, parse_registered, pool_kind, snapshot_from
 
 
@@ -48,10 +48,10 @@ def test_oomcheck_variables_win_and_parse():
     [
         ({}, "no broker"),
         ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_POISON_KILLS": "many"}, "whole number"),
-        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_REMIND_AFTER": "-1"}, "negative"),
+        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_REMIND_AFTER": "-1"}, "at least 60"),
         ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_TASK_LIMITS": "[1]"}, "JSON object"),
-        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_TASK_LIMITS": '{"a": 0}'}, "positive"),
-        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_INSPECT_TIMEOUT": "0"}, "> 0"),
+        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_TASK_LIMITS": '{"a": 0}'}, "more than 0"),
+        ({"OOMCHECK_BROKER_URL": "redis://x", "OOMCHECK_INSPECT_TIMEOUT": "0"}, "more than 0"),
     ],
 )
 def test_bad_settings_are_clear_errors(env, message):
@@ -221,3 +221,186 @@ def test_celery_transport_options_feed_prefixes_and_visibility():
     assert settings.policy.visibility_timeout_s == 7200.0
     assert settings.result_failure_expires_s == 3600.0
     assert settings.broker_transport == "redis"
+
+
+# --- validated at the edge: numbers, URLs -----------------------------------------------------
+
+BROKER = {"OOMCHECK_BROKER_URL": "redis://127.0.0.1:6379/0"}
+NUMERIC = [v for v in VARIABLES if v.parse.__qualname__.startswith(("seconds", "count"))]
+
+
+@pytest.mark.parametrize("variable", [v.name for v in NUMERIC])
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "-1", "1e400", "soon"])
+def test_numbers_must_be_finite_and_in_range(variable, raw):
+    with pytest.raises(SettingsError) as info:
+        from_env({**BROKER, variable: raw})
+    message = str(info.value)
+    assert message.startswith(variable + " must be ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("OOMCHECK_WATCH_INTERVAL", "0"),
+        ("OOMCHECK_INSPECT_TIMEOUT", "0"),
+        ("OOMCHECK_REPING_TIMEOUT", "0"),
+        ("OOMCHECK_VISIBILITY_TIMEOUT", "0"),
+        ("OOMCHECK_POISON_KILLS", "0"),
+        ("OOMCHECK_SOURCE_ALERT_AFTER", "0"),
+        ("OOMCHECK_SCAN_BUDGET", "0"),
+        ("OOMCHECK_DEFAULT_TASK_LIMIT", "0"),
+        ("OOMCHECK_REMIND_AFTER", "1"),
+        ("OOMCHECK_WATCH_INTERVAL", "901"),
+        ("OOMCHECK_INSPECT_TIMEOUT", "3600"),
+        ("OOMCHECK_POISON_KILLS", "2.5"),
+    ],
+)
+def test_zero_or_out_of_range_where_it_makes_no_sense(variable, raw):
+    with pytest.raises(SettingsError, match=f"^{variable} must be"):
+        from_env({**BROKER, variable: raw})
+
+
+def test_zero_expiry_means_no_ttl_and_empty_means_default():
+    settings = from_env(
+        {
+            **BROKER,
+            "OOMCHECK_RESULT_EXPIRES": "0",
+            "OOMCHECK_WATCH_INTERVAL": " ",
+            "OOMCHECK_POISON_KILLS": "",
+        }
+    )
+    assert settings.result_expires_s is None
+    assert settings.watch_interval_s == 5.0 and settings.policy.poison_kills == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OOMCHECK_TASK_LIMITS": '{"app.t": NaN}'}, "OOMCHECK_TASK_LIMITS must be plain JSON"),
+        ({"OOMCHECK_TASK_LIMITS": '{"app.t": 1e999}'}, "OOMCHECK_TASK_LIMITS ['app.t'] must be"),
+        ({"OOMCHECK_TASK_LIMITS": '{"app.t": true}'}, "OOMCHECK_TASK_LIMITS ['app.t'] must be"),
+        ({"OOMCHECK_WORKER_MAP": "[" * 100_000}, "OOMCHECK_WORKER_MAP must be"),
+        (
+            {"OOMCHECK_BROKER_TRANSPORT_OPTIONS": '{"visibility_timeout": -5}'},
+            "OOMCHECK_BROKER_TRANSPORT_OPTIONS visibility_timeout must be",
+        ),
+        (
+            {"OOMCHECK_BROKER_TRANSPORT_OPTIONS": '{"visibility_timeout": Infinity}'},
+            "OOMCHECK_BROKER_TRANSPORT_OPTIONS must be plain JSON",
+        ),
+    ],
+)
+def test_json_settings_reject_non_finite_and_hostile_values(env, message):
+    with pytest.raises(SettingsError) as info:
+        from_env({**BROKER, **env})
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_env_vars_is_the_table():
+    assert set(ENV_VARS) == {v.name for v in VARIABLES} | {
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+    }
+    assert len(ENV_VARS) == len(set(ENV_VARS))
+
+
+PASSWORDS = [
+    "pa;ss-word",
+    "p@ss@word",
+    "pass/word",
+    "pa#ssword",
+    "pass?word",
+    "pa%ssword",
+    "p:a;s@s/w#o?r%d",
+]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "redis://:{pw}@cache.internal:6379/2",
+        "rediss://user:{pw}@cache.internal:6380/0?ssl_cert_reqs=required",
+        "redis+cluster://:{pw}@10.0.0.1:7000,10.0.0.2:7000",
+        "unix://:{pw}@/var/run/redis.sock?db=3",
+    ],
+)
+def test_passwords_with_reserved_characters_are_read_whole_and_masked(password, template):
+    url = template.format(pw=password)
+    settings = from_env(
+        {"OOMCHECK_BROKER_URL": "amqp://guest@rabbit//", "OOMCHECK_RESULT_BACKEND": url}
+    )
+    assert password in settings.secrets()
+    assert settings.backend_is_redis
+    message = f"Error connecting with {url}: refused ({password})"
+    assert password not in scrub(message, settings.secrets())
+
+
+def test_sentinel_password_with_a_semicolon_and_sentinel_kwargs_password_are_secrets():
+    settings = from_env(
+        {
+            "OOMCHECK_BROKER_URL": "sentinel://:a;b@s1:26379;sentinel://:a;b@s2:26379",
+            "OOMCHECK_BROKER_TRANSPORT_OPTIONS": (
+                '{"master_name": "m", "sentinel_kwargs": {"password": "sentinel-pw"}}'
+            ),
+        }
+    )
+    assert set(settings.secrets()) >= {"a;b", "sentinel-pw"}
+
+
+@pytest.mark.parametrize(
+    ("url", "wanted"),
+    [
+        ("redis://:hunter2@h:6379/abc", "database"),
+        ("redis://:hunter2@h:port/0", "port"),
+        ("redis://:hunter2@h:70000/0", "port"),
+        ("redis://:hunter2@h:6379/0?db=x", "db must be a number"),
+        ("redis://:hunter2@a:1,b:2/0", "several hosts"),
+        ("redis+cluster://:hunter2@a:7000/3", "only database 0"),
+        ("rediss://:hunter2@h/0?ssl_cert_reqs=sometimes", "ssl_cert_reqs"),
+        ("redis://:hunter2@h/0?ssl_cert_reqs=required", "rediss://"),
+        ("sentinel://:hunter2@s1:26379", "master_name"),
+        ("sentinel://:hunter2@", "no host"),
+        ("unix://:hunter2@relative/path.sock", "absolute path"),
+        ("redis://:hunter2/0", "port"),  # the "@host" left out: the password is read as a port
+        ("hunter2", "must be a URL"),
+        ("redis://:hunter2@[::1/0", "IPv6"),
+    ],
+)
+def test_bad_urls_are_one_line_naming_the_setting_never_the_password(url, wanted):
+    with pytest.raises(SettingsError) as info:
+        from_env({"OOMCHECK_BROKER_URL": "redis://127.0.0.1/0", "OOMCHECK_RESULT_BACKEND": url})
+    message = str(info.value)
+    assert message.startswith("OOMCHECK_RESULT_BACKEND")
+    assert wanted in message
+    assert "hunter2" not in message and "hunter2" not in repr(info.value)
+    assert "\n" not in message
+    assert info.value.__cause__ is None
+
+
+def test_a_flag_label_replaces_the_variable_in_messages():
+    with pytest.raises(SettingsError, match=r"^--interval must be a number of seconds"):
+        from_env(
+            {**BROKER, "OOMCHECK_WATCH_INTERVAL": "nan"},
+            labels={"OOMCHECK_WATCH_INTERVAL": "--interval"},
+        )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379/0",
+        "rediss://h:6380/1?ssl_cert_reqs=none",
+        "redis://h?virtual_host=/4",
+        "redis+socket:///tmp/redis.sock?virtual_host=2",
+        "socket:///tmp/redis.sock",
+        "unix:///tmp/redis.sock?db=1&password=pw",
+        "redis+cluster://a:7000,b:7001",
+        "rediss+cluster://:pw@a:7000",
+    ],
+)
+def test_every_redis_form_is_accepted(url):
+    settings = from_env({"OOMCHECK_BROKER_URL": url, "OOMCHECK_RESULT_BACKEND": url})
+    assert settings.broker_transport == "redis" and settings.backend_is_redis

@@ -13,9 +13,23 @@ import sys
 from collections.abc import Sequence
 
 from oomcheck.report import Report, render_table
-from oomcheck.settings import Settings, SettingsError, from_env
+from oomcheck.settings import DAY, Settings, SettingsError, from_env, seconds
 
 EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
+
+# Flags set the variable they override, so that they are checked by the same rules (and named
+# in their messages as the user typed them).
+_FLAG_VARIABLES = {
+    "broker": ("--broker", "OOMCHECK_BROKER_URL"),
+    "backend": ("--backend", "OOMCHECK_RESULT_BACKEND"),
+    "table": ("--table", "OOMCHECK_TABLE"),
+    "topic_arn": ("--topic-arn", "OOMCHECK_TOPIC_ARN"),
+    "state_file": ("--state-file", "OOMCHECK_STATE_FILE"),
+    "log_groups": ("--log-group", "OOMCHECK_LOG_GROUPS"),
+    "target": ("--target", "OOMCHECK_TARGET"),
+    "interval": ("--interval", "OOMCHECK_WATCH_INTERVAL"),
+}
+_DURATION = seconds(0, 365 * DAY)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(audit)
     watch = sub.add_parser("watch", help="check every --interval seconds for --duration seconds")
     _common(watch)
-    watch.add_argument("--interval", type=float, default=None, help="seconds between checks")
-    watch.add_argument("--duration", type=float, default=60.0, help="seconds to keep watching")
+    # strings: checked with the settings' rules, so a bad value is one line and exit 1
+    watch.add_argument("--interval", default=None, help="seconds between checks")
+    watch.add_argument("--duration", default="60", help="seconds to keep watching")
     setup = sub.add_parser("setup", help="create the DynamoDB table and SNS topic (idempotent)")
     setup.add_argument("--table", default=os.environ.get("OOMCHECK_TABLE", "oomcheck-state"))
     setup.add_argument("--topic", default="oomcheck-alerts", help="SNS topic name")
@@ -60,16 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = from_env()
-    return settings.with_overrides(
-        broker_url=args.broker,
-        result_backend=args.backend,
-        table=args.table,
-        topic_arn=args.topic_arn,
-        state_file=args.state_file,
-        log_groups=tuple(args.log_groups) if args.log_groups else None,
-        target=args.target,
-    )
+    env = dict(os.environ)
+    labels: dict[str, str] = {}
+    for dest, (flag, variable) in _FLAG_VARIABLES.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        env[variable] = ",".join(value) if isinstance(value, list) else str(value)
+        labels[variable] = flag
+    return from_env(env, labels=labels)
+
+
+def _duration(raw: str) -> float:
+    try:
+        value: float = _DURATION(raw)
+    except ValueError as exc:
+        raise SettingsError(f"--duration {exc}") from None
+    return value
 
 
 def _print_report(report: Report, as_json: bool) -> None:
@@ -81,37 +103,48 @@ def _print_report(report: Report, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "setup":
+        return _setup(args)
+    if args.command == "demo":
+        from oomcheck.demo.run import run_demo
+
+        return int(run_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
     try:
-        if args.command == "setup":
-            return _setup(args)
-        if args.command == "demo":
-            from oomcheck.demo.run import run_demo
-
-            return int(run_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
         settings = _settings(args)
-        if args.command == "watch" and args.interval is not None:
-            settings = settings.with_overrides(watch_interval_s=args.interval)
-        from oomcheck.wiring import build_deps
-
-        deps = build_deps(settings, write=sys.stderr.write)
-        if args.command == "watch":
-            from oomcheck.runner import combine, watch
-
-            reports = watch(
-                deps,
-                interval=settings.watch_interval_s,
-                duration=args.duration,
-                on_report=lambda r: _print_report(r, args.json),
-            )
-            return combine(reports).exit_code
-        from oomcheck.runner import run_once
-
-        report = run_once(deps, args.command)
+        duration = _duration(args.duration) if args.command == "watch" else 0.0
     except SettingsError as exc:
+        # Bad input is one line, never a traceback (which would show the URL it came from).
         print(f"oomcheck: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    try:
+        return _run(args, settings, duration)
     except KeyboardInterrupt:
         return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace, settings: Settings, duration: float) -> int:
+    from oomcheck.redact import scrub
+    from oomcheck.wiring import build_deps
+
+    try:
+        deps = build_deps(settings, write=sys.stderr.write)
+    except ValueError as exc:  # settings the adapters still refuse: the same one line
+        text = scrub(" ".join(str(exc).split()), settings.secrets())[:500]
+        print(f"oomcheck: {text}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.command == "watch":
+        from oomcheck.runner import combine, watch
+
+        reports = watch(
+            deps,
+            interval=settings.watch_interval_s,
+            duration=duration,
+            on_report=lambda r: _print_report(r, args.json),
+        )
+        return combine(reports).exit_code
+    from oomcheck.runner import run_once
+
+    report = run_once(deps, args.command)
     _print_report(report, args.json)
     return report.exit_code
 

@@ -1,13 +1,20 @@
-"""What a Lambda invocation asks for: a scheduled check, an audit, or a watch. Pure."""
+"""What a Lambda invocation asks for: a scheduled check, an audit, or a watch. Pure.
+
+Events come from schedules people edit by hand and from ``aws lambda invoke``: every field is
+checked here, and a bad one is a one-line InvocationError naming it (a NaN interval would
+otherwise make the watch loop spin until the Lambda is killed).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 MODES = ("check", "audit", "watch")
 MAX_WATCH_S = 900.0  # a Lambda's own ceiling
+MIN_INTERVAL_S = 0.1
 
 
 class InvocationError(ValueError):
@@ -25,36 +32,56 @@ class Invocation:
 def parse_invocation(event: Any) -> Invocation:
     """Accepts an EventBridge "Scheduled Event", an EventBridge Scheduler input such as
     ``{"mode": "check", "scheduled_time": "..."}``, ``{"mode": "audit"}`` or
-    ``{"mode": "watch", "duration_s": 50, "interval_s": 5}``; an empty event is a check."""
+    ``{"mode": "watch", "duration_s": 50, "interval_s": 5}``; an empty event is a check.
+    ``interval_s`` absent or null means the configured OOMCHECK_WATCH_INTERVAL."""
     if event is None or event == {}:
         return Invocation("check")
     if not isinstance(event, Mapping):
         raise InvocationError(f"the event must be a JSON object, not {type(event).__name__}")
     if event.get("detail-type") == "Scheduled Event":
-        from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
-
-        return Invocation("check", scheduled_time=EventBridgeEvent(dict(event)).time)
+        return Invocation("check", scheduled_time=_time(event, "time", required=True))
     mode = event.get("mode", "check")
-    if mode not in MODES:
-        raise InvocationError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InvocationError(f"unknown mode {_show(mode)}: use one of {', '.join(MODES)}")
     duration = _seconds(event, "duration_s", 50.0 if mode == "watch" else 0.0)
     if duration > MAX_WATCH_S:
         raise InvocationError(
-            f"duration_s {duration} is longer than a Lambda can run ({MAX_WATCH_S})"
+            f"duration_s {duration:g} is longer than a Lambda can run ({MAX_WATCH_S:g})"
         )
-    interval = _seconds(event, "interval_s", 0.0) or None
-    scheduled = event.get("scheduled_time")
-    return Invocation(mode, duration, interval, str(scheduled) if scheduled else None)
+    interval = None if event.get("interval_s") is None else _seconds(event, "interval_s", 0.0)
+    if interval is not None and not MIN_INTERVAL_S <= interval <= MAX_WATCH_S:
+        raise InvocationError(
+            f"interval_s must be from {MIN_INTERVAL_S:g} to {MAX_WATCH_S:g} seconds, "
+            f"not {interval:g}"
+        )
+    return Invocation(mode, duration, interval, _time(event, "scheduled_time", required=False))
 
 
 def _seconds(event: Mapping[str, Any], key: str, default: float) -> float:
     raw = event.get(key, default)
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise InvocationError(f"{key} must be a number of seconds")
+        raise InvocationError(f"{key} must be a number of seconds, not {_show(raw)}")
     try:
         value = float(raw)
-    except ValueError:
-        raise InvocationError(f"{key} must be a number of seconds, not {raw!r}") from None
+    except (ValueError, OverflowError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvocationError(f"{key} must be a finite number of seconds, not {_show(raw)}")
     if value < 0:
-        raise InvocationError(f"{key} must not be negative")
+        raise InvocationError(f"{key} must not be negative, got {_show(raw)}")
     return value
+
+
+def _time(event: Mapping[str, Any], key: str, *, required: bool) -> str | None:
+    value = event.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        what = "a scheduled event needs" if required else "the event's"
+        raise InvocationError(f"{what} {key!r} as an ISO-8601 time string, got {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

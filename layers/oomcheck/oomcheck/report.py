@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from oomcheck.codec import finding_to_json, incident_to_json
-from oomcheck.model import Finding, Incident, Severity, WorkerRecord, WorkerSnapshot, WorkerStatus
+from oomcheck.model import (
+    Finding,
+    Incident,
+    Severity,
+    SourceStatus,
+    WorkerRecord,
+    WorkerSnapshot,
+    WorkerStatus,
+)
 from oomcheck.text import utc
 
 SCHEMA = 1
@@ -72,6 +80,12 @@ class Report:
         if self.notes:
             out["notes"] = list(self.notes)
         return out
+
+
+def source_texts(statuses: Mapping[str, SourceStatus | str]) -> dict[str, str]:
+    """The report's ``"sources"``: ``"ok"``, ``"error: ..."``, ``"off: ..."``, ``"busy: ..."``
+    (the alerts entry is already text: the publisher's description)."""
+    return {name: str(status) for name, status in statuses.items()}
 
 
 def worker_rows(

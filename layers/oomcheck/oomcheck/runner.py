@@ -6,33 +6,23 @@ source_unavailable finding, and the run goes on with the others.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from oomcheck import alerts as alerting
 from oomcheck.audit import config_risks
 from oomcheck.detect import evaluate
-from oomcheck.model import (
-    ExitEvidence,
-    LostFailure,
-    Observation,
-    Source,
-    StartedTask,
-    State,
-    UnackedMessage,
-    WorkerSnapshot,
-    WorkerStatus,
-)
+from oomcheck.model import Source, SourceState, SourceStatus, State, UnackedMessage
+from oomcheck.observe import ReferenceClock, observe
 from oomcheck.redact import scrub
-from oomcheck.report import AlertRecord, Report, worker_rows
+from oomcheck.report import AlertRecord, Report, source_texts, worker_rows
 from oomcheck.settings import Settings
-from oomcheck.sources.inspector import CeleryInspector, InspectResult
+from oomcheck.sources.inspector import CeleryInspector
 from oomcheck.state import LeaseBusy, LeaseLost, StateError, StateStore
-
-T = TypeVar("T")
 
 
 class ResultSource(Protocol):
@@ -62,15 +52,8 @@ class Deps:
     exits: ExitSource | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
-
-
-@dataclass
-class _Observed:
-    observation: Observation
-    statuses: dict[str, str]
-    stats: dict[str, int]
-    discovered: bool
-    scan_cursor: str | None
+    # the workers' side of the clock (the broker's Redis TIME); None: the local clock is used
+    reference_clock: ReferenceClock | None = None
 
 
 def run_once(deps: Deps, mode: str = "check") -> Report:
@@ -82,7 +65,7 @@ def run_once(deps: Deps, mode: str = "check") -> Report:
     if mode not in ("check", "watch", "audit"):
         raise ValueError(f"unknown mode {mode!r}")
     writable = mode != "audit"
-    state_status = "ok"
+    state_status = SourceStatus(SourceState.OK)
     notes: list[str] = []
 
     # 1. state: take the lease, then read (a busy lease makes this run read-only)
@@ -91,27 +74,29 @@ def run_once(deps: Deps, mode: str = "check") -> Report:
             deps.store.acquire(owner, now, settings.lease_s)
         except LeaseBusy as exc:
             writable = False
-            state_status = f"busy: {exc}; this run is read-only"
+            state_status = SourceStatus(SourceState.BUSY, f"{exc}; this run is read-only")
         except StateError as exc:
             writable = False
-            state_status = "error: " + scrub(str(exc), settings.secrets())
+            state_status = SourceStatus(SourceState.ERROR, scrub(str(exc), settings.secrets()))
     state = State()
     try:
         state = deps.store.load()
     except StateError as exc:
         writable = False
-        state_status = "error: " + scrub(str(exc), settings.secrets())
-    if state_status.startswith("error"):
+        state_status = SourceStatus(SourceState.ERROR, scrub(str(exc), settings.secrets()))
+    if state_status.failed:
         notes.append(
             "state unavailable: findings are reported but no alert is sent, "
             "since without state every run would alert again"
         )
 
-    # 2. observe
-    observed = _observe(deps, state, now, audit=mode == "audit")
-    errors = {k: v[len("error: ") :] for k, v in observed.statuses.items() if v.startswith("error")}
-    if state_status.startswith("error"):
-        errors[Source.STATE.value] = state_status[len("error: ") :]
+    # 2. observe; from here on `now` is the reference clock's (the lease alone keeps the local)
+    observed = observe(deps, state, now, audit=mode == "audit")
+    now = observed.observation.at
+    notes.extend(observed.notes)
+    errors = dict(observed.observation.errors)
+    if state_status.failed:
+        errors[Source.STATE.value] = state_status.detail
     observation = replace(observed.observation, errors=errors)
 
     # 3. evaluate (pure)
@@ -138,12 +123,17 @@ def run_once(deps: Deps, mode: str = "check") -> Report:
             deps.store.release(owner, after)
             stats["state_writes"] += 1
         except LeaseLost as exc:
-            state_status = f"lost lease: {exc}; alerts of this run were not marked sent"
+            state_status = SourceStatus(
+                SourceState.LOST, f"{exc}; alerts of this run were not marked sent"
+            )
         except StateError as exc:
-            state_status = "error: " + scrub(str(exc), settings.secrets())
+            state_status = SourceStatus(SourceState.ERROR, scrub(str(exc), settings.secrets()))
     stats["alerts_published"] = sum(1 for a in alert_records if a.published)
 
-    statuses = {**observed.statuses, Source.STATE.value: state_status}
+    statuses: dict[str, SourceStatus | str] = {
+        **observed.statuses,
+        Source.STATE.value: state_status,
+    }
     statuses[Source.ALERTS.value] = (
         "error: " + next(a.error for a in alert_records if a.error)
         if any(a.error for a in alert_records)
@@ -156,7 +146,7 @@ def run_once(deps: Deps, mode: str = "check") -> Report:
         duration_ms=int((time.perf_counter() - started) * 1000),
         workers=worker_rows(observation.workers, roster),
         findings=tuple(findings),
-        sources=statuses,
+        sources=source_texts(statuses),
         stats=stats,
         alerts=tuple(alert_records),
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
@@ -201,170 +191,6 @@ def _deliver(deps: Deps, state: State, now: float) -> tuple[State, list[AlertRec
     return state, records
 
 
-def _guard(
-    name: str, call: Callable[[], T], statuses: dict[str, str], secrets: tuple[str, ...]
-) -> T | None:
-    try:
-        value = call()
-    except Exception as exc:  # noqa: BLE001 - a source must never take the run down
-        statuses[name] = "error: " + scrub(f"{type(exc).__name__}: {exc}", secrets)[:500]
-        return None
-    statuses[name] = "ok"
-    return value
-
-
-def _read_exits(
-    source: ExitSource, since: float | None, now: float
-) -> tuple[tuple[ExitEvidence, ...], str | None]:
-    try:
-        read = source.read(since, now)
-    except Exception as exc:
-        partial = getattr(exc, "partial", None)
-        if partial is None:
-            raise
-        return tuple(partial.evidence), f"{type(exc).__name__}: {exc}"
-    return tuple(read.evidence), None
-
-
-def _observe(deps: Deps, state: State, now: float, *, audit: bool) -> _Observed:
-    settings = deps.settings
-    secrets = settings.secrets()
-    statuses: dict[str, str] = {k: f"off: {v}" for k, v in deps.off.items()}
-    stats = {
-        "result_keys_scanned": 0,
-        "started_tasks": 0,
-        "skipped_values": 0,
-        "unacked_messages": 0,
-        "exit_events": 0,
-    }
-    expected = sorted(
-        name
-        for name, r in state.workers.items()
-        if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
-    )
-    discover = (
-        audit
-        or not expected
-        or state.last_discovery_at is None
-        or (now - state.last_discovery_at >= settings.discovery_interval_s)
-    )
-
-    # Remote control first: its replies define "alive" for this instant.
-    inspected: InspectResult | None = None
-    if deps.inspector is not None:
-        inspector = deps.inspector
-        known = state.workers
-
-        def needs_registered(snap: WorkerSnapshot) -> bool:
-            record = known.get(snap.name)
-            return record is None or record.pid != snap.pid or not record.limits
-
-        inspected = _guard(
-            Source.INSPECT.value,
-            lambda: inspector.observe(
-                expected, discover=discover, need_registered=needs_registered
-            ),
-            statuses,
-            secrets,
-        )
-    workers: dict[str, WorkerSnapshot] | None = None
-    if inspected is not None:
-        workers = dict(inspected.workers)
-        # keep what the roster knows of limits when registered() was not asked again
-        for name, snap in workers.items():
-            record = state.workers.get(name)
-            if not snap.registered and record is not None and record.pid == snap.pid:
-                workers[name] = replace(snap, registered=record.limits)
-
-    started: tuple[StartedTask, ...] | None = None
-    lost: tuple[LostFailure, ...] | None = None
-    cursor = state.scan_cursor
-    task_status: dict[str, str] = {}
-    if deps.results is not None:
-        results = deps.results
-        scan = _guard(
-            Source.RESULTS.value,
-            lambda: results.scan(now, budget=settings.scan_budget, cursor=state.scan_cursor),
-            statuses,
-            secrets,
-        )
-        if scan is not None:
-            started = tuple(scan.started)
-            lost = tuple(scan.lost_failures)
-            cursor = scan.cursor
-            stats["result_keys_scanned"] = int(scan.keys_scanned)
-            stats["started_tasks"] = len(started)
-            stats["skipped_values"] = int(scan.skipped_values)
-            # Tasks the vanished workers reported active last time: did they finish?
-            if workers is not None:
-                wanted = sorted(
-                    task.id
-                    for name, record in state.workers.items()
-                    if name not in workers
-                    for task in record.active
-                )
-                if wanted:
-                    # best effort, on the same backend as the scan: not a source status of its own
-                    looked = _guard("lookup", lambda: results.lookup(wanted), {}, secrets)
-                    task_status = looked or {}
-
-    # STARTED records of workers that did not answer and the roster does not list: ping them by
-    # name once before calling their tasks orphans (they may have missed a limited broadcast).
-    if workers is not None and started and deps.inspector is not None:
-        inspector = deps.inspector
-        strangers = sorted(
-            {t.worker for t in started if t.worker} - set(workers) - set(state.workers)
-        )[:50]
-        if strangers:
-            # best effort, on the same broker as inspect: not a source status of its own
-            found = _guard("reping", lambda: inspector.ping_direct(strangers), {}, secrets)
-            workers.update(found or {})
-
-    unacked: tuple[UnackedMessage, ...] | None = None
-    if deps.broker is not None:
-        broker = deps.broker
-        unacked = _guard(Source.BROKER.value, lambda: broker.unacked(now), statuses, secrets)
-        stats["unacked_messages"] = len(unacked or ())
-
-    exits: tuple[ExitEvidence, ...] | None = None
-    if deps.exits is not None:
-        source = deps.exits
-        read = _guard(
-            Source.EXITS.value,
-            lambda: _read_exits(source, state.last_run_at, now),
-            statuses,
-            secrets,
-        )
-        if read is not None:
-            evidence, error = read
-            exits = evidence
-            stats["exit_events"] = len(exits)
-            if error:
-                # one log group failed: report it, but keep what the healthy groups gave
-                statuses[Source.EXITS.value] = "error: " + scrub(error, secrets)[:500]
-
-    observation = Observation(
-        at=now,
-        workers=workers,
-        started=started if deps.results is not None else (),
-        lost_failures=lost if deps.results is not None else (),
-        unacked=unacked if deps.broker is not None else (),
-        exits=exits if deps.exits is not None else (),
-        task_status=task_status,
-        broker_transport=settings.broker_transport,
-        inspected_at=inspected.inspected_at if inspected else None,
-        keys_scanned=stats["result_keys_scanned"],
-        skipped_values=stats["skipped_values"],
-    )
-    return _Observed(
-        observation=observation,
-        statuses=statuses,
-        stats=stats,
-        discovered=bool(inspected and inspected.discovered),
-        scan_cursor=cursor,
-    )
-
-
 def watch(
     deps: Deps,
     *,
@@ -378,6 +204,9 @@ def watch(
 
     This is the sub-minute mode: the Lambda runs it for most of each scheduled minute.
     """
+    # NaN compares false with everything: it would never reach the deadline
+    if not (math.isfinite(interval) and interval > 0 and math.isfinite(duration)):
+        raise ValueError(f"watch needs a finite interval > 0 and duration: {interval}, {duration}")
     deadline = monotonic() + duration
     reports: list[Report] = []
     while True:

@@ -1,5 +1,10 @@
 """One Settings object, read and validated once from the environment (Lambda) or flags (CLI).
 
+Every variable is a row of :data:`VARIABLES`: its name, the field it sets, a parser that says what
+it wants, and a default. An empty variable means the default (the template passes '' for tuning
+parameters left blank). Numbers must be finite and in range; a bad value is a one-line
+:class:`SettingsError` naming the variable, and never quoting a URL (it may hold a password).
+
 URLs may be references to a secret instead of the secret itself, so that a password never sits in
 a plain environment variable: ``ssm:/oomcheck/broker-url`` (SecureString, decrypted) or
 ``secretsmanager:oomcheck/broker-url`` (or the full ARN of either). They are read through
@@ -8,13 +13,16 @@ Powertools Parameters, which caches them for five minutes across invocations.
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from oomcheck import urls
 from oomcheck.model import Policy
 
 
@@ -23,6 +31,23 @@ class SettingsError(ValueError):
 
 
 Resolver = Callable[[str], str]
+Parser = Callable[[str], Any]
+
+_REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+socket",
+    "unix",
+    "socket",
+)
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp", "librabbitmq")
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+# Redis TTLs and Celery's visibility_timeout are sometimes set to years to mean "never".
+YEARS_10 = 3650 * DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,44 +81,292 @@ class Settings:
 
     @property
     def broker_transport(self) -> str:
-        scheme = self.broker_url.split("://", 1)[0].lower()
-        if scheme in ("redis", "rediss", "sentinel", "redis+socket", "redis+cluster"):
+        scheme = urls.scheme_of(self.broker_url)
+        if scheme in _REDIS_SCHEMES:
             return "redis"
-        if scheme in ("amqp", "amqps", "pyamqp", "librabbitmq"):
+        if scheme in _AMQP_SCHEMES:
             return "amqp"
         return "other"
 
     @property
     def backend_is_redis(self) -> bool:
-        return self.result_backend is not None and self.result_backend.split("://", 1)[
-            0
-        ].lower() in ("redis", "rediss", "sentinel", "redis+cluster")
+        return (
+            self.result_backend is not None
+            and urls.scheme_of(self.result_backend) in _REDIS_SCHEMES
+        )
 
     def secrets(self) -> tuple[str, ...]:
-        """Every password in the configured URLs, for redaction of error messages."""
-        found = []
+        """Every password in the configured URLs and Sentinel options, for redaction."""
+        found: list[str] = []
         for url in (self.broker_url, self.result_backend):
-            if not url:
-                continue
-            for part in url.split(";"):
-                password = _url_password(part)
-                if password:
-                    found.append(password)
-        return tuple(found)
+            if url:
+                found.extend(urls.passwords(url))
+        for options in (self.broker_transport_options, self.result_transport_options):
+            sentinel = options.get("sentinel_kwargs")
+            if isinstance(sentinel, Mapping) and sentinel.get("password"):
+                found.append(str(sentinel["password"]))
+        return tuple(dict.fromkeys(found))
 
     def with_overrides(self, **changes: Any) -> Settings:
         clean = {k: v for k, v in changes.items() if v is not None}
         return replace(self, **clean)
 
 
-def _url_password(url: str) -> str | None:
-    from urllib.parse import unquote, urlsplit
+# ---------------------------------------------------------------------------------------------
+# Parsers: text in, value out; a ValueError says what the variable wants (the caller names it).
 
+
+def seconds(low: float, high: float, *, above: bool = False, zero_is_none: bool = False) -> Parser:
+    """A finite number of seconds in [low, high] ((low, high] with ``above``); with
+    ``zero_is_none``, 0 means "none" (no TTL) and gives None."""
+    floor = f"more than {_num(low)}" if above else f"at least {_num(low)}"
+
+    def parse(raw: str) -> float | None:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if zero_is_none and value == 0:
+            return None
+        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
+            raise ValueError(
+                f"must be a number of seconds, {floor} and at most {_num(high)}, not {raw[:40]!r}"
+            )
+        return value
+
+    return parse
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def count(low: int, high: int) -> Parser:
+    def parse(raw: str) -> int:
+        text = raw.strip()
+        if not text.lstrip("-").isdecimal() or not low <= int(text) <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}, not {raw[:40]!r}")
+        return int(text)
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _json_object(raw: str) -> dict[str, Any]:
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    return unquote(parts.password) if parts.password else None
+        value = json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"must be a JSON object: {exc.msg} at character {exc.pos}") from None
+    except RecursionError:
+        raise ValueError("must be a JSON object, not nested this deep") from None
+    if isinstance(value, dict):
+        return value
+    raise ValueError('must be a JSON object, e.g. {"app.tasks.report": 600}')
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"must be plain JSON: {name} is not a number")
+
+
+_TASK_LIMIT = seconds(0, 30 * DAY, above=True)
+
+
+def _task_limits(raw: str) -> dict[str, float]:
+    limits: dict[str, float] = {}
+    for task, value in _json_object(raw).items():
+        # JSON true is an int to Python, and an error here
+        text = repr(value) if type(value) in (int, float) else "not a number"
+        try:
+            limits[str(task)] = float(_TASK_LIMIT(text))
+        except ValueError as exc:
+            raise ValueError(f"[{task[:80]!r}] {exc}") from None
+    return limits
+
+
+def _string_map(raw: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _json_object(raw).items()}
+
+
+def _url(raw: str) -> str:
+    """Structure only; the Redis forms are checked in full (with their transport options) once
+    every variable is read. Never quotes ``raw``."""
+    value = raw.strip()
+    if urls.scheme_of(value) is None:
+        raise ValueError("must be a URL such as redis://host:6379/0 or amqp://host:5672//")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    name: str
+    # a Settings field, or "policy.<field>"
+    field: str
+    parse: Parser
+    default: Any = None
+    # read when ``name`` is unset or empty (Celery's own variable names)
+    fallback: str | None = None
+    # a URL that may be an ssm:/secretsmanager: reference, resolved before parsing
+    secret: bool = False
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("OOMCHECK_BROKER_URL", "broker_url", _url, None, "CELERY_BROKER_URL", secret=True),
+    Variable(
+        "OOMCHECK_RESULT_BACKEND", "result_backend", _url, None, "CELERY_RESULT_BACKEND", True
+    ),
+    # None: from the transport options' global_keyprefix, else ""
+    Variable("OOMCHECK_BROKER_KEYPREFIX", "broker_keyprefix", _text),
+    Variable("OOMCHECK_RESULT_KEYPREFIX", "result_keyprefix", _text),
+    Variable(
+        "OOMCHECK_RESULT_EXPIRES",
+        "result_expires_s",
+        seconds(1, YEARS_10, zero_is_none=True),
+        86400.0,
+    ),
+    Variable(
+        "OOMCHECK_RESULT_FAILURE_EXPIRES",
+        "result_failure_expires_s",
+        seconds(1, YEARS_10, zero_is_none=True),
+    ),
+    Variable("OOMCHECK_BROKER_TRANSPORT_OPTIONS", "broker_transport_options", _json_object, {}),
+    Variable("OOMCHECK_RESULT_TRANSPORT_OPTIONS", "result_transport_options", _json_object, {}),
+    Variable("OOMCHECK_TABLE", "table", _text),
+    Variable("OOMCHECK_TARGET", "target", _text, "default"),
+    Variable("OOMCHECK_TOPIC_ARN", "topic_arn", _text),
+    Variable("OOMCHECK_LOG_GROUPS", "log_groups", _names, ()),
+    Variable("OOMCHECK_CONTAINERS", "containers", _names, ()),
+    # None: default_state_file()
+    Variable("OOMCHECK_STATE_FILE", "state_file", _text),
+    Variable("OOMCHECK_INSPECT_TIMEOUT", "inspect_timeout_s", seconds(0, MINUTE, above=True), 1.0),
+    Variable("OOMCHECK_REPING_TIMEOUT", "reping_timeout_s", seconds(0, MINUTE, above=True), 2.0),
+    Variable("OOMCHECK_DISCOVERY_INTERVAL", "discovery_interval_s", seconds(0, DAY), 300.0),
+    Variable("OOMCHECK_WATCH_INTERVAL", "watch_interval_s", seconds(0.1, 900.0), 5.0),
+    Variable("OOMCHECK_SCAN_BUDGET", "scan_budget", count(1, 1_000_000_000)),
+    # None: the broker transport options' visibility_timeout, else Celery's 3600
+    Variable(
+        "OOMCHECK_VISIBILITY_TIMEOUT",
+        "policy.visibility_timeout_s",
+        seconds(0, YEARS_10, above=True),
+    ),
+    Variable("OOMCHECK_REMIND_AFTER", "policy.remind_after_s", seconds(MINUTE, 30 * DAY), 3600.0),
+    Variable("OOMCHECK_POISON_KILLS", "policy.poison_kills", count(1, 1000), 3),
+    Variable(
+        "OOMCHECK_POISON_WINDOW", "policy.poison_window_s", seconds(MINUTE, 30 * DAY), 6 * HOUR
+    ),
+    Variable("OOMCHECK_TASK_LIMITS", "policy.task_expectations", _task_limits, {}),
+    Variable("OOMCHECK_DEFAULT_TASK_LIMIT", "policy.default_task_limit_s", _TASK_LIMIT),
+    Variable("OOMCHECK_BUSY_LIMIT", "policy.busy_limit_s", seconds(1, 30 * DAY), 3600.0),
+    Variable("OOMCHECK_SOURCE_ALERT_AFTER", "policy.source_alert_after", count(1, 1000), 3),
+    Variable("OOMCHECK_APP_NAME", "policy.app_name", _text),
+    Variable("OOMCHECK_WORKER_MAP", "policy.worker_map", _string_map, {}),
+)
+
+# Every variable from_env() reads: the template test checks that template.yaml sets the ones the
+# Lambda needs and that nothing is read that is not listed here.
+ENV_VARS: tuple[str, ...] = tuple(
+    name for v in VARIABLES for name in (v.name, v.fallback) if name is not None
+)
+_VISIBILITY = seconds(0, YEARS_10, above=True)
+
+
+def from_env(
+    env: Mapping[str, str] | None = None,
+    resolve: Resolver | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read every variable of :data:`VARIABLES`; raise SettingsError on bad input.
+
+    ``labels`` renames variables in messages (the CLI's ``--broker`` sets OOMCHECK_BROKER_URL).
+    """
+    env = os.environ if env is None else env
+    resolve = resolve or resolve_reference
+    labels = labels or {}
+    values: dict[str, Any] = {}
+    for variable in VARIABLES:
+        name, raw = _raw(env, variable)
+        label = labels.get(name, name)
+        if raw is None:
+            # a copy: a default dict shared by every Settings would be one mutation from a bug
+            values[variable.field] = copy.copy(variable.default)
+            continue
+        try:
+            text = resolve(raw) if variable.secret else raw
+            values[variable.field] = variable.parse(text)
+        except ValueError as exc:  # SettingsError from resolve included
+            raise SettingsError(f"{label} {_one_line(exc)}") from None
+    if not values["broker_url"]:
+        raise SettingsError(
+            "no broker: set OOMCHECK_BROKER_URL (or CELERY_BROKER_URL) to the workers' broker URL"
+        )
+    settings = _assemble(values)
+    _check_urls(settings, labels)
+    return settings
+
+
+def _raw(env: Mapping[str, str], variable: Variable) -> tuple[str, str | None]:
+    for name in (variable.name, variable.fallback):
+        if name is not None and (env.get(name) or "").strip():
+            return name, env[name]
+    return variable.name, None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _assemble(values: Mapping[str, Any]) -> Settings:
+    """Settings from parsed values, with the defaults that depend on other variables."""
+    fields = {k: v for k, v in values.items() if not k.startswith("policy.")}
+    policy = {k[len("policy.") :]: v for k, v in values.items() if k.startswith("policy.")}
+    broker_options = fields["broker_transport_options"]
+    result_options = fields["result_transport_options"]
+    if policy["visibility_timeout_s"] is None:
+        visibility = broker_options.get("visibility_timeout", 3600.0)
+        if isinstance(visibility, bool) or not isinstance(visibility, int | float):
+            raise SettingsError(
+                "OOMCHECK_BROKER_TRANSPORT_OPTIONS visibility_timeout must be a number of seconds"
+            )
+        try:
+            policy["visibility_timeout_s"] = _VISIBILITY(repr(float(visibility)))
+        except ValueError as exc:
+            raise SettingsError(
+                f"OOMCHECK_BROKER_TRANSPORT_OPTIONS visibility_timeout {exc}"
+            ) from None
+    if fields["broker_keyprefix"] is None:
+        fields["broker_keyprefix"] = str(broker_options.get("global_keyprefix", ""))
+    if fields["result_keyprefix"] is None:
+        fields["result_keyprefix"] = str(result_options.get("global_keyprefix", ""))
+    fields["state_file"] = fields["state_file"] or default_state_file()
+    fields["target"] = fields["target"] or "default"
+    return Settings(**fields, policy=Policy(**policy))
+
+
+def _check_urls(settings: Settings, labels: Mapping[str, str]) -> None:
+    """Redis URLs in full, as make_redis will read them; messages never quote the URL."""
+    checks = (
+        ("OOMCHECK_BROKER_URL", settings.broker_url, settings.broker_transport_options),
+        ("OOMCHECK_RESULT_BACKEND", settings.result_backend, settings.result_transport_options),
+    )
+    for name, url, options in checks:
+        if not url or urls.scheme_of(url) not in _REDIS_SCHEMES:
+            continue
+        from oomcheck.sources.redis_client import check_url
+
+        try:
+            check_url(url, transport_options=options)
+        except ValueError as exc:
+            raise SettingsError(f"{labels.get(name, name)}: {_one_line(exc)}") from None
 
 
 def default_state_file() -> str:
@@ -129,153 +402,3 @@ def _reference(value: str) -> tuple[str | None, str]:
     if value.startswith("arn:aws:secretsmanager:"):
         return "secretsmanager", value
     return None, value
-
-
-def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must not be negative, got {raw!r}")
-    return value
-
-
-def _req_float(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _float(env, name, default)
-    assert value is not None
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 1:
-        raise SettingsError(f"{name} must be at least 1, got {raw!r}")
-    return value
-
-
-def _json_map(env: Mapping[str, str], name: str) -> dict[str, Any]:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{name} must be a JSON object: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise SettingsError(f'{name} must be a JSON object, e.g. {{"app.tasks.report": 600}}')
-    return value
-
-
-def from_env(env: Mapping[str, str] | None = None, resolve: Resolver | None = None) -> Settings:
-    """Read every OOMCHECK_* variable (README, "Settings"); raise SettingsError on bad input."""
-    env = os.environ if env is None else env
-    resolve = resolve or resolve_reference
-    broker = env.get("OOMCHECK_BROKER_URL") or env.get("CELERY_BROKER_URL")
-    if not broker:
-        raise SettingsError(
-            "no broker: set OOMCHECK_BROKER_URL (or CELERY_BROKER_URL) to the workers' broker URL"
-        )
-    backend = env.get("OOMCHECK_RESULT_BACKEND") or env.get("CELERY_RESULT_BACKEND") or None
-    expectations = {}
-    for task, seconds in _json_map(env, "OOMCHECK_TASK_LIMITS").items():
-        if not isinstance(seconds, int | float) or seconds <= 0:
-            raise SettingsError(f"OOMCHECK_TASK_LIMITS[{task!r}] must be a positive number")
-        expectations[str(task)] = float(seconds)
-    worker_map = {str(k): str(v) for k, v in _json_map(env, "OOMCHECK_WORKER_MAP").items()}
-    expires = _float(env, "OOMCHECK_RESULT_EXPIRES", 86400.0)
-    broker_options = _json_map(env, "OOMCHECK_BROKER_TRANSPORT_OPTIONS")
-    result_options = _json_map(env, "OOMCHECK_RESULT_TRANSPORT_OPTIONS")
-    visibility = broker_options.get("visibility_timeout", 3600.0)
-    if not isinstance(visibility, int | float) or isinstance(visibility, bool):
-        raise SettingsError("OOMCHECK_BROKER_TRANSPORT_OPTIONS visibility_timeout must be seconds")
-    policy = Policy(
-        visibility_timeout_s=_req_float(env, "OOMCHECK_VISIBILITY_TIMEOUT", float(visibility)),
-        remind_after_s=_req_float(env, "OOMCHECK_REMIND_AFTER", 3600.0),
-        poison_kills=_int(env, "OOMCHECK_POISON_KILLS", 3) or 3,
-        poison_window_s=_req_float(env, "OOMCHECK_POISON_WINDOW", 6 * 3600.0),
-        task_expectations=expectations,
-        default_task_limit_s=_float(env, "OOMCHECK_DEFAULT_TASK_LIMIT", None),
-        busy_limit_s=_req_float(env, "OOMCHECK_BUSY_LIMIT", 3600.0),
-        source_alert_after=_int(env, "OOMCHECK_SOURCE_ALERT_AFTER", 3) or 3,
-        app_name=env.get("OOMCHECK_APP_NAME") or None,
-        worker_map=worker_map,
-    )
-    log_groups = tuple(
-        g.strip() for g in env.get("OOMCHECK_LOG_GROUPS", "").split(",") if g.strip()
-    )
-    settings = Settings(
-        broker_url=resolve(broker),
-        result_backend=resolve(backend) if backend else None,
-        broker_keyprefix=env.get("OOMCHECK_BROKER_KEYPREFIX")
-        or str(broker_options.get("global_keyprefix", "")),
-        result_keyprefix=env.get("OOMCHECK_RESULT_KEYPREFIX")
-        or str(result_options.get("global_keyprefix", "")),
-        result_expires_s=expires or None,
-        result_failure_expires_s=_float(env, "OOMCHECK_RESULT_FAILURE_EXPIRES", None) or None,
-        broker_transport_options=broker_options,
-        result_transport_options=result_options,
-        table=env.get("OOMCHECK_TABLE") or None,
-        target=env.get("OOMCHECK_TARGET") or "default",
-        topic_arn=env.get("OOMCHECK_TOPIC_ARN") or None,
-        log_groups=log_groups,
-        containers=tuple(
-            c.strip() for c in env.get("OOMCHECK_CONTAINERS", "").split(",") if c.strip()
-        ),
-        state_file=env.get("OOMCHECK_STATE_FILE") or default_state_file(),
-        inspect_timeout_s=_req_float(env, "OOMCHECK_INSPECT_TIMEOUT", 1.0),
-        reping_timeout_s=_req_float(env, "OOMCHECK_REPING_TIMEOUT", 2.0),
-        discovery_interval_s=_req_float(env, "OOMCHECK_DISCOVERY_INTERVAL", 300.0),
-        watch_interval_s=_req_float(env, "OOMCHECK_WATCH_INTERVAL", 5.0),
-        scan_budget=_int(env, "OOMCHECK_SCAN_BUDGET", None),
-        policy=policy,
-    )
-    if settings.inspect_timeout_s <= 0 or settings.watch_interval_s <= 0:
-        raise SettingsError("OOMCHECK_INSPECT_TIMEOUT and OOMCHECK_WATCH_INTERVAL must be > 0")
-    return settings
-
-
-# Every variable from_env() reads: the template test checks that template.yaml sets the ones the
-# Lambda needs and that nothing is read that is not listed here.
-ENV_VARS = (
-    "OOMCHECK_BROKER_URL",
-    "CELERY_BROKER_URL",
-    "OOMCHECK_RESULT_BACKEND",
-    "CELERY_RESULT_BACKEND",
-    "OOMCHECK_BROKER_KEYPREFIX",
-    "OOMCHECK_RESULT_KEYPREFIX",
-    "OOMCHECK_RESULT_EXPIRES",
-    "OOMCHECK_RESULT_FAILURE_EXPIRES",
-    "OOMCHECK_BROKER_TRANSPORT_OPTIONS",
-    "OOMCHECK_RESULT_TRANSPORT_OPTIONS",
-    "OOMCHECK_TABLE",
-    "OOMCHECK_TARGET",
-    "OOMCHECK_TOPIC_ARN",
-    "OOMCHECK_LOG_GROUPS",
-    "OOMCHECK_CONTAINERS",
-    "OOMCHECK_STATE_FILE",
-    "OOMCHECK_INSPECT_TIMEOUT",
-    "OOMCHECK_REPING_TIMEOUT",
-    "OOMCHECK_DISCOVERY_INTERVAL",
-    "OOMCHECK_WATCH_INTERVAL",
-    "OOMCHECK_SCAN_BUDGET",
-    "OOMCHECK_VISIBILITY_TIMEOUT",
-    "OOMCHECK_REMIND_AFTER",
-    "OOMCHECK_POISON_KILLS",
-    "OOMCHECK_POISON_WINDOW",
-    "OOMCHECK_TASK_LIMITS",
-    "OOMCHECK_DEFAULT_TASK_LIMIT",
-    "OOMCHECK_BUSY_LIMIT",
-    "OOMCHECK_SOURCE_ALERT_AFTER",
-    "OOMCHECK_APP_NAME",
-    "OOMCHECK_WORKER_MAP",
-)

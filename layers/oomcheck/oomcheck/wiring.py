@@ -36,25 +36,29 @@ def build_deps(settings: Settings, write: Callable[[str], object] | None = None)
     elif not settings.backend_is_redis:
         deps.off["results"] = "only Redis result backends can be scanned"
     else:
-        from oomcheck.sources.redis_client import make_redis
+        from oomcheck.sources.redis_client import RedisClock, make_redis
         from oomcheck.sources.results import RedisResultScanner
 
+        backend = make_redis(
+            settings.result_backend, transport_options=settings.result_transport_options
+        )
+        deps.reference_clock = RedisClock(backend, "result backend")
         deps.results = RedisResultScanner(
-            make_redis(
-                settings.result_backend, transport_options=settings.result_transport_options
-            ),
+            backend,
             keyprefix=settings.result_keyprefix,
             result_expires=settings.result_expires_s,
             failure_expires=settings.result_failure_expires_s,
         )
     if settings.broker_transport == "redis":
         from oomcheck.sources.broker import RedisBrokerScanner
-        from oomcheck.sources.redis_client import make_redis
+        from oomcheck.sources.redis_client import RedisClock, make_redis
 
-        deps.broker = RedisBrokerScanner(
-            make_redis(settings.broker_url, transport_options=settings.broker_transport_options),
-            keyprefix=settings.broker_keyprefix,
+        broker = make_redis(
+            settings.broker_url, transport_options=settings.broker_transport_options
         )
+        # the broker's clock first: the workers talk to it on every fetch
+        deps.reference_clock = RedisClock(broker, "broker")
+        deps.broker = RedisBrokerScanner(broker, keyprefix=settings.broker_keyprefix)
     else:
         deps.off["broker"] = (
             "RabbitMQ requeues unacked messages itself when a consumer dies"

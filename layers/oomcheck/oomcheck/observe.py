@@ -1,0 +1,328 @@
+"""The observe step of a run: each source read once, each outcome a typed status.
+
+One small function per source returns a :class:`Read` (its value, a :class:`SourceStatus`, its
+counters). Whatever a source raises becomes an ``error`` status in :func:`guard`, the one place
+where an exception's text is scrubbed of secrets; statuses become strings only in the report.
+
+Times: the observation is stamped with a reference clock, the Redis ``TIME`` of the broker (or
+result backend) when one answers. Workers stamp task starts and fetches with their own clocks and
+Redis ages keys with its own; those hosts are NTP-synced, while the checker (a Lambda, a laptop,
+a cron box) is the one whose clock may be off or step between runs. Comparing everything with the
+reference keeps a checker's skew out of ages, limits and boot times. The lease keeps the local
+clock: it is a matter between checkers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+from oomcheck.model import (
+    ExitEvidence,
+    LostFailure,
+    Observation,
+    Source,
+    SourceState,
+    SourceStatus,
+    StartedTask,
+    State,
+    UnackedMessage,
+    WorkerSnapshot,
+    WorkerStatus,
+)
+from oomcheck.redact import scrub
+from oomcheck.sources.inspector import InspectResult
+
+if TYPE_CHECKING:
+    from oomcheck.runner import Deps, ExitSource
+
+T = TypeVar("T")
+OK = SourceStatus(SourceState.OK)
+# strangers pinged by name per run: a flood of unknown names must not stall the run
+MAX_STRANGERS = 50
+MAX_ERROR_CHARS = 500
+
+
+class ReferenceClock(Protocol):
+    """A clock shared with the workers' side (Redis ``TIME``); ``name`` says whose it is."""
+
+    name: str
+
+    def __call__(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Read(Generic[T]):
+    """One source's outcome: ``value`` is None when it failed or is off."""
+
+    value: T | None
+    status: SourceStatus
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockRead:
+    at: float  # the observation's time: the reference clock's, else the local one
+    offset_s: float | None  # reference minus local; None when no reference answered
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsRead:
+    started: tuple[StartedTask, ...]
+    lost: tuple[LostFailure, ...]
+    cursor: str | None
+    # result-backend status of tasks that were active on workers that have since vanished
+    task_status: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    observation: Observation  # errors: source name -> error text, for the detection core
+    statuses: dict[str, SourceStatus]
+    stats: dict[str, int]
+    discovered: bool
+    scan_cursor: str | None
+    notes: tuple[str, ...] = ()
+
+
+def guard(call: Callable[[], T], secrets: tuple[str, ...]) -> tuple[T | None, SourceStatus]:
+    """``call()``'s value and ``ok``, or None and an ``error`` status with scrubbed text."""
+    try:
+        return call(), OK
+    except Exception as exc:  # noqa: BLE001 - a source must never take the run down
+        return None, _error(f"{type(exc).__name__}: {exc}", secrets)
+
+
+def _error(text: str, secrets: tuple[str, ...]) -> SourceStatus:
+    return SourceStatus(SourceState.ERROR, scrub(text, secrets)[:MAX_ERROR_CHARS])
+
+
+def read_clock(reference: ReferenceClock, local: Callable[[], float]) -> ClockRead:
+    """One ``TIME`` against the local clock; the local clock, said so, when it cannot be read."""
+    before = local()
+    try:
+        server = reference()
+    except Exception:  # noqa: BLE001 - the source itself will report why, in its own status
+        return ClockRead(
+            before,
+            None,
+            f"reference clock ({reference.name} TIME) did not answer: times in this run are the "
+            "checker's own clock",
+        )
+    after = local()
+    # half the round trip each way: the server read its clock about mid-way
+    return ClockRead(server, server - (before + after) / 2)
+
+
+def read_inspect(deps: Deps, state: State, now: float, *, audit: bool) -> Read[InspectResult]:
+    """Remote control: its replies define "alive" for this instant. ``inspected_at`` is local."""
+    inspector = deps.inspector
+    if inspector is None:
+        return Read(None, _off(deps, Source.INSPECT))
+    expected = sorted(
+        name
+        for name, r in state.workers.items()
+        if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
+    )
+    discover = (
+        audit
+        or not expected
+        or state.last_discovery_at is None
+        or now - state.last_discovery_at >= deps.settings.discovery_interval_s
+    )
+
+    def needs_registered(snap: WorkerSnapshot) -> bool:
+        record = state.workers.get(snap.name)
+        return record is None or record.pid != snap.pid or not record.limits
+
+    inspected, status = guard(
+        lambda: inspector.observe(expected, discover=discover, need_registered=needs_registered),
+        deps.settings.secrets(),
+    )
+    if inspected is None:
+        return Read(None, status)
+    workers = dict(inspected.workers)
+    # keep what the roster knows of limits when registered() was not asked again
+    for name, snap in workers.items():
+        record = state.workers.get(name)
+        if not snap.registered and record is not None and record.pid == snap.pid:
+            workers[name] = replace(snap, registered=record.limits)
+    return Read(replace(inspected, workers=workers), status)
+
+
+def read_results(
+    deps: Deps, state: State, now: float, workers: Mapping[str, WorkerSnapshot] | None
+) -> Read[ResultsRead]:
+    """STARTED and WorkerLostError records, then (best effort) the fate of the tasks that were
+    active on workers that vanished since the last run."""
+    results = deps.results
+    if results is None:
+        return Read(None, _off(deps, Source.RESULTS))
+    secrets = deps.settings.secrets()
+    scan, status = guard(
+        lambda: results.scan(now, budget=deps.settings.scan_budget, cursor=state.scan_cursor),
+        secrets,
+    )
+    if scan is None:
+        return Read(None, status)
+    task_status: Mapping[str, str] = {}
+    wanted = (
+        []
+        if workers is None
+        else sorted(
+            task.id
+            for name, record in state.workers.items()
+            if name not in workers
+            for task in record.active
+        )
+    )
+    if wanted:
+        # same backend as the scan, which answered: not a source status of its own
+        task_status = guard(lambda: results.lookup(wanted), secrets)[0] or {}
+    started = tuple(scan.started)
+    read = ResultsRead(started, tuple(scan.lost_failures), scan.cursor, task_status)
+    counters = {
+        "result_keys_scanned": int(scan.keys_scanned),
+        "started_tasks": len(started),
+        "skipped_values": int(scan.skipped_values),
+    }
+    return Read(read, status, counters)
+
+
+def reping_strangers(
+    deps: Deps,
+    state: State,
+    workers: Mapping[str, WorkerSnapshot],
+    started: tuple[StartedTask, ...],
+) -> dict[str, WorkerSnapshot]:
+    """Workers named by STARTED records that neither answered nor are on the roster, pinged by
+    name once before their tasks count as orphans (they may have missed a limited broadcast)."""
+    inspector = deps.inspector
+    if inspector is None:
+        return {}
+    strangers = sorted({t.worker for t in started if t.worker} - set(workers) - set(state.workers))[
+        :MAX_STRANGERS
+    ]
+    if not strangers:
+        return {}
+    # same broker as inspect, which answered: not a source status of its own
+    found = guard(lambda: inspector.ping_direct(strangers), deps.settings.secrets())[0]
+    return dict(found or {})
+
+
+def read_broker(deps: Deps, now: float) -> Read[tuple[UnackedMessage, ...]]:
+    broker = deps.broker
+    if broker is None:
+        return Read(None, _off(deps, Source.BROKER))
+    unacked, status = guard(lambda: tuple(broker.unacked(now)), deps.settings.secrets())
+    return Read(unacked, status, {"unacked_messages": len(unacked or ())})
+
+
+def read_exits(deps: Deps, since: float | None, now: float) -> Read[tuple[ExitEvidence, ...]]:
+    """Exit evidence; a log group that failed is reported while the healthy groups' evidence
+    is kept."""
+    source = deps.exits
+    if source is None:
+        return Read(None, _off(deps, Source.EXITS))
+    secrets = deps.settings.secrets()
+    read, status = guard(lambda: _exits_or_partial(source, since, now), secrets)
+    if read is None:
+        return Read(None, status)
+    evidence, error = read
+    if error:
+        status = _error(error, secrets)
+    return Read(evidence, status, {"exit_events": len(evidence)})
+
+
+def _exits_or_partial(
+    source: ExitSource, since: float | None, now: float
+) -> tuple[tuple[ExitEvidence, ...], str | None]:
+    try:
+        read = source.read(since, now)
+    except Exception as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is None:
+            raise
+        return tuple(partial.evidence), f"{type(exc).__name__}: {exc}"
+    return tuple(read.evidence), None
+
+
+def _off(deps: Deps, source: Source) -> SourceStatus:
+    return SourceStatus(SourceState.OFF, deps.off.get(source.value, "not configured"))
+
+
+def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Observed:
+    """Read every source once. ``local_now`` is the checker's clock at the start of the run;
+    the observation's ``at`` is the reference clock's (see the module docstring)."""
+    clock = (
+        read_clock(deps.reference_clock, deps.clock)
+        if deps.reference_clock is not None
+        else ClockRead(local_now, None)
+    )
+    now = clock.at
+    offset = clock.offset_s or 0.0
+
+    inspected = read_inspect(deps, state, now, audit=audit)
+    workers = dict(inspected.value.workers) if inspected.value else None
+    results = read_results(deps, state, now, workers)
+    if workers is not None and results.value and results.value.started:
+        workers.update(reping_strangers(deps, state, workers, results.value.started))
+    broker = read_broker(deps, now)
+    exits = read_exits(deps, state.last_run_at, now)
+
+    outcomes = (
+        (Source.INSPECT, inspected.status, inspected.counters),
+        (Source.RESULTS, results.status, results.counters),
+        (Source.BROKER, broker.status, broker.counters),
+        (Source.EXITS, exits.status, exits.counters),
+    )
+    statuses = {
+        source.value: status
+        for source, status, _ in outcomes
+        if status.state is not SourceState.OFF or source.value in deps.off
+    }
+    stats = dict.fromkeys(
+        (
+            "result_keys_scanned",
+            "started_tasks",
+            "skipped_values",
+            "unacked_messages",
+            "exit_events",
+        ),
+        0,
+    )
+    for _, _, counters in outcomes:
+        stats.update(counters)
+    if clock.offset_s is not None:
+        stats["clock_offset_ms"] = round(clock.offset_s * 1000)
+    found = results.value
+    observation = Observation(
+        at=now,
+        workers=workers,
+        started=_present(deps.results, found.started if found else None),
+        lost_failures=_present(deps.results, found.lost if found else None),
+        unacked=_present(deps.broker, broker.value),
+        exits=_present(deps.exits, exits.value),
+        task_status=found.task_status if found else {},
+        errors={name: s.detail for name, s in statuses.items() if s.failed},
+        broker_transport=deps.settings.broker_transport,
+        # the inspector stamps with the local clock: moved onto the reference
+        inspected_at=inspected.value.inspected_at + offset if inspected.value else None,
+        keys_scanned=stats["result_keys_scanned"],
+        skipped_values=stats["skipped_values"],
+    )
+    return Observed(
+        observation=observation,
+        statuses=statuses,
+        stats=stats,
+        discovered=bool(inspected.value and inspected.value.discovered),
+        scan_cursor=found.cursor if found else state.scan_cursor,
+        notes=(clock.note,) if clock.note else (),
+    )
+
+
+def _present(adapter: object | None, value: tuple[T, ...] | None) -> tuple[T, ...] | None:
+    """An unconfigured source saw nothing (``()``); a configured one that failed is None."""
+    return () if adapter is None else value

@@ -1,0 +1,65 @@
+"""Where a broker/backend URL's password is, whatever characters it holds. Pure, no I/O.
+
+People paste passwords into URLs unencoded: ``redis://:pa;ss#w?rd@host:6379/0``. A standard
+URL parser cuts such a password at ``;``, ``#``, ``?`` or ``/`` and then reports (or logs) the
+rest as a host, a path or a query. Here the userinfo always runs to the *last* ``@`` of the URL,
+and ``;`` separates URLs only where another ``scheme://`` follows (Celery's Sentinel form), so a
+password is found whole and can be masked whole.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, unquote
+
+_JOIN = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9+.\-]*://)")
+_PASSWORD_PARAMS = ("password", "passwd", "pwd")
+
+
+def split_urls(url: str) -> list[str]:
+    """The URLs joined by ``;`` in ``url`` (one item for an ordinary URL); blanks dropped."""
+    return [chunk.strip() for chunk in _JOIN.split(url) if chunk.strip()]
+
+
+def scheme_of(url: str) -> str | None:
+    """The lower-case scheme, or None when ``url`` has no ``scheme://``."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
+        return None
+    return scheme.lower()
+
+
+def userinfo_and_rest(chunk: str) -> tuple[str, str]:
+    """``(userinfo, everything after it)`` of one URL, without the scheme; userinfo may be ''."""
+    _, _, rest = chunk.partition("://")
+    at = rest.rfind("@")
+    if at < 0:
+        return "", rest
+    return rest[:at], rest[at + 1 :]
+
+
+def credentials(userinfo: str) -> tuple[str | None, str | None]:
+    """``(username, password)``, percent-decoded. A lone userinfo is the password, as kombu
+    reads ``redis://secret@host``."""
+    if not userinfo:
+        return None, None
+    user, colon, password = userinfo.partition(":")
+    if colon:
+        return unquote(user) or None, unquote(password) or None
+    return None, unquote(user) or None
+
+
+def passwords(url: str) -> tuple[str, ...]:
+    """Every password in ``url`` (userinfo or ``?password=``), raw and percent-decoded forms."""
+    found: list[str] = []
+    for chunk in split_urls(url):
+        userinfo, rest = userinfo_and_rest(chunk)
+        if userinfo:
+            # the raw text may appear in messages too, not only its decoded form
+            raw = userinfo.partition(":")[2] if ":" in userinfo else userinfo
+            found.extend((raw, credentials(userinfo)[1] or ""))
+        query = rest.partition("?")[2].partition("#")[0]
+        for name, value in parse_qsl(query, keep_blank_values=False):
+            if name.lower() in _PASSWORD_PARAMS:
+                found.append(value)
+    return tuple(dict.fromkeys(p for p in found if p))
