@@ -9,11 +9,12 @@ any other unreadable one instead of raising out of the scan.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from oomcheck.model import LostFailure, StartedTask
-from oomcheck.safejson import loads, raw_decode, too_deep
+from oomcheck.safejson import depth_cut, loads, raw_decode, too_deep
 
 __all__ = [
     "HEAD_BYTES",
@@ -48,6 +49,7 @@ _SIGNAL_RE = re.compile(r"\bsignal (\d{1,9})\b")
 _EXITCODE_RE = re.compile(r"\bexitcode (-?\d{1,9})\b")
 _WORKER_RE = re.compile(rb'"worker"\s*:\s*')
 _WS = " \t\r\n"
+_DECODER = json.JSONDecoder()
 
 
 def probe_status(probe: bytes) -> str | None:
@@ -78,9 +80,16 @@ def lost_reason(message: str) -> tuple[int | None, int | None]:
 def partial_object(text: str) -> dict[str, Any]:
     """The members of a JSON object that survive truncation of its text, in order.
 
-    Parsing stops at the first member whose value is cut off, nested too deep, or malformed;
-    what came before is returned. Nothing but JSON is ever decoded.
+    Parsing stops at the first member whose value is cut off, nested deeper than
+    ``safejson.MAX_DEPTH``, or malformed; what came before is returned. Nothing but JSON is ever
+    decoded.
     """
+    # Cut where the nesting passes the limit: the member there is then cut off like any other.
+    return _members(text[: depth_cut(text)] if too_deep(text) else text)
+
+
+def _members(text: str) -> dict[str, Any]:
+    """partial_object of a text already known not to nest too deep."""
     out: dict[str, Any] = {}
     length = len(text)
     i = _skip_ws(text, 0)
@@ -92,7 +101,7 @@ def partial_object(text: str) -> dict[str, Any]:
         if i >= length or text[i] != '"':
             return out
         try:
-            key, i = raw_decode(text, i)
+            key, i = _DECODER.raw_decode(text, i)
         except ValueError:
             return out
         i = _skip_ws(text, i)
@@ -100,7 +109,7 @@ def partial_object(text: str) -> dict[str, Any]:
             return out
         i = _skip_ws(text, i + 1)
         try:
-            value, i = raw_decode(text, i)
+            value, i = _DECODER.raw_decode(text, i)
         except ValueError:
             return out
         out[key] = value
@@ -153,7 +162,7 @@ def _record_object(head: bytes, size: int) -> tuple[dict[str, Any] | None, bool]
     # A head that nests too deep is hostile even where the fields before the deep part parse.
     if too_deep(text):
         return None, False
-    return partial_object(text), False
+    return _members(text), False
 
 
 def interpret_record(  # noqa: PLR0917 - one record's raw parts, as the scan reads them
