@@ -136,8 +136,9 @@ def built(
 def test_layer_holds_the_library(built: Path) -> None:
     source = cfn.ROOT / "layers" / "oomcheck" / "oomcheck"
     shipped = built / "OomcheckLayer" / "python" / "oomcheck"
-    wanted = {p.relative_to(source) for p in source.rglob("*.py")}
-    have = {p.relative_to(shipped) for p in shipped.rglob("*.py")}
+    # The modules, and the Lua scripts the scanners load from next to them.
+    wanted = {p.relative_to(source) for ext in ("*.py", "*.lua") for p in source.rglob(ext)}
+    have = {p.relative_to(shipped) for ext in ("*.py", "*.lua") for p in shipped.rglob(ext)}
     assert wanted <= have, f"missing from the layer: {sorted(map(str, wanted - have))}"
 
 

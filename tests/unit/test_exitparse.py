@@ -402,6 +402,8 @@ def test_kernel_hostile_host_is_dropped_not_trusted() -> None:
         pytest.param("{", id="broken-json"),
         pytest.param("{" + '"a":' * 20000 + "1", id="deep-broken-json"),
         pytest.param('{"a":' + "[" * 30000 + "]" * 30000 + "}", id="deeply-nested"),
+        pytest.param('{"detail-type": "ECS Task State Change", "x": ' + "[" * 65 + "]" * 65
+                     + ', "detail": {"lastStatus": "STOPPED"}}', id="nested-past-the-limit"),
         pytest.param("x" * (MAX_MESSAGE_CHARS + 1), id="too-long"),
         pytest.param(None, id="not-a-string"),
         pytest.param(b"Killed process 1 (celery)", id="bytes"),

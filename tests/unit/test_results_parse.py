@@ -260,6 +260,59 @@ def test_huge_non_json_is_skipped() -> None:
     assert parse(b"\x80\x04" + b"q" * (HEAD_BYTES * 4)) == (None, True)
 
 
+DEEP = 100_000
+STARTED_HEAD = b'{"status": "STARTED", "result": '
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"[" * DEEP + b"]" * DEEP, id="deep-array"),
+        pytest.param(b'{"a":' * DEEP + b"1" + b"}" * DEEP, id="deep-object"),
+        pytest.param(b'{"a":' * 3000, id="deep-object-within-the-head"),
+        pytest.param(STARTED_HEAD + b"[" * 3000 + b"]" * 3000 + b"}", id="deep-result-read-whole"),
+        pytest.param(STARTED_HEAD + b'{"a":' * DEEP, id="deep-result-read-as-a-head"),
+        pytest.param(
+            b'{"status": "FAILURE", "result": {"exc_type": "WorkerLostError", "exc_message": '
+            + b"[" * DEEP,
+            id="deep-failure",
+        ),
+    ],
+)
+def test_values_nested_too_deep_are_skipped_not_raised(value: bytes) -> None:
+    assert parse(value) == (None, True)
+
+
+def test_a_deep_worker_in_the_tail_is_not_read() -> None:
+    value = (
+        b'{"status": "STARTED", "result": {"pid": 3}, "args": ["'
+        + b"x" * (HEAD_BYTES * 2)
+        + b'"], "worker": '
+        + b"[" * 1000
+    )
+    record, skipped = parse(value)
+    assert not skipped
+    assert isinstance(record, StartedTask)
+    assert (record.worker, record.pid) == (None, 3)
+
+
+def test_a_lost_reason_with_endless_digits_is_read_without_raising() -> None:
+    value = json.dumps(
+        {
+            "status": "FAILURE",
+            "result": {
+                "exc_type": "WorkerLostError",
+                "exc_message": ["Worker exited prematurely: signal " + "9" * 5000 + " Job: 1."],
+            },
+            "worker": "w@h",
+        }
+    ).encode()
+    record, skipped = parse(value)
+    assert not skipped
+    assert isinstance(record, LostFailure)
+    assert (record.worker, record.signal, record.exitcode) == ("w@h", None, None)
+
+
 # -- pieces ---------------------------------------------------------------------------------------
 
 
@@ -270,6 +323,9 @@ def test_partial_object_stops_at_cut() -> None:
     assert partial_object("[1, 2]") == {}
     assert partial_object('{"a": 1 "b": 2}') == {"a": 1}
     assert partial_object("") == {}
+    # A member nested too deep ends the object like a cut-off one.
+    deep = '{"status": "STARTED", "result": {"pid": 1}, "args": ' + "[" * 5000 + "]" * 5000 + "}"
+    assert partial_object(deep) == {"status": "STARTED", "result": {"pid": 1}}
 
 
 @pytest.mark.parametrize(
@@ -280,6 +336,8 @@ def test_partial_object_stops_at_cut() -> None:
         ("Worker exited prematurely: exitcode -9.", (None, -9)),
         ("Worker exited prematurely: MemoryError.", (None, None)),
         ("", (None, None)),
+        ("signal " + "9" * 5000, (None, None)),
+        ("exitcode 1234567890123", (None, None)),
     ],
 )
 def test_lost_reason(message: str, expected: tuple[int | None, int | None]) -> None:
@@ -364,6 +422,11 @@ def test_unacked_entry_redelivered_in_headers_or_delivery_info() -> None:
         _entry({"task": "no.id"}),  # task protocol 1: the id is inside the body
         json.dumps([{"body": "", "headers": "nope"}, "", "q"]).encode(),
         b'[{"body": "", "headers": {"id": "x"',  # cut off
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 40_000 + b"1" + b"}" * 40_000,
+        json.dumps([{"body": "", "headers": {"id": "x", "deep": 0}}, "", "q"])
+        .replace('"deep": 0', '"deep": ' + "[" * 100 + "]" * 100)
+        .encode(),
     ],
 )
 def test_unacked_entry_malformed(raw: bytes) -> None:

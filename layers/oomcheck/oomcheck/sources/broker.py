@@ -21,7 +21,6 @@ entry missing from the index is then not seen).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import redis
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from oomcheck.model import UnackedMessage
+from oomcheck.safejson import loads
 
 __all__ = ["TRIM_SCRIPT", "RedisBrokerScanner", "UnackedScan", "parse_unacked_entry"]
 
@@ -80,7 +80,9 @@ _SCRIPT_REFUSALS = (
 class UnackedScan:
     messages: tuple[UnackedMessage, ...]
     entries_scanned: int
-    skipped: int  # entries that are not kombu JSON messages with headers.id, or oversized
+    # entries that are not kombu JSON messages with headers.id: malformed, not JSON (pickle),
+    # nested too deep, or oversized
+    skipped: int
     truncated: bool  # max_entries reached before the hash was fully read
 
 
@@ -88,10 +90,11 @@ def parse_unacked_entry(
     tag: str, raw: bytes | str, fetched_at: float | None
 ) -> UnackedMessage | None:
     """One ``unacked`` hash entry as an UnackedMessage; None when it is not a task message
-    (malformed JSON, no ``headers.id``, task protocol 1 whose id lives in the body)."""
+    (malformed JSON, nested deeper than ``safejson.MAX_DEPTH``, no ``headers.id``, task protocol
+    1 whose id lives in the body)."""
     try:
-        entry = json.loads(raw)
-    except ValueError:  # includes UnicodeDecodeError
+        entry = loads(raw)
+    except ValueError:  # includes UnicodeDecodeError and safejson.TooDeep
         return None
     if not isinstance(entry, list) or not entry or not isinstance(entry[0], dict):
         return None
