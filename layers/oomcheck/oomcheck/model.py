@@ -20,6 +20,8 @@ class Kind(StrEnum):
     TASK_STALLED = "task_stalled"
     POISON_TASK = "poison_task"
     OOM_KILL = "oom_kill"
+    MEMORY_PRESSURE = "memory_pressure"
+    QUEUE_ORPHANED = "queue_orphaned"
     WORKER_RECOVERED = "worker_recovered"
     SOURCE_UNAVAILABLE = "source_unavailable"
     CONFIG_RISK = "config_risk"
@@ -69,9 +71,12 @@ class WorkerStatus(StrEnum):
 
 class Source(StrEnum):
     INSPECT = "inspect"
+    PRESENCE = "presence"
     RESULTS = "results"
     BROKER = "broker"
+    QUEUES = "queues"
     EXITS = "exits"
+    MEMORY = "memory"
     STATE = "state"
     ALERTS = "alerts"
 
@@ -141,6 +146,8 @@ class WorkerSnapshot:
     rss_kib: int | None = None
     # True when it missed the broadcast and answered only the direct re-ping.
     reping: bool = False
+    # The queues it consumes (`inspect().active_queues()`); None when not asked or no answer.
+    queues: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +203,54 @@ class ExitEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class Presence:
+    """What the broker shows of a worker that did not answer remote control.
+
+    ``present``: True while it still holds its broker connections (busy or frozen, not dead),
+    False once they are gone (dead), None when the broker's view cannot tell this worker apart
+    (then detection behaves as without the source, and ``evidence`` says why).
+    """
+
+    worker: str
+    present: bool | None
+    evidence: str
+    # When its connections were last seen (broker clock), if known.
+    last_seen: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySample:
+    """A container's memory use at one instant (Container Insights performance events)."""
+
+    source: str  # ecs | eks
+    event_id: str
+    at: float
+    used_mb: float
+    # The container's hard limit; None when unknown (then ``basis`` says what limit_mb is).
+    limit_mb: float | None
+    basis: str  # "hard limit" | "reservation" | "node allocatable" ...: what the share is of
+    # Ways to tie it to a worker (pod name, task IP or id), as in ExitEvidence.
+    hosts: tuple[str, ...] = ()
+    container: str | None = None
+
+    @property
+    def share(self) -> float | None:
+        return self.used_mb / self.limit_mb if self.limit_mb else None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """A broker queue's backlog: Redis list (with priority sub-lists) or RabbitMQ queue."""
+
+    name: str
+    messages: int
+    # Consumers the broker counts (RabbitMQ); None where the broker does not say (Redis).
+    consumers: int | None = None
+    # When the oldest waiting message was published, where the broker shows it.
+    oldest_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """Everything one run saw. A source that failed is None and has an entry in `errors`."""
 
@@ -215,6 +270,12 @@ class Observation:
     inspected_at: float | None = None
     keys_scanned: int = 0
     skipped_values: int = 0
+    # Broker presence of the workers that did not answer; None when the source is off or failed.
+    presence: Mapping[str, Presence] | None = None
+    # Container memory samples since the last run (oldest first); None when off or failed.
+    memory: tuple[MemorySample, ...] | None = None
+    # Queue backlogs; None when the source is off or failed.
+    queues: tuple[QueueDepth, ...] | None = None
 
 
 # --------------------------------------------------------------------------------------------
