@@ -9,7 +9,8 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from oomcheck.alerts import PublishError, SnsAlerter, render, subject_for
+from oomcheck.alerts import PublishError, render, subject_for
+from oomcheck.sns import SnsAlerter
 from oomcheck.model import Action, Cause, Finding, Kind, Severity, TaskFate, Verdict
 from oomcheck.provision import subscribe_queue
 from tests.unit.scenario import LIMITS, T0, Replay, obs, snap, started, task

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 
+from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.report import Report, render_table
 from oomcheck.settings import Settings, SettingsError, from_env
 
@@ -32,6 +34,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="CloudWatch log group with exit evidence (repeatable)",
     )
     parser.add_argument("--target", help="name of the monitored app in the state table")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_RUN_TIMEOUT_S,
+        help="seconds one check may take, AWS retries included "
+        f"(default {DEFAULT_RUN_TIMEOUT_S:.0f})",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings.with_overrides(watch_interval_s=args.interval)
         from oomcheck.wiring import build_deps
 
-        deps = build_deps(settings, write=sys.stderr.write)
+        deps = build_deps(settings, write=sys.stderr.write, budget_s=args.timeout)
         if args.command == "watch":
             from oomcheck.runner import combine, watch
 
@@ -102,11 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 interval=settings.watch_interval_s,
                 duration=args.duration,
                 on_report=lambda r: _print_report(r, args.json),
+                run_timeout_s=args.timeout,
             )
             return combine(reports).exit_code
+        from oomcheck.deadline import Deadline
         from oomcheck.runner import run_once
 
-        report = run_once(deps, args.command)
+        report = run_once(deps, args.command, Deadline.after(args.timeout, deps.monotonic))
     except SettingsError as exc:
         print(f"oomcheck: {exc}", file=sys.stderr)
         return EXIT_ERROR
