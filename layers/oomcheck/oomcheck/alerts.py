@@ -179,10 +179,12 @@ def _shared_exit_code(findings: Iterable[Finding]) -> int | None:
     return codes.pop() if len(codes) == 1 else None
 
 
-def _headline(findings: tuple[Finding, ...], *, with_cause: bool = True) -> str:
+def _headline(findings: tuple[Finding, ...], *, brief: bool = False) -> str:
+    """What happened, in a subject's words; ``brief``: without cause and task count (an update
+    says what changed instead)."""
     first = findings[0]
     kind = first.kind.value
-    cause = cause_suffix(first.cause, _shared_exit_code(findings)) if with_cause else ""
+    cause = "" if brief else cause_suffix(first.cause, _shared_exit_code(findings))
     if len(findings) == 1:
         text = _HEADLINES.get(kind, kind).format(
             worker=first.worker or "unknown worker", cause=cause
@@ -192,7 +194,7 @@ def _headline(findings: tuple[Finding, ...], *, with_cause: bool = True) -> str:
     else:
         text = _GROUP_HEADLINES.get(kind, "{n} x " + kind).format(n=len(findings), cause=cause)
     tasks = sum(len(f.tasks) for f in findings)
-    if tasks and kind in _COUNTS_TASKS:
+    if tasks and kind in _COUNTS_TASKS and not brief:
         text += f", {tasks} task(s)"
     return text
 
@@ -202,7 +204,7 @@ def _subject(batch: Batch) -> str:
     severity = findings[0].severity.value.upper()
     if batch.action is Action.UPDATE:
         note = batch.members[0][1].note or "details changed"
-        text = f"[oomcheck] UPDATE {severity}: {_headline(findings, with_cause=False)} - {note}"
+        text = f"[oomcheck] UPDATE {severity}: {_headline(findings, brief=True)} - {note}"
     else:
         prefix = {
             Action.OPEN: f"[oomcheck] {severity}: ",
