@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from oomcheck.demo.services import LOOPBACK, free_port, port_open
@@ -93,6 +93,8 @@ class FaultProxy:
     hang_s: float = 20.0
     requests: int = 0
     forwarded: int = 0
+    # called after a request reached the server (e.g. to break another service right then)
+    on_forward: Callable[[], None] | None = None
     _sock: socket.socket | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -178,6 +180,8 @@ class FaultProxy:
             response = upstream.getresponse()
             payload = response.read()
             self.forwarded += 1
+            if self.on_forward is not None:
+                self.on_forward()
             kind = (response.getheader("Content-Type") or "text/plain").encode()
             return _reply(response.status, response.reason.encode() or b"OK", kind, payload)
         finally:

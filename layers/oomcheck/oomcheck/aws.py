@@ -45,7 +45,8 @@ class CallLimits:
         from botocore.config import Config
 
         return Config(
-            retries={"mode": self.mode, "max_attempts": self.attempts},
+            # botocore's "max_attempts" counts retries; "total_max_attempts" counts attempts
+            retries={"mode": self.mode, "total_max_attempts": self.attempts},
             connect_timeout=self.connect_s,
             read_timeout=self.read_s,
             tcp_keepalive=True,

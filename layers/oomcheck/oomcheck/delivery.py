@@ -64,7 +64,9 @@ class Outbox:
     retention_s: float
     deadline: Deadline
     publish_s: float  # worst case of one publish, retries included
-    finish_s: float  # time kept back for the rest of the run: one save and the release
+    # Time kept back for the rest of the run: the last sent mark's save (the release is skipped
+    # when no time is left for it: the lease then expires seconds after the deadline).
+    finish_s: float
     journal: SentJournal
     secrets: tuple[str, ...] = ()
     sleep: Callable[[float], None] = time.sleep
@@ -203,9 +205,11 @@ def commit(box: Outbox, loaded: State, new_state: State, now: float) -> Committe
         if done.state_error is not None:
             out.status = f"error: {done.state_error}"
             return out
-        box.store.release(box.owner, done.saved)
-        done.writes += 1
-        out.released = True
+        if box.deadline.allows(box.finish_s):
+            box.store.release(box.owner, done.saved)
+            done.writes += 1
+            out.released = True
+        # else the lease, a few seconds longer than the deadline, expires by itself
     except LeaseLost as exc:
         out.status = f"lost lease: {exc}; alerts sent by this run may be sent again"
     except StateError as exc:

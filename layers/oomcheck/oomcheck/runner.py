@@ -212,7 +212,7 @@ def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
         retention_s=deps.settings.policy.retention_s,
         deadline=deadline,
         publish_s=deps.publish_s,
-        finish_s=2 * deps.store_s,
+        finish_s=deps.store_s,
         journal=deps.journal,
         secrets=deps.settings.secrets(),
     )
