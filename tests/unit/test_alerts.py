@@ -13,7 +13,6 @@ from moto import mock_aws
 from oomcheck.alerts import (
     SNS_MAX_BYTES,
     PublishError,
-    batches,
     fit,
     render,
     request_size,
@@ -21,6 +20,7 @@ from oomcheck.alerts import (
     subject_for,
 )
 from oomcheck.model import Action, Cause, Finding, Kind, PendingAlert, Severity, TaskFate, Verdict
+from oomcheck.outbox import batches
 from oomcheck.provision import subscribe_queue
 from oomcheck.sns import SnsAlerter
 from tests.unit.incidents import incident, state_of

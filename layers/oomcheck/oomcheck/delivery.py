@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from oomcheck import alerts as alerting
+from oomcheck import outbox
 from oomcheck.deadline import Deadline
 from oomcheck.model import Action, State
 from oomcheck.redact import scrub
@@ -49,8 +50,8 @@ class SentJournal:
             incident = state.incidents.get(mark.incident_id)
             if incident is None or not incident.pending:
                 continue
-            if alerting.dedup_key(incident, incident.pending[0]) == mark.dedup_key:
-                state = alerting.mark_sent(state, mark.incident_id, mark.action, mark.at)
+            if outbox.dedup_key(incident, incident.pending[0]) == mark.dedup_key:
+                state = outbox.mark_sent(state, mark.incident_id, mark.action, mark.at)
         return state
 
 
@@ -89,7 +90,7 @@ def deliver(box: Outbox, state: State, saved: State, now: float) -> Delivered:
     """Publish every pending alert in order (an open before the resolve queued behind it)."""
     done = Delivered(state=state, saved=saved)
     for _ in range(3):  # an open, then an update or resolve queued behind it in the same run
-        todo = alerting.batches(done.state)
+        todo = outbox.batches(done.state)
         if not todo:
             break
         sent_before = done.messages + done.undeliverable
@@ -116,7 +117,7 @@ def _publish(box: Outbox, message: alerting.AlertMessage) -> alerting.PublishErr
     return None
 
 
-def _send(box: Outbox, batch: alerting.Batch, now: float, done: Delivered) -> None:
+def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None:
     message = alerting.fit(batch, now)
     error = _publish(box, message)
     if error is not None and error.permanent:
@@ -127,9 +128,9 @@ def _send(box: Outbox, batch: alerting.Batch, now: float, done: Delivered) -> No
             error = alerting.PublishError(str(error))
     if error is None:
         for incident, pending in batch.members:
-            done.state = alerting.mark_sent(done.state, incident.id, pending.action, now)
+            done.state = outbox.mark_sent(done.state, incident.id, pending.action, now)
             box.journal.marks.append(
-                SentMark(incident.id, pending.action, alerting.dedup_key(incident, pending), now)
+                SentMark(incident.id, pending.action, outbox.dedup_key(incident, pending), now)
             )
         done.messages += 1
         _record(done, batch, message.subject, True, None)
@@ -138,19 +139,19 @@ def _send(box: Outbox, batch: alerting.Batch, now: float, done: Delivered) -> No
     reason = scrub(str(error), box.secrets)[:300]
     if error.permanent:
         for incident, pending in batch.members:
-            done.state = alerting.mark_undeliverable(done.state, incident.id, pending.action)
+            done.state = outbox.mark_undeliverable(done.state, incident.id, pending.action)
         done.undeliverable += 1
         _record(done, batch, message.subject, False, f"{UNDELIVERABLE}: {reason}")
         _save(box, done)
         return
     for incident, pending in batch.members:
-        done.state = alerting.mark_failed(done.state, incident.id, pending.action, reason)
+        done.state = outbox.mark_failed(done.state, incident.id, pending.action, reason)
     _record(done, batch, message.subject, False, reason)
     done.stopped = f"deferred: {reason}"
 
 
 def _record(
-    done: Delivered, batch: alerting.Batch, subject: str, published: bool, error: str | None
+    done: Delivered, batch: outbox.Batch, subject: str, published: bool, error: str | None
 ) -> None:
     subject = subject or alerting.clean_subject(batch.members[0][0].finding.summary)
     for incident, pending in batch.members:
