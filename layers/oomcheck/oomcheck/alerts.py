@@ -23,6 +23,7 @@ __all__ = [
     "AlertMessage",
     "PublishError",
     "Publisher",
+    "batch_subject",
     "due",
     "fit",
     "mark_failed",
@@ -123,7 +124,7 @@ def _headline(findings: tuple[Finding, ...], *, brief: bool = False) -> str:
     return text
 
 
-def _subject(batch: Batch) -> str:
+def batch_subject(batch: Batch) -> str:
     findings = tuple(i.finding for i in batch.incidents)
     severity = findings[0].severity.value.upper()
     if batch.action is Action.UPDATE:
@@ -141,7 +142,7 @@ def _subject(batch: Batch) -> str:
 
 def subject_for(finding: Finding, action: Action, note: str | None = None) -> str:
     incident = Incident(id="", key="", kind=finding.kind, opened_at=0.0, finding=finding)
-    return _subject(Batch(action, ((incident, PendingAlert(action, 0.0, note=note)),)))
+    return batch_subject(Batch(action, ((incident, PendingAlert(action, 0.0, note=note)),)))
 
 
 def clean_subject(text: str) -> str:
@@ -261,7 +262,7 @@ def _members_json(batch: Batch, max_tasks: int) -> list[dict[str, Any]]:
 
 def render_batch(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> AlertMessage:
     first, pending = batch.members[0]
-    subject = _subject(batch)
+    subject = batch_subject(batch)
     text = render_text(batch, now, max_tasks)
     severity = (
         Severity.INFO.value if batch.action is Action.RESOLVE else first.finding.severity.value

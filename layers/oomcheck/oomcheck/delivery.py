@@ -153,7 +153,7 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
 def _record(
     done: Delivered, batch: outbox.Batch, subject: str, published: bool, error: str | None
 ) -> None:
-    subject = subject or alerting.clean_subject(batch.members[0][0].finding.summary)
+    subject = subject or alerting.batch_subject(batch)
     for incident, pending in batch.members:
         done.records.append(
             AlertRecord(
