@@ -13,6 +13,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from oomcheck.deadline import Deadline
+from oomcheck.delivery import UNDELIVERABLE
 from oomcheck.invocation import parse_invocation
 from oomcheck.report import Report
 from oomcheck.runner import Deps, combine, run_once, watch
@@ -23,16 +25,22 @@ metrics = Metrics()
 _deps: Deps | None = None
 # Time kept back from a watch so the last check finishes before the Lambda timeout.
 _WATCH_MARGIN_S = 8.0
+# Time kept back from every run for the metrics, the log line and the return.
+_HANDLER_MARGIN_S = 1.0
 
 
-def _get_deps() -> Deps:
+def _get_deps(context: LambdaContext) -> Deps:
     global _deps  # noqa: PLW0603 - one set of clients per container, reused across invocations
     if _deps is None:
         from oomcheck.settings import from_env
         from oomcheck.wiring import build_deps
 
+        # The first invocation's remaining time is the function's timeout: the clients' timeouts
+        # and retries are sized from it.
         _deps = build_deps(
-            from_env(), write=lambda text: logger.warning("alert (no topic)", extra={"alert": text})
+            from_env(),
+            write=lambda text: logger.warning("alert (no topic)", extra={"alert": text}),
+            budget_s=context.get_remaining_time_in_millis() / 1000.0,
         )
     return _deps
 
@@ -57,6 +65,11 @@ def _emit(report: Report) -> None:
         value=sum(1 for a in report.alerts if not a.published),
     )
     metrics.add_metric(
+        name="AlertsUndeliverable",
+        unit=MetricUnit.Count,
+        value=report.stats.get("alerts_undeliverable", 0),
+    )
+    metrics.add_metric(
         name="SourceErrors",
         unit=MetricUnit.Count,
         value=sum(1 for v in report.sources.values() if v.startswith("error")),
@@ -71,19 +84,21 @@ def _emit(report: Report) -> None:
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     invocation = parse_invocation(event)
-    deps = _get_deps()
+    deps = _get_deps(context)
+    remaining = context.get_remaining_time_in_millis() / 1000.0
+    deadline = Deadline.after(remaining - _HANDLER_MARGIN_S, deps.monotonic)
     logger.append_keys(mode=invocation.mode, scheduled_time=invocation.scheduled_time)
     if invocation.mode == "watch":
-        remaining = context.get_remaining_time_in_millis() / 1000.0 - _WATCH_MARGIN_S
-        duration = max(0.0, min(invocation.duration_s, remaining))
+        duration = max(0.0, min(invocation.duration_s, remaining - _WATCH_MARGIN_S))
         reports = watch(
             deps,
             interval=invocation.interval_s or deps.settings.watch_interval_s,
             duration=duration,
+            deadline=deadline,
         )
         report = combine(reports)
     else:
-        report = run_once(deps, invocation.mode)
+        report = run_once(deps, invocation.mode, deadline)
     _emit(report)
     body = report.to_json()
     logger.info(
@@ -95,4 +110,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "alerts": body["alerts"],
         },
     )
+    for alert in report.alerts:
+        if alert.error and alert.error.startswith(UNDELIVERABLE):
+            # dropped from the outbox: the alarm on AlertsUndeliverable and this line say so
+            logger.error(
+                "alert undeliverable",
+                extra={
+                    "incident_id": alert.incident_id,
+                    "action": alert.action,
+                    "error": alert.error,
+                },
+            )
     return body

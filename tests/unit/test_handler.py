@@ -75,3 +75,18 @@ def test_watch_event_is_bounded_by_the_remaining_time(handler_module, monkeypatc
 def test_bad_event_is_a_clear_error(handler_module):
     with pytest.raises(ValueError, match="unknown mode"):
         handler_module.handler({"mode": "nuke"}, Context())
+
+
+def test_the_run_must_end_before_the_lambda_timeout(handler_module, monkeypatch):
+    seen = []
+    real = handler_module.run_once
+
+    def spy(deps, mode, deadline):
+        seen.append(deadline.remaining())
+        return real(deps, mode, deadline)
+
+    monkeypatch.setattr(handler_module, "run_once", spy)
+    handler_module.handler({"mode": "check"}, Context())
+    # 30 s left in the invocation, 1 s of it kept for the metrics and the return
+    [remaining] = seen
+    assert 28.5 < remaining <= 29.0

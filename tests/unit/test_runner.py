@@ -301,3 +301,90 @@ def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
         clock.now += 60
         assert run_once(runs[1]).alerts == ()
         assert len(publisher.sent) == 1
+
+
+def test_a_run_that_raises_gives_its_lease_back(tmp_path, monkeypatch):
+    from oomcheck import runner
+
+    deps, *_ = _death_setup(tmp_path)
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug in detection")
+
+    monkeypatch.setattr(runner, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="a bug in detection"):
+        run_once(deps)
+    # another process can take the state at once: the crashed run did not keep it
+    other = FileStateStore(deps.settings.state_file)
+    other.acquire("someone-else", 0, 60)
+    other.release("someone-else", other.load())
+
+
+def test_the_lease_outlives_the_runs_deadline_by_seconds_not_minutes(tmp_path):
+    import boto3
+    from moto import mock_aws
+
+    from oomcheck.deadline import Deadline
+    from oomcheck.state import DynamoDBStateStore, table_definition
+
+    with mock_aws():
+        dynamo = boto3.client("dynamodb", region_name="us-east-1")
+        dynamo.create_table(**table_definition("state"))
+        control, results, clock = _busy_worker()
+        deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
+        deps.store = DynamoDBStateStore("state", client=dynamo)
+        leases: list[float] = []
+
+        def record(params: dict[str, Any], **_: Any) -> None:
+            values = params.get("ExpressionAttributeValues", {})
+            if ":until" in values:
+                leases.append(float(values[":until"]["N"]))
+
+        dynamo.meta.events.register("provide-client-params.dynamodb.UpdateItem", record)
+        run_once(deps, "check", Deadline.after(29.0))
+        assert deps.settings.lease_s == 90.0
+        assert len(leases) == 1 and clock.now + 29 < leases[0] <= clock.now + 29 + 5
+
+
+def test_a_run_with_no_time_left_saves_but_publishes_nothing(tmp_path):
+    from oomcheck.deadline import Deadline
+
+    deps, _, _, publisher, clock = _death_setup(tmp_path)
+    deps.publish_s = 2.0  # one publish may take 2 s; the run has 1 s
+    report = run_once(deps, "check", Deadline.after(1.0))
+    assert [(a.kind, a.published) for a in report.alerts] == [("worker_lost", False)]
+    assert "deadline" in report.sources["alerts"] and publisher.sent == []
+    clock.now += 60
+    assert [a.published for a in run_once(deps).alerts] == [True]
+
+
+def test_watch_gives_each_check_the_invocations_deadline(tmp_path, monkeypatch):
+    from oomcheck import runner
+    from oomcheck.deadline import Deadline
+
+    control, results, clock = FakeControl(), FakeResults(), Clock()
+    control.add(W, 10)
+    deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
+    fake_time = [0.0]
+    deps.monotonic = lambda: fake_time[0]
+    seen: list[float] = []
+    real = runner.run_once
+
+    def spy(deps: Deps, mode: str, deadline: Deadline | None = None) -> Any:
+        assert deadline is not None
+        seen.append(deadline.remaining())
+        return real(deps, mode, deadline)
+
+    monkeypatch.setattr(runner, "run_once", spy)
+
+    def sleep(seconds: float) -> None:
+        fake_time[0] += seconds
+
+    invocation = Deadline.after(20.0, deps.monotonic)
+    watch(deps, interval=5, duration=15, sleep=sleep, deadline=invocation, run_timeout_s=8.0)
+    # each check: at most its own timeout, and never past the invocation's deadline
+    assert seen == [8.0, 8.0, 8.0]
+    fake_time[0] = 0.0
+    seen.clear()
+    watch(deps, interval=5, duration=15, sleep=sleep, deadline=invocation, run_timeout_s=30.0)
+    assert seen == [20.0, 15.0, 10.0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from dataclasses import replace
 
 import boto3
@@ -103,25 +102,59 @@ def test_dynamodb_lease_blocks_an_overlapping_run(dynamo):
         first.release("run-a", State())
 
 
-def test_concurrent_runs_only_one_writes(dynamo):
-    stores = [DynamoDBStateStore("oomcheck-test", client=dynamo) for _ in range(4)]
-    barrier = threading.Barrier(4)
-    outcomes: list[str] = []
+_RACER = """
+import sys, time
+import boto3
+from oomcheck.state import DynamoDBStateStore, LeaseBusy
+endpoint, name, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+client.describe_table(TableName="oomcheck-race")  # connected and warm before the start
+for round_ in range(rounds):
+    # each round races for the lease of its own target, all racers at the same instant
+    store = DynamoDBStateStore("oomcheck-race", target=f"round-{round_}", client=client)
+    time.sleep(max(0.0, start + round_ * 0.3 - time.time()))
+    try:
+        store.acquire(name, 1790000000.0, 60)
+        print("acquired", flush=True)
+    except LeaseBusy:
+        print("busy", flush=True)
+"""
 
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            stores[i].acquire(f"run-{i}", T0, 60)
-            outcomes.append("acquired")
-        except LeaseBusy:
-            outcomes.append("busy")
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert sorted(outcomes) == ["acquired", "busy", "busy", "busy"]
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    from tests.awsfaults import serial_moto
+
+    with serial_moto() as endpoint:
+        yield endpoint
+
+
+def test_concurrent_runs_only_one_writes(moto_endpoint):
+    """Four processes race for the lease, five times, on a server that applies one conditional
+    write at a time as DynamoDB does: exactly one wins each race."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+    client.create_table(**table_definition("oomcheck-race"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    rounds, start = 5, time.time() + 3.0
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, moto_endpoint, f"run-{i}", str(start), str(rounds)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(4)
+    ]
+    outcomes = [racer.communicate(timeout=30)[0].split() for racer in racers]
+    assert all(len(o) == rounds for o in outcomes), outcomes
+    for round_ in range(rounds):
+        assert sorted(o[round_] for o in outcomes) == ["acquired", "busy", "busy", "busy"]
 
 
 def test_dynamodb_unreachable_is_a_state_error(monkeypatch):

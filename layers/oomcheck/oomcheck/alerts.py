@@ -1,34 +1,62 @@
-"""Alerts: what a person on call reads (email), what a machine reads (JSON), and their delivery.
+"""Alerts: what a person on call reads (email) and what a machine reads (JSON), sized to SNS.
 
-Rendering and the outbox transitions (mark_sent / mark_failed) are pure; SnsAlerter is the thin
-adapter. An alert is marked sent only after SNS accepted it; a failed publish stays pending in the
-incident and is retried by the next run.
+Pure: how a message reads (``render_batch``) and the fullest form of it that fits SNS's limits
+(``fit``). Which alerts go out together is oomcheck.outbox's, the SNS adapter oomcheck.sns's,
+the delivery loop oomcheck.delivery's.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from oomcheck.codec import MAX_TASKS, finding_to_json
-from oomcheck.model import Action, Finding, Incident, Severity, State
-from oomcheck.text import cause_suffix, fate_line, utc
+from oomcheck.codec import finding_to_json
+from oomcheck.model import Action, Finding, Incident, IncidentKey, PendingAlert, Severity
+from oomcheck.outbox import Batch, batch_key, dedup_key, due, mark_failed, mark_sent
+from oomcheck.text import cause_suffix, cause_words, fate_line, fates_text, utc
+
+# due / mark_sent / mark_failed live in oomcheck.outbox; callers have always found them here.
+__all__ = [
+    "SNS_MAX_BYTES",
+    "AlertMessage",
+    "PublishError",
+    "Publisher",
+    "batch_subject",
+    "due",
+    "fit",
+    "mark_failed",
+    "mark_sent",
+    "reduced",
+    "render",
+    "render_batch",
+    "request_size",
+    "sns_request",
+    "subject_for",
+]
 
 SUBJECT_MAX = 99  # SNS: under 100 characters, no newlines
-# Leave room under SNS's 256 KiB for the JSON envelope of the per-protocol messages.
-TEXT_MAX = 60_000
+# SNS's limit for the whole request: the JSON body with every per-protocol copy, the subject and
+# the message attributes. A little is kept back for what SNS itself may count differently.
+SNS_MAX_BYTES = 256 * 1024
+FIT_BYTES = SNS_MAX_BYTES - 1024
+# Tasks listed in full, tried in this order until the message fits.
+TASK_LEVELS = (50, 10, 0)
+WHERE_TO_READ = "`oomcheck audit` (or the check's JSON report) lists them all"
 
 
 @dataclass(frozen=True, slots=True)
 class AlertMessage:
-    incident_id: str
+    incident_id: str  # the first (or only) incident; every one is in incident_ids
     action: Action
     kind: str
     severity: str
     subject: str
     text: str
     payload: dict[str, Any]
+    dedup_key: str = ""
+    incident_ids: tuple[str, ...] = ()
 
 
 class Publisher(Protocol):
@@ -38,8 +66,15 @@ class Publisher(Protocol):
 
 
 class PublishError(RuntimeError):
-    pass
+    """A publish failed. ``permanent``: it can never succeed as sent (SNS refused the message
+    itself), so retrying the same message is pointless."""
 
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# ------------------------------------------------------------------------------ words
 
 _HEADLINES = {
     "worker_lost": "{worker} died{cause}",
@@ -51,203 +86,296 @@ _HEADLINES = {
     "oom_kill": "OOM kill on an unknown worker",
     "source_unavailable": "a source is unavailable",
 }
+_GROUP_HEADLINES = {
+    "worker_lost": "{n} workers died{cause}",
+    "worker_restarted": "{n} workers restarted{cause}",
+    "child_killed": "pool processes killed{cause} on {n} workers",
+    "task_orphaned": "tasks orphaned on {n} workers",
+    "task_stalled": "{n} tasks stalled",
+    "poison_task": "{n} poison tasks in kill loops{cause}",
+    "oom_kill": "{n} OOM kills on unknown workers",
+    "source_unavailable": "{n} sources unavailable",
+}
+_COUNTS_TASKS = ("worker_lost", "worker_restarted", "child_killed", "task_orphaned")
 
 
-def subject_for(finding: Finding, action: Action) -> str:
-    headline = _HEADLINES.get(finding.kind.value, finding.kind.value).format(
-        worker=finding.worker or "unknown worker",
-        cause=cause_suffix(finding.cause, finding.exit_code),
-    )
-    if finding.tasks and finding.kind.value in (
-        "worker_lost",
-        "worker_restarted",
-        "child_killed",
-        "task_orphaned",
-    ):
-        headline += f", {len(finding.tasks)} task(s)"
-    if finding.kind.value == "poison_task" and finding.tasks:
-        headline += f": {finding.tasks[0].name or finding.tasks[0].id}"
-    prefix = {
-        Action.OPEN: f"[oomcheck] {finding.severity.value.upper()}: ",
-        Action.UPDATE: f"[oomcheck] UPDATE {finding.severity.value.upper()}: ",
-        Action.REMIND: f"[oomcheck] STILL OPEN {finding.severity.value.upper()}: ",
-        Action.RESOLVE: "[oomcheck] RESOLVED: ",
-    }[action]
-    subject = " ".join((prefix + headline).split())  # no newlines or runs of blanks
+def _shared_exit_code(findings: Iterable[Finding]) -> int | None:
+    codes = {f.exit_code for f in findings}
+    return codes.pop() if len(codes) == 1 else None
+
+
+def _headline(findings: tuple[Finding, ...], *, brief: bool = False) -> str:
+    """What happened, in a subject's words; ``brief``: without cause and task count (an update
+    says what changed instead)."""
+    first = findings[0]
+    kind = first.kind.value
+    cause = "" if brief else cause_suffix(first.cause, _shared_exit_code(findings))
+    if len(findings) == 1:
+        text = _HEADLINES.get(kind, kind).format(
+            worker=first.worker or "unknown worker", cause=cause
+        )
+        if kind == "poison_task" and first.tasks:
+            text += f": {first.tasks[0].name or first.tasks[0].id}"
+    else:
+        text = _GROUP_HEADLINES.get(kind, "{n} x " + kind).format(n=len(findings), cause=cause)
+    tasks = sum(len(f.tasks) for f in findings)
+    if tasks and kind in _COUNTS_TASKS and not brief:
+        text += f", {tasks} task(s)"
+    return text
+
+
+def batch_subject(batch: Batch) -> str:
+    findings = tuple(i.finding for i in batch.incidents)
+    severity = findings[0].severity.value.upper()
+    if batch.action is Action.UPDATE:
+        note = batch.members[0][1].note or "details changed"
+        text = f"[oomcheck] UPDATE {severity}: {_headline(findings, brief=True)} - {note}"
+    else:
+        prefix = {
+            Action.OPEN: f"[oomcheck] {severity}: ",
+            Action.REMIND: f"[oomcheck] STILL OPEN {severity}: ",
+            Action.RESOLVE: "[oomcheck] RESOLVED: ",
+        }[batch.action]
+        text = prefix + _headline(findings)
+    return clean_subject(text)
+
+
+def subject_for(finding: Finding, action: Action, note: str | None = None) -> str:
+    key = finding.key or IncidentKey(finding.kind, "")
+    incident = Incident(id="", key=key, kind=finding.kind, opened_at=0.0, finding=finding)
+    return batch_subject(Batch(action, ((incident, PendingAlert(action, 0.0, note=note)),)))
+
+
+def clean_subject(text: str) -> str:
+    subject = " ".join(text.split())  # no newlines or runs of blanks
     subject = subject.encode("ascii", "replace").decode("ascii")
     if len(subject) > SUBJECT_MAX:
         subject = subject[: SUBJECT_MAX - 3].rstrip() + "..."
     return subject
 
 
-def render_text(incident: Incident, action: Action, now: float) -> str:
-    finding = incident.finding
-    lines: list[str] = []
-    if action == Action.RESOLVE:
-        lines += ["RESOLVED", f"  {incident.resolution or 'the condition is gone'}", ""]
-        lines += [f"What happened: {finding.summary}", ""]
-    elif action == Action.REMIND:
-        lines += [
-            f"STILL OPEN since {utc(incident.opened_at)} "
-            f"({(now - incident.opened_at) / 60:.0f} min)",
-            f"  {finding.summary}",
+def _opening(batch: Batch, now: float) -> list[str]:
+    incident, pending = batch.members[0]
+    findings = [i.finding for i in batch.incidents]
+    if batch.action is Action.RESOLVE:
+        return [
+            "RESOLVED",
+            f"  {incident.resolution or 'the condition is gone'}",
+            "",
+            f"What happened: {incident.finding.summary}",
             "",
         ]
-    else:
-        lines += ["WHAT HAPPENED", f"  {finding.summary}", ""]
-    lines += [
-        f"  Kind:       {finding.kind.value} ({finding.severity.value})",
-        f"  Worker:     {finding.worker or 'unknown'}",
-        f"  Cause:      {finding.cause.value}"
-        + (f" (exit code {finding.exit_code})" if finding.exit_code is not None else ""),
-        f"  First seen: {utc(incident.opened_at)}",
-        f"  Incident:   {incident.id}",
-        "",
-    ]
-    if finding.tasks:
-        lines.append(f"TASKS ({len(finding.tasks)})")
-        lines += [fate_line(f) for f in finding.tasks[:MAX_TASKS]]
-        if len(finding.tasks) > MAX_TASKS:
-            lines.append(f"  ... and {len(finding.tasks) - MAX_TASKS} more (see the JSON)")
+    if batch.action is Action.REMIND:
+        minutes = (now - incident.opened_at) / 60
+        return [
+            f"STILL OPEN since {utc(incident.opened_at)} ({minutes:.0f} min)",
+            f"  {incident.finding.summary}",
+            "",
+        ]
+    if batch.action is Action.UPDATE:
+        return [f"UPDATE: {pending.note or 'details changed'}", f"  {incident.finding.summary}", ""]
+    if len(findings) == 1:
+        return ["WHAT HAPPENED", f"  {incident.finding.summary}", ""]
+    # "12 workers died, OOM-killed, 340 task(s): 40 awaiting redelivery, 300 lost"
+    base = _GROUP_HEADLINES.get(findings[0].kind.value, "{n} x " + findings[0].kind.value)
+    parts = (
+        base.format(n=len(findings), cause=""),
+        cause_words(findings[0].cause, _shared_exit_code(findings)),
+        fates_text(t for f in findings for t in f.tasks),
+    )
+    return ["WHAT HAPPENED", "  " + ", ".join(p for p in parts if p), ""]
+
+
+def _facts(batch: Batch) -> list[str]:
+    if len(batch.members) == 1:
+        incident = batch.members[0][0]
+        finding = incident.finding
+        code = f" (exit code {finding.exit_code})" if finding.exit_code is not None else ""
+        return [
+            f"  Kind:       {finding.kind.value} ({finding.severity.value})",
+            f"  Worker:     {finding.worker or 'unknown'}",
+            f"  Cause:      {finding.cause.value}{code}",
+            f"  First seen: {utc(incident.opened_at)}",
+            f"  Incident:   {incident.id}",
+            "",
+        ]
+    lines = [f"WORKERS ({len(batch.members)}), each its own incident"]
+    for incident in batch.incidents:
+        finding = incident.finding
+        detail = ", ".join(
+            p
+            for p in (cause_words(finding.cause, finding.exit_code), fates_text(finding.tasks))
+            if p
+        )
+        lines.append(f"  - {finding.worker or 'unknown'}: {detail or 'no detail'} [{incident.id}]")
+    return [*lines, ""]
+
+
+def _tasks(findings: tuple[Finding, ...], max_tasks: int) -> list[str]:
+    total = sum(len(f.tasks) for f in findings)
+    if not total:
+        return []
+    shown = [t for f in findings for t in f.tasks][:max_tasks]
+    lines = [f"TASKS ({total})", *(fate_line(t) for t in shown)]
+    if total > len(shown):
+        lines.append(f"  ... and {total - len(shown)} more: {WHERE_TO_READ}")
+    return [*lines, ""]
+
+
+def render_text(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> str:
+    findings = tuple(i.finding for i in batch.incidents)
+    lines = _opening(batch, now) + _facts(batch) + _tasks(findings, max_tasks)
+    evidence = [e for f in findings for e in f.evidence]
+    if evidence and max_tasks:
+        lines += ["EVIDENCE", *(f"  - {e}" for e in evidence[:20])]
+        if len(evidence) > 20:
+            lines.append(f"  ... and {len(evidence) - 20} more")
         lines.append("")
-    if finding.evidence:
-        lines.append("EVIDENCE")
-        lines += [f"  - {e}" for e in finding.evidence]
-        lines.append("")
-    if finding.advice and action != Action.RESOLVE:
+    if findings[0].advice and batch.action is not Action.RESOLVE:
         lines.append("WHAT TO DO")
-        lines += [f"  {i}. {a}" for i, a in enumerate(finding.advice, 1)]
+        lines += [f"  {i}. {a}" for i, a in enumerate(findings[0].advice, 1)]
         lines.append("")
     lines.append(
         f"-- oomcheck, {utc(now)}. One alert per incident; a reminder while it stays open, "
         "a notice when it is resolved."
     )
-    text = "\n".join(lines)
-    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 20] + "\n... (truncated)"
+    return "\n".join(lines)
 
 
-def render(incident: Incident, action: Action, now: float) -> AlertMessage:
-    text = render_text(incident, action, now)
-    subject = subject_for(incident.finding, action)
-    severity = Severity.INFO.value if action == Action.RESOLVE else incident.finding.severity.value
-    payload = {
+def _members_json(batch: Batch, max_tasks: int) -> list[dict[str, Any]]:
+    out = []
+    budget = max_tasks
+    for incident, pending in batch.members:
+        finding = incident.finding
+        shown = finding.tasks[: max(0, budget)]
+        budget -= len(shown)
+        out.append(
+            {
+                "incident_id": incident.id,
+                "dedup_key": dedup_key(incident, pending),
+                "opened_at": incident.opened_at,
+                "tasks_total": len(finding.tasks),
+                "finding": finding_to_json(replace(finding, tasks=shown)),
+            }
+        )
+    return out
+
+
+def render_batch(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> AlertMessage:
+    first, pending = batch.members[0]
+    subject = batch_subject(batch)
+    text = render_text(batch, now, max_tasks)
+    severity = (
+        Severity.INFO.value if batch.action is Action.RESOLVE else first.finding.severity.value
+    )
+    key = batch_key(batch)
+    members = _members_json(batch, max_tasks)
+    payload: dict[str, Any] = {
         "schema": 1,
         "source": "oomcheck",
-        "action": action.value,
-        "incident_id": incident.id,
-        "kind": incident.kind.value,
+        "action": batch.action.value,
+        "dedup_key": key,
+        "incident_id": first.id,
+        "incident_ids": [i.id for i in batch.incidents],
+        "kind": first.kind.value,
         "severity": severity,
-        "opened_at": incident.opened_at,
-        "closed_at": incident.closed_at,
-        "resolution": incident.resolution if action == Action.RESOLVE else None,
+        "opened_at": first.opened_at,
+        "closed_at": first.closed_at,
+        "resolution": first.resolution if batch.action is Action.RESOLVE else None,
+        "note": pending.note if batch.action is Action.UPDATE else None,
         "sent_at": now,
         "subject": subject,
-        "finding": finding_to_json(incident.finding),
+        "finding": members[0]["finding"],
+        "incidents": members,
+        "tasks_total": sum(len(i.finding.tasks) for i in batch.incidents),
         "text": text,
     }
     return AlertMessage(
-        incident_id=incident.id,
-        action=action,
-        kind=incident.kind.value,
+        incident_id=first.id,
+        action=batch.action,
+        kind=first.kind.value,
         severity=severity,
         subject=subject,
         text=text,
         payload=payload,
+        dedup_key=key,
+        incident_ids=tuple(i.id for i in batch.incidents),
     )
 
 
-def due(state: State) -> list[tuple[Incident, Action]]:
-    """The first pending alert of each incident, oldest incident first (order matters: an open
-    must go out before its resolve)."""
-    out = []
-    for incident in sorted(state.incidents.values(), key=lambda i: (i.opened_at, i.id)):
-        if incident.pending:
-            out.append((incident, incident.pending[0].action))
-    return out
+def render(incident: Incident, action: Action, now: float) -> AlertMessage:
+    """One incident's alert, its first pending one when that is ``action``."""
+    head = next((p for p in incident.pending[:1] if p.action == action), PendingAlert(action, now))
+    return fit(Batch(action, ((incident, head),)), now)
 
 
-def mark_sent(state: State, incident_id: str, action: Action, now: float) -> State:
-    incident = state.incidents[incident_id]
-    if not incident.pending or incident.pending[0].action != action:
-        return state
-    updated = replace(
-        incident,
-        pending=incident.pending[1:],
-        last_alert_at=now,
-        alerts_sent=incident.alerts_sent + 1,
-    )
-    return replace(state, incidents={**state.incidents, incident_id: updated})
+# ------------------------------------------------------------------------------ SNS's limits
 
 
-def mark_failed(state: State, incident_id: str, action: Action, error: str) -> State:
-    incident = state.incidents[incident_id]
-    if not incident.pending or incident.pending[0].action != action:
-        return state
-    head = incident.pending[0]
-    head = replace(head, attempts=head.attempts + 1, last_error=error[:300])
-    updated = replace(incident, pending=(head, *incident.pending[1:]))
-    return replace(state, incidents={**state.incidents, incident_id: updated})
+def sns_request(message: AlertMessage) -> dict[str, Any]:
+    """Publish arguments: text for email, the JSON for every machine protocol (SNS gives them
+    ``default``), the subject for SMS. Filterable attributes, and the dedup key."""
+    machine = json.dumps(message.payload, separators=(",", ":"), default=str)
+    body = {"default": machine, "email": message.text, "sms": message.subject}
+    attributes = {
+        "kind": message.kind,
+        "severity": message.severity,
+        "action": message.action.value,
+        "dedup_key": message.dedup_key,
+    }
+    return {
+        "Subject": message.subject,
+        "Message": json.dumps(body, separators=(",", ":")),
+        "MessageStructure": "json",
+        "MessageAttributes": {
+            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+        },
+    }
 
 
-# ------------------------------------------------------------------------------ SNS
+def request_size(request: dict[str, Any]) -> int:
+    """Bytes SNS counts against its limit: the message, its attributes (name, type, value) and,
+    to be safe, the subject."""
+    size = len(request["Message"].encode()) + len(request["Subject"].encode())
+    for name, value in request["MessageAttributes"].items():
+        size += len(name.encode()) + len(value["DataType"]) + len(value["StringValue"].encode())
+    return size
 
 
-class SnsAlerter:
-    def __init__(self, topic_arn: str, client: Any | None = None) -> None:
-        if client is None:
-            from oomcheck.aws import client as make_client
-
-            client = make_client("sns")
-        self.topic_arn = topic_arn
-        self.client = client
-
-    def describe(self) -> str:
-        return f"sns:{self.topic_arn}"
-
-    def publish(self, message: AlertMessage) -> str:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        machine = json.dumps(message.payload, separators=(",", ":"), default=str)
-        body = {
-            "default": message.text,
-            "email": message.text,
-            "email-json": machine,
-            "sqs": machine,
-            "lambda": machine,
-            "http": machine,
-            "https": machine,
-            "firehose": machine,
-        }
-        try:
-            reply = self.client.publish(
-                TopicArn=self.topic_arn,
-                Subject=message.subject,
-                Message=json.dumps(body),
-                MessageStructure="json",
-                MessageAttributes={
-                    "kind": {"DataType": "String", "StringValue": message.kind},
-                    "severity": {"DataType": "String", "StringValue": message.severity},
-                    "action": {"DataType": "String", "StringValue": message.action.value},
-                },
-            )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "error")
-            raise PublishError(f"sns publish: {code}") from exc
-        except BotoCoreError as exc:
-            raise PublishError(f"sns publish: {type(exc).__name__}") from exc
-        return str(reply.get("MessageId", ""))
+def fit(batch: Batch, now: float) -> AlertMessage:
+    """The fullest rendering of ``batch`` that SNS accepts: fewer tasks listed in full, then
+    the reduced form."""
+    for level in TASK_LEVELS:
+        message = render_batch(batch, now, level)
+        if request_size(sns_request(message)) <= FIT_BYTES:
+            return message
+    return reduced(batch, now)
 
 
-class PrintAlerter:
-    """No topic configured: alerts go to a stream (the CLI prints them) and the report."""
+_REDUCED_TEXT = 16_000
+_REDUCED_IDS = 2_000
 
-    def __init__(self, write: Any) -> None:
-        self.write = write
 
-    def describe(self) -> str:
-        return "printed (no topic configured)"
-
-    def publish(self, message: AlertMessage) -> str:
-        rule = "=" * 72
-        self.write(f"{rule}\nSubject: {message.subject}\n\n{message.text}\n{rule}\n")
-        return "printed"
+def reduced(batch: Batch, now: float) -> AlertMessage:
+    """The smallest useful form: headline, counts, incident ids and where to read the rest.
+    Sent when the full form does not fit, or when SNS refused it."""
+    full = render_batch(batch, now, 0)
+    text = full.text
+    if len(text) > _REDUCED_TEXT:
+        text = text[:_REDUCED_TEXT] + f"\n... (shortened; {WHERE_TO_READ})"
+    ids = list(full.incident_ids)
+    payload = {
+        key: full.payload[key]
+        for key in ("schema", "source", "action", "dedup_key", "kind", "severity", "opened_at")
+    }
+    payload |= {
+        "incident_id": full.incident_id,
+        "incident_ids": ids[:_REDUCED_IDS],
+        "incidents_total": len(ids),
+        "tasks_total": full.payload["tasks_total"],
+        "sent_at": now,
+        "subject": full.subject,
+        "reduced": True,
+        "text": text,
+    }
+    return replace(full, text=text, payload=payload)

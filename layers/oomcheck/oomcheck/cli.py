@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 
+from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.report import Report, render_table
 from oomcheck.settings import DAY, Settings, SettingsError, from_env, seconds
 
@@ -46,6 +48,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="CloudWatch log group with exit evidence (repeatable)",
     )
     parser.add_argument("--target", help="name of the monitored app in the state table")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_RUN_TIMEOUT_S,
+        help="seconds one check may take, AWS retries included "
+        f"(default {DEFAULT_RUN_TIMEOUT_S:.0f})",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +146,7 @@ def _run(args: argparse.Namespace, settings: Settings, duration: float) -> int:
     from oomcheck.wiring import build_deps
 
     try:
-        deps = build_deps(settings, write=sys.stderr.write)
+        deps = build_deps(settings, write=sys.stderr.write, budget_s=args.timeout)
     except ValueError as exc:  # settings the adapters still refuse: the same one line
         text = scrub(" ".join(str(exc).split()), settings.secrets())[:500]
         print(f"oomcheck: {text}", file=sys.stderr)
@@ -140,11 +159,13 @@ def _run(args: argparse.Namespace, settings: Settings, duration: float) -> int:
             interval=settings.watch_interval_s,
             duration=duration,
             on_report=lambda r: _print_report(r, args.json),
+            run_timeout_s=args.timeout,
         )
         return combine(reports).exit_code
+    from oomcheck.deadline import Deadline
     from oomcheck.runner import run_once
 
-    report = run_once(deps, args.command)
+    report = run_once(deps, args.command, Deadline.after(args.timeout, deps.monotonic))
     _print_report(report, args.json)
     return report.exit_code
 

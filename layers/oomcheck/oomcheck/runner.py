@@ -6,6 +6,7 @@ source_unavailable finding, and the run goes on with the others.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import uuid
@@ -14,15 +15,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from oomcheck import alerts as alerting
+from oomcheck import delivery
 from oomcheck.audit import config_risks
+from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
 from oomcheck.detect import evaluate
 from oomcheck.model import Source, SourceState, SourceStatus, State, UnackedMessage
 from oomcheck.observe import ReferenceClock, observe
 from oomcheck.redact import scrub
-from oomcheck.report import AlertRecord, Report, source_texts, worker_rows
+from oomcheck.report import Report, source_texts, worker_rows
 from oomcheck.settings import Settings
 from oomcheck.sources.inspector import CeleryInspector
-from oomcheck.state import LeaseBusy, LeaseLost, StateError, StateStore
+from oomcheck.state import LeaseBusy, StateError, StateStore
 
 
 class ResultSource(Protocol):
@@ -52,94 +55,79 @@ class Deps:
     exits: ExitSource | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
+    # Deadlines and budgets are measured on this clock, never on the wall clock.
+    monotonic: Callable[[], float] = time.monotonic
+    # The lease owner: one per process, so a run may take back a lease its process's previous
+    # run could not release.
+    owner: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:12]}")
+    # Worst cases of one publish and one state-store call (oomcheck.aws.CallLimits.worst_s).
+    publish_s: float = 0.0
+    store_s: float = 0.0
+    journal: delivery.SentJournal = field(default_factory=delivery.SentJournal)
     # the workers' side of the clock (the broker's Redis TIME); None: the local clock is used
     reference_clock: ReferenceClock | None = None
 
 
-def run_once(deps: Deps, mode: str = "check") -> Report:
-    """A check (observe, evaluate, save, alert) or an audit (read-only: no alerts, no writes)."""
+def run_once(deps: Deps, mode: str = "check", deadline: Deadline | None = None) -> Report:
+    """A check (observe, evaluate, save, alert) or an audit (read-only: no alerts, no writes).
+
+    ``deadline``: when the run must be done (report built, lease released); by default
+    DEFAULT_RUN_TIMEOUT_S from now on ``deps.monotonic``. A run that raises still releases its
+    lease.
+    """
     started = time.perf_counter()
-    settings = deps.settings
-    now = deps.clock()
-    owner = f"run-{uuid.uuid4().hex[:12]}"
     if mode not in ("check", "watch", "audit"):
         raise ValueError(f"unknown mode {mode!r}")
-    writable = mode != "audit"
-    state_status = SourceStatus(SourceState.OK)
-    notes: list[str] = []
-
-    # 1. state: take the lease, then read (a busy lease makes this run read-only)
-    if writable:
-        try:
-            deps.store.acquire(owner, now, settings.lease_s)
-        except LeaseBusy as exc:
-            writable = False
-            state_status = SourceStatus(SourceState.BUSY, f"{exc}; this run is read-only")
-        except StateError as exc:
-            writable = False
-            state_status = SourceStatus(SourceState.ERROR, scrub(str(exc), settings.secrets()))
-    state = State()
+    settings = deps.settings
+    deadline = deadline or Deadline.after(DEFAULT_RUN_TIMEOUT_S, deps.monotonic)
+    now = deps.clock()
+    view = _open_state(deps, now, deadline, writable=mode != "audit")
     try:
-        state = deps.store.load()
-    except StateError as exc:
-        writable = False
-        state_status = SourceStatus(SourceState.ERROR, scrub(str(exc), settings.secrets()))
-    if state_status.failed:
-        notes.append(
-            "state unavailable: findings are reported but no alert is sent, "
-            "since without state every run would alert again"
+        # 2. observe; from here on `now` is the reference clock's (the lease keeps the local)
+        observed = observe(deps, view.state, now, audit=mode == "audit")
+        now = observed.observation.at
+        errors = dict(observed.observation.errors)
+        if view.status.failed:
+            errors[Source.STATE.value] = view.status.detail
+        observation = replace(observed.observation, errors=errors)
+
+        # 3. evaluate (pure)
+        new_state, findings = evaluate(view.state, observation, settings.policy, now)
+        new_state = replace(
+            new_state,
+            last_discovery_at=now if observed.discovered else view.state.last_discovery_at,
+            scan_cursor=observed.scan_cursor,
         )
+        if mode == "audit":
+            findings = [*findings, *config_risks(observation, view.state)]
 
-    # 2. observe; from here on `now` is the reference clock's (the lease alone keeps the local)
-    observed = observe(deps, state, now, audit=mode == "audit")
-    now = observed.observation.at
-    notes.extend(observed.notes)
-    errors = dict(observed.observation.errors)
-    if state_status.failed:
-        errors[Source.STATE.value] = state_status.detail
-    observation = replace(observed.observation, errors=errors)
+        # 4. save, alert (each sent mark saved as it is sent), release
+        committed = None
+        if view.writable:
+            committed = delivery.commit(_outbox(deps, deadline), view.loaded, new_state, now)
+            view.held = not committed.released
+    finally:
+        if view.held:
+            _abandon(deps)
 
-    # 3. evaluate (pure)
-    new_state, findings = evaluate(state, observation, settings.policy, now)
-    new_state = replace(
-        new_state,
-        last_discovery_at=now if observed.discovered else state.last_discovery_at,
-        scan_cursor=observed.scan_cursor,
-    )
-    if mode == "audit":
-        findings = [*findings, *config_risks(observation, state)]
-
-    # 4. save, 5. alert, save again, release
-    alert_records: list[AlertRecord] = []
+    done = committed.delivered if committed else None
+    records = done.records if done else []
     stats = dict(observed.stats)
-    stats["state_writes"] = 0
-    if writable:
-        try:
-            saved = deps.store.save(owner, state, new_state, settings.policy.retention_s)
-            stats["state_writes"] += saved.writes
-            after, alert_records = _deliver(deps, new_state, now)
-            saved = deps.store.save(owner, new_state, after, settings.policy.retention_s)
-            stats["state_writes"] += saved.writes
-            deps.store.release(owner, after)
-            stats["state_writes"] += 1
-        except LeaseLost as exc:
-            state_status = SourceStatus(
-                SourceState.LOST, f"{exc}; alerts of this run were not marked sent"
-            )
-        except StateError as exc:
-            state_status = SourceStatus(SourceState.ERROR, scrub(str(exc), settings.secrets()))
-    stats["alerts_published"] = sum(1 for a in alert_records if a.published)
-
+    stats["state_writes"] = done.writes if done else 0
+    stats["alerts_published"] = sum(1 for a in records if a.published)
+    stats["messages_published"] = done.messages if done else 0
+    stats["alerts_undeliverable"] = done.undeliverable if done else 0
     statuses: dict[str, SourceStatus | str] = {
         **observed.statuses,
-        Source.STATE.value: state_status,
+        Source.STATE.value: committed.status if committed else view.status,
     }
+    errors_seen = [a.error for a in records if a.error and not a.published]
     statuses[Source.ALERTS.value] = (
-        "error: " + next(a.error for a in alert_records if a.error)
-        if any(a.error for a in alert_records)
+        SourceStatus(SourceState.ERROR, errors_seen[0])
+        if errors_seen
         else deps.publisher.describe()
     )
-    roster = new_state.workers if writable else {**state.workers, **new_state.workers}
+    roster = new_state.workers if view.writable else {**view.state.workers, **new_state.workers}
     return Report(
         mode=mode,
         checked_at=now,
@@ -148,47 +136,78 @@ def run_once(deps: Deps, mode: str = "check") -> Report:
         findings=tuple(findings),
         sources=source_texts(statuses),
         stats=stats,
-        alerts=tuple(alert_records),
+        alerts=tuple(records),
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
-        notes=tuple(notes),
+        notes=(*view.notes, *observed.notes),
     )
 
 
-def _deliver(deps: Deps, state: State, now: float) -> tuple[State, list[AlertRecord]]:
-    """Publish every pending alert in order; an incident whose alert fails keeps it (and the ones
-    behind it) for the next run."""
-    records: list[AlertRecord] = []
-    for _ in range(3):  # an open, then a resolve queued behind it in the same run
-        due = alerting.due(state)
-        if not due:
-            break
-        progressed = False
-        for incident, action in due:
-            message = alerting.render(incident, action, now)
-            try:
-                deps.publisher.publish(message)
-            except Exception as exc:  # noqa: BLE001 - any failure leaves the alert pending
-                error = scrub(f"{type(exc).__name__}: {exc}", deps.settings.secrets())
-                state = alerting.mark_failed(state, incident.id, action, error)
-                records.append(
-                    AlertRecord(
-                        incident.id,
-                        incident.kind.value,
-                        action.value,
-                        message.subject,
-                        False,
-                        error,
-                    )
-                )
-                continue
-            state = alerting.mark_sent(state, incident.id, action, now)
-            records.append(
-                AlertRecord(incident.id, incident.kind.value, action.value, message.subject, True)
-            )
-            progressed = True
-        if not progressed:
-            break
-    return state, records
+@dataclass
+class _StateView:
+    state: State  # as loaded, with the sent marks this process could not save applied
+    loaded: State  # as the store holds it
+    status: SourceStatus
+    writable: bool
+    held: bool = False  # this run holds the lease and must give it back
+    notes: list[str] = field(default_factory=list)
+
+
+# A lease outlives its run's deadline by this much: a run that died frees the state in seconds.
+LEASE_SLACK_S = 5.0
+
+
+def _open_state(deps: Deps, now: float, deadline: Deadline, *, writable: bool) -> _StateView:
+    """1. state: take the lease, then read (a busy lease makes this run read-only; a store that
+    failed the lease is not asked again for the read)."""
+    settings = deps.settings
+    view = _StateView(State(), State(), SourceStatus(SourceState.OK), writable)
+    if writable:
+        lease_s = min(settings.lease_s, deadline.remaining() + LEASE_SLACK_S)
+        try:
+            deps.store.acquire(deps.owner, now, lease_s)
+            view.held = True
+        except LeaseBusy as exc:
+            view.writable = False
+            view.status = SourceStatus(SourceState.BUSY, f"{exc}; this run is read-only")
+        except StateError as exc:
+            view.writable = False
+            view.status = SourceStatus(SourceState.ERROR, scrub(str(exc), settings.secrets()))
+    if not view.status.failed:
+        try:
+            view.loaded = view.state = deps.store.load()
+        except StateError as exc:
+            view.writable = False
+            view.status = SourceStatus(SourceState.ERROR, scrub(str(exc), settings.secrets()))
+    if view.writable:
+        view.state = deps.journal.apply(view.loaded)
+    if view.status.failed:
+        view.notes.append(
+            "state unavailable: findings are reported but no alert is sent, "
+            "since without state every run would alert again"
+        )
+    return view
+
+
+def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
+    return delivery.Outbox(
+        publisher=deps.publisher,
+        store=deps.store,
+        owner=deps.owner,
+        retention_s=deps.settings.policy.retention_s,
+        deadline=deadline,
+        publish_s=deps.publish_s,
+        finish_s=deps.store_s,
+        journal=deps.journal,
+        secrets=deps.settings.secrets(),
+    )
+
+
+def _abandon(deps: Deps) -> None:
+    """Give the lease back after a run that did not get to release it (it raised, or its store
+    failed): best effort, the lease expires by itself seconds later."""
+    # the lease expires by itself anyway; whatever this raises must not hide the run's outcome
+    with contextlib.suppress(Exception):
+        deps.store.abandon(deps.owner)
 
 
 def watch(
@@ -198,26 +217,31 @@ def watch(
     duration: float,
     on_report: Callable[[Report], None] = lambda _: None,
     sleep: Callable[[float], None] = time.sleep,
-    monotonic: Callable[[], float] = time.monotonic,
+    monotonic: Callable[[], float] | None = None,
+    deadline: Deadline | None = None,
+    run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
 ) -> list[Report]:
     """Check every ``interval`` seconds until ``duration`` has passed (at least one check).
 
-    This is the sub-minute mode: the Lambda runs it for most of each scheduled minute.
+    This is the sub-minute mode: the Lambda runs it for most of each scheduled minute. Each
+    check must be done by ``deadline`` (the invocation's) and within ``run_timeout_s``.
     """
-    # NaN compares false with everything: it would never reach the deadline
+    # NaN compares false with everything: it would never reach the end
     if not (math.isfinite(interval) and interval > 0 and math.isfinite(duration)):
         raise ValueError(f"watch needs a finite interval > 0 and duration: {interval}, {duration}")
-    deadline = monotonic() + duration
+    clock = monotonic or deps.monotonic
+    end = clock() + duration
     reports: list[Report] = []
     while True:
-        tick = monotonic()
-        report = run_once(deps, "watch")
+        tick = clock()
+        limit = (deadline or Deadline(float("inf"), clock)).earliest(run_timeout_s)
+        report = run_once(deps, "watch", limit)
         on_report(report)
         reports.append(report)
         next_tick = tick + interval
-        if next_tick + 0.5 >= deadline:
+        if next_tick + 0.5 >= end:
             return reports
-        sleep(max(0.0, next_tick - monotonic()))
+        sleep(max(0.0, next_tick - clock()))
 
 
 def combine(reports: list[Report]) -> Report:

@@ -63,6 +63,11 @@ class StateStore(Protocol):
 
     def release(self, owner: str, state: State) -> None: ...
 
+    def abandon(self, owner: str) -> None:
+        """Give the lease back without recording a state: after a run that failed between its
+        lease and its release. Readers must read the store again."""
+        ...
+
     def describe(self) -> str: ...
 
 
@@ -233,6 +238,27 @@ class DynamoDBStateStore:
             raise LeaseLost("the state lease was taken by another run") from exc
         self._cache = (version, state)
 
+    def abandon(self, owner: str) -> None:
+        from botocore.exceptions import ClientError
+
+        self._cache = None
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=self._key(LEASE_KEY),
+                # a new version: what this run wrote before failing must be read, not cached
+                UpdateExpression="SET #v = :version REMOVE #o, #u",
+                ConditionExpression="#o = :me",
+                ExpressionAttributeNames={"#o": "owner", "#u": "lease_until", "#v": "version"},
+                ExpressionAttributeValues={
+                    ":me": {"S": owner},
+                    ":version": {"S": uuid.uuid4().hex},
+                },
+            )
+        except ClientError as exc:
+            raise LeaseLost("the state lease was taken by another run") from exc
+
 
 # ------------------------------------------------------------------------------ local file
 
@@ -250,6 +276,8 @@ class FileStateStore:
 
     def acquire(self, owner: str, now: float, lease_s: float) -> None:
         del now, lease_s  # an flock dies with its process: no expiry needed
+        if self._lock is not None and self._owner == owner:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             lock = self.path.with_suffix(self.path.suffix + ".lock").open("a")
@@ -325,6 +353,10 @@ class FileStateStore:
             items["meta"] = codec.meta_to_json(state)
             self._write(items)
         finally:
+            self._unlock()
+
+    def abandon(self, owner: str) -> None:
+        if self._owner == owner:
             self._unlock()
 
     def _unlock(self) -> None:

@@ -5,25 +5,43 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from oomcheck.alerts import PrintAlerter, Publisher, SnsAlerter
+from oomcheck.alerts import Publisher
+from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.runner import Deps
 from oomcheck.settings import Settings
+from oomcheck.sns import PrintAlerter, SnsAlerter
 from oomcheck.sources.inspector import CeleryInspector
 from oomcheck.state import DynamoDBStateStore, FileStateStore, StateStore
 
 
-def build_deps(settings: Settings, write: Callable[[str], object] | None = None) -> Deps:
+def build_deps(
+    settings: Settings,
+    write: Callable[[str], object] | None = None,
+    budget_s: float = DEFAULT_RUN_TIMEOUT_S,
+) -> Deps:
+    """``budget_s``: the time one run may take (the Lambda's timeout, the CLI's --timeout);
+    every AWS client's timeouts and retries are sized from it."""
+    from oomcheck import aws
+
+    store_limits = aws.store_limits(budget_s)
+    publish_limits = aws.publish_limits(budget_s)
     store: StateStore = (
-        DynamoDBStateStore(settings.table, settings.target)
+        DynamoDBStateStore(
+            settings.table, settings.target, client=aws.client("dynamodb", limits=store_limits)
+        )
         if settings.table
         else FileStateStore(settings.state_file)
     )
     publisher: Publisher = (
-        SnsAlerter(settings.topic_arn)
+        SnsAlerter(settings.topic_arn, client=aws.client("sns", limits=publish_limits))
         if settings.topic_arn
         else PrintAlerter(write or sys.stderr.write)
     )
     deps = Deps(settings=settings, store=store, publisher=publisher)
+    if settings.table:
+        deps.store_s = store_limits.worst_s
+    if settings.topic_arn:
+        deps.publish_s = publish_limits.worst_s
     deps.inspector = CeleryInspector(
         settings.broker_url,
         keyprefix=settings.broker_keyprefix,
@@ -66,11 +84,12 @@ def build_deps(settings: Settings, write: Callable[[str], object] | None = None)
             else "unacked messages are read from Redis brokers only"
         )
     if settings.log_groups:
-        from oomcheck.aws import client
         from oomcheck.sources.exits import CloudWatchExitEvents
 
         deps.exits = CloudWatchExitEvents(
-            client("logs"), settings.log_groups, containers=settings.containers
+            aws.client("logs", limits=aws.logs_limits(budget_s)),
+            settings.log_groups,
+            containers=settings.containers,
         )
     else:
         deps.off["exits"] = "no log groups configured (OOMCHECK_LOG_GROUPS)"

@@ -1,0 +1,226 @@
+"""Delivery of the outbox: publish each message, then save its sent mark at once.
+
+Rules, in the order they matter:
+1. A message goes out only while the deadline leaves time for it (its worst case) and for the
+   rest of the run (save, release): a run never starts a publish it cannot finish.
+2. Each accepted message's sent marks are saved right away (fenced by the lease), so a run cut
+   short later repeats nothing it already sent. If that save fails, the marks are kept in this
+   process (``SentJournal``) and applied to the state the next run loads: a warm Lambda
+   container or a watch does not send them again.
+3. A failure that may pass (throttling, 5xx, a timeout) leaves the alert pending and stops
+   publishing for this run: the next run retries, in order. A failure that can never pass (SNS
+   refused the message itself) is retried once in the reduced form, then dropped as
+   undeliverable, with the reason in the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from oomcheck import alerts as alerting
+from oomcheck import outbox
+from oomcheck.deadline import Deadline
+from oomcheck.model import Action, SourceState, SourceStatus, State
+from oomcheck.redact import scrub
+from oomcheck.report import AlertRecord
+from oomcheck.state import LeaseLost, StateError, StateStore
+
+UNDELIVERABLE = "undeliverable"
+
+
+@dataclass(frozen=True, slots=True)
+class SentMark:
+    incident_id: str
+    action: Action
+    dedup_key: str
+    at: float
+
+
+@dataclass
+class SentJournal:
+    """Sent marks not yet saved, kept by the process for its next run."""
+
+    marks: list[SentMark] = field(default_factory=list)
+
+    def apply(self, state: State) -> State:
+        """Mark sent what was sent but not saved, where the incident still waits for it."""
+        for mark in self.marks:
+            incident = state.incidents.get(mark.incident_id)
+            if incident is None or not incident.pending:
+                continue
+            if outbox.dedup_key(incident, incident.pending[0]) == mark.dedup_key:
+                state = outbox.mark_sent(state, mark.incident_id, mark.action, mark.at)
+        return state
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """What delivery talks to, and the time it may take."""
+
+    publisher: alerting.Publisher
+    store: StateStore
+    owner: str
+    retention_s: float
+    deadline: Deadline
+    publish_s: float  # worst case of one publish, retries included
+    # Time kept back for the rest of the run: the last sent mark's save (the release is skipped
+    # when no time is left for it: the lease then expires seconds after the deadline).
+    finish_s: float
+    journal: SentJournal
+    secrets: tuple[str, ...] = ()
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Delivered:
+    state: State  # with every mark of this run
+    saved: State  # what the store holds
+    records: list[AlertRecord] = field(default_factory=list)
+    messages: int = 0
+    undeliverable: int = 0
+    writes: int = 0
+    # why publishing stopped early (a failure that may pass, the deadline), if it did
+    stopped: str | None = None
+    state_error: str | None = None
+
+
+def deliver(box: Outbox, state: State, saved: State, now: float) -> Delivered:
+    """Publish every pending alert in order (an open before the resolve queued behind it)."""
+    done = Delivered(state=state, saved=saved)
+    for _ in range(3):  # an open, then an update or resolve queued behind it in the same run
+        todo = outbox.batches(done.state)
+        if not todo:
+            break
+        sent_before = done.messages + done.undeliverable
+        for batch in todo:
+            if done.stopped is None and not box.deadline.allows(box.publish_s + box.finish_s):
+                done.stopped = "deferred: the run's deadline is near"
+            if done.stopped is not None:
+                _record(done, batch, "", False, done.stopped)
+                continue
+            _send(box, batch, now, done)
+        if done.stopped is not None or done.messages + done.undeliverable == sent_before:
+            break
+    _save(box, done)
+    return done
+
+
+def _publish(box: Outbox, message: alerting.AlertMessage) -> alerting.PublishError | None:
+    try:
+        box.publisher.publish(message)
+    except alerting.PublishError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - any failure of a publisher leaves the alert pending
+        return alerting.PublishError(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None:
+    message = alerting.fit(batch, now)
+    error = _publish(box, message)
+    if error is not None and error.permanent:
+        if box.deadline.allows(box.publish_s + box.finish_s):
+            message = alerting.reduced(batch, now)
+            error = _publish(box, message)
+        else:  # not dropped untried: the next run retries it in the reduced form
+            error = alerting.PublishError(str(error))
+    if error is None:
+        for incident, pending in batch.members:
+            done.state = outbox.mark_sent(done.state, incident.id, pending.action, now)
+            box.journal.marks.append(
+                SentMark(incident.id, pending.action, outbox.dedup_key(incident, pending), now)
+            )
+        done.messages += 1
+        _record(done, batch, message.subject, True, None)
+        _save(box, done)
+        return
+    reason = scrub(str(error), box.secrets)[:300]
+    if error.permanent:
+        for incident, pending in batch.members:
+            done.state = outbox.mark_undeliverable(done.state, incident.id, pending.action)
+        done.undeliverable += 1
+        _record(done, batch, message.subject, False, f"{UNDELIVERABLE}: {reason}")
+        _save(box, done)
+        return
+    for incident, pending in batch.members:
+        done.state = outbox.mark_failed(done.state, incident.id, pending.action, reason)
+    _record(done, batch, message.subject, False, reason)
+    done.stopped = f"deferred: {reason}"
+
+
+def _record(
+    done: Delivered, batch: outbox.Batch, subject: str, published: bool, error: str | None
+) -> None:
+    subject = subject or alerting.batch_subject(batch)
+    for incident, pending in batch.members:
+        done.records.append(
+            AlertRecord(
+                incident.id, incident.kind.value, pending.action.value, subject, published, error
+            )
+        )
+
+
+def _save(box: Outbox, done: Delivered) -> None:
+    """Save what changed since the last save. A lost lease propagates (nothing more may be
+    written or sent); another failure stops publishing, and the journal keeps the marks."""
+    if done.state is done.saved or done.state_error is not None:
+        return
+    try:
+        stats = box.store.save(box.owner, done.saved, done.state, box.retention_s)
+    except LeaseLost:
+        raise
+    except StateError as exc:
+        done.state_error = scrub(str(exc), box.secrets)[:300]
+        if done.stopped is None:
+            done.stopped = "deferred: sent marks could not be saved"
+        return
+    done.writes += stats.writes
+    done.saved = done.state
+    box.journal.marks.clear()
+
+
+@dataclass
+class Committed:
+    """The write half of a run: what was saved and sent, and how the state store fared."""
+
+    delivered: Delivered
+    status: SourceStatus = field(default_factory=lambda: SourceStatus(SourceState.OK))
+    released: bool = False
+
+
+def commit(box: Outbox, loaded: State, new_state: State, now: float) -> Committed:
+    """1. save what the evaluation changed (the outbox included), 2. deliver, saving each sent
+    mark, 3. release the lease with the state as saved. Raises nothing but what the caller must
+    see: a lost lease or a store failure becomes the status."""
+    done = Delivered(state=new_state, saved=loaded)
+    out = Committed(done)
+    try:
+        _save(box, done)
+        if done.state_error is not None:
+            out.status = SourceStatus(SourceState.ERROR, done.state_error)
+            return out
+        if box.deadline.allows(box.finish_s):
+            out.delivered = done = _continue(box, done, now)
+        if done.state_error is not None:
+            out.status = SourceStatus(SourceState.ERROR, done.state_error)
+            return out
+        if box.deadline.allows(box.finish_s):
+            box.store.release(box.owner, done.saved)
+            done.writes += 1
+            out.released = True
+        # else the lease, a few seconds longer than the deadline, expires by itself
+    except LeaseLost as exc:
+        out.status = SourceStatus(
+            SourceState.LOST, f"{exc}; alerts sent by this run may be sent again"
+        )
+    except StateError as exc:
+        out.status = SourceStatus(SourceState.ERROR, scrub(str(exc), box.secrets)[:300])
+    return out
+
+
+def _continue(box: Outbox, done: Delivered, now: float) -> Delivered:
+    more = deliver(box, done.state, done.saved, now)
+    more.writes += done.writes
+    return more
