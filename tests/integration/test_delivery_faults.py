@@ -299,7 +299,7 @@ def test_120_separate_alerts_with_slow_sns_each_arrive_once_over_runs(tmp_path, 
         out = delivery.commit(box, loaded, journal.apply(loaded), T0)
         durations.append(time.monotonic() - started)
         runs += 1
-        assert out.status == "ok"
+        assert str(out.status) == "ok"
         if not any(i.pending for i in out.delivered.state.incidents.values()):
             break
     # Then each incident arrived exactly once, and no run overran

@@ -7,6 +7,7 @@ from oomcheck.model import (
     Cause,
     Finding,
     Incident,
+    IncidentKey,
     Kind,
     PendingAlert,
     Severity,
@@ -58,11 +59,11 @@ def incident(
         incident_id=f"inc-{i:04d}",
         summary=f"{worker} died with {tasks} task(s)",
         advice=("Raise the worker's memory limit.",),
-        key=f"{kind.value}:{worker}",
+        key=IncidentKey(kind, worker),
     )
     return Incident(
         id=f"inc-{i:04d}",
-        key=finding.key,
+        key=IncidentKey(kind, worker),
         kind=kind,
         opened_at=opened_at,
         finding=finding,

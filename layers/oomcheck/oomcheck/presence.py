@@ -1,0 +1,158 @@
+"""Busy or dead? Which silent workers still hold their broker connections. Pure.
+
+A worker whose main loop is blocked by its task (solo pool, a threads pool under a CPU-bound task,
+gevent with a greedy greenlet) does not answer remote control, but its connections to the Redis
+broker stay open; within a second of SIGKILL the kernel closes them and they vanish from
+``CLIENT LIST`` (FACTS.md, "Broker presence"). What ``CLIENT LIST`` does not say is whose a
+connection is: it shows the client's address, the connection's age and its subscriptions. So a
+silent worker is judged only by what the listing proves:
+
+1. by name: a connection named after the worker's nodename (an app that sets
+   ``broker_transport_options={"client_name": ...}`` to it) is the worker's;
+2. by address: a worker whose nodename encodes its address (``ip-10-0-1-5``, as ECS awsvpc and EC2
+   give) and that is the only known worker there owns every connection from that address;
+3. by age, where workers share an address (EC2 with several workers, every test on 127.0.0.1):
+   a worker subscribes to its pidbox within seconds of starting, so a pub/sub connection born in
+   its start window is its own, if no other worker started in that window and every worker that
+   answered owns one in its own window (else the broker has reconnected everyone since and ages
+   prove nothing).
+Anything else is "cannot tell" (None): detection then behaves as it would without this source.
+The checker's own connections are named ``oomcheck`` and never counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from oomcheck.correlate import host_forms
+from oomcheck.model import Presence
+
+OWN_NAME = "oomcheck"
+# A worker's connections open after its boot: Celery's uptime is whole seconds, a connection's age
+# too, and bootsteps take a moment before the pidbox subscribes.
+WINDOW_BEFORE_S = 2.0
+WINDOW_AFTER_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One line of ``CLIENT LIST``."""
+
+    ip: str
+    age_s: float
+    pubsub: bool
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A worker the roster knows: its nodename, boot time (broker clock) and whether it answered."""
+
+    name: str
+    boot_at: float
+    answered: bool
+
+
+def parse_client_list(entries: Iterable[Mapping[str, object]], db: int | None) -> list[Connection]:
+    """redis-py's ``client_list()`` dicts -> connections to ``db`` (None: every db). Malformed
+    lines are skipped."""
+    out: list[Connection] = []
+    for entry in entries:
+        try:
+            if db is not None and int(str(entry.get("db", db))) != db:
+                continue
+            addr = str(entry["addr"])
+            ip = addr.rsplit(":", 1)[0].strip("[]")
+            subs = int(str(entry.get("sub", 0))) + int(str(entry.get("psub", 0)))
+            out.append(Connection(ip, float(str(entry["age"])), subs > 0, str(entry.get("name") or "")))
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
+def attribute(
+    connections: Sequence[Connection], members: Sequence[Member], now: float
+) -> dict[str, Presence]:
+    """The presence of every member that did not answer, judged from the broker's connections
+    (``now`` and the members' boot times on the broker's clock)."""
+    foreign = [c for c in connections if not c.name.startswith(OWN_NAME)]
+    named = {c.name for c in foreign if c.name}
+    out: dict[str, Presence] = {}
+    for member in members:
+        if member.answered:
+            continue
+        if member.name in named:
+            out[member.name] = Presence(member.name, True, "broker: its named connection is open", now)
+            continue
+        out[member.name] = _judge(member, foreign, members, now)
+    return out
+
+
+def _ips(name: str) -> frozenset[str]:
+    host = name.split("@", 1)[1] if "@" in name else name
+    return frozenset(f for f in host_forms(host) if f[:1].isdigit())
+
+
+def _judge(
+    member: Member, foreign: Sequence[Connection], members: Sequence[Member], now: float
+) -> Presence:
+    ips = _ips(member.name)
+    if ips:
+        here = [c for c in foreign if c.ip in ips]
+        peers = [m for m in members if m is not member and _ips(m.name) & ips]
+        where = f"from {sorted(ips)[0]}"
+        if not here:
+            return Presence(member.name, False, f"broker: no connection {where} is open", None)
+        if not peers:
+            return Presence(
+                member.name, True, f"broker: {len(here)} connection(s) {where} still open", now
+            )
+    else:
+        known_ips = frozenset().union(*(_ips(m.name) for m in members))
+        here = [c for c in foreign if c.ip not in known_ips]
+        peers = [m for m in members if m is not member and not _ips(m.name)]
+        where = "on its host"
+    return _by_age(member, [c for c in here if c.pubsub], peers, now, where)
+
+
+def _window(boot_at: float) -> tuple[float, float]:
+    return boot_at - WINDOW_BEFORE_S, boot_at + WINDOW_AFTER_S
+
+
+def _born_in(connection: Connection, now: float, boot_at: float) -> bool:
+    low, high = _window(boot_at)
+    return low - 1.0 <= now - connection.age_s <= high  # ages are whole seconds
+
+
+def _by_age(
+    member: Member, pubsub: list[Connection], peers: list[Member], now: float, where: str
+) -> Presence:
+    span = WINDOW_BEFORE_S + WINDOW_AFTER_S + 1.0
+    close = [p for p in peers if abs(p.boot_at - member.boot_at) <= span]
+    if close:
+        names = ", ".join(sorted(p.name for p in close)[:3])
+        return Presence(
+            member.name,
+            None,
+            f"broker: cannot tell it apart from {names}, started within {span:.0f} s of it "
+            f"{where}",
+        )
+    unexplained = [
+        p.name for p in peers if p.answered and not any(_born_in(c, now, p.boot_at) for c in pubsub)
+    ]
+    if unexplained:
+        return Presence(
+            member.name,
+            None,
+            f"broker: connections {where} were reopened since the workers started "
+            f"({unexplained[0]} has none from its start); ages prove nothing",
+        )
+    own = [c for c in pubsub if _born_in(c, now, member.boot_at)]
+    if own:
+        return Presence(
+            member.name, True, f"broker: its pidbox subscription {where} is still open", now
+        )
+    return Presence(
+        member.name, False, f"broker: the pidbox subscription it opened at start {where} is gone", None
+    )
