@@ -3,9 +3,20 @@ regressions the old single-class evaluation hid (issue 8, bugs 1, 3 and 5)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from oomcheck.model import Cause, Kind, Policy, Severity, UnackedMessage, Verdict, WorkerStatus
+from oomcheck.model import (
+    Cause,
+    Kind,
+    Policy,
+    Presence,
+    Severity,
+    UnackedMessage,
+    Verdict,
+    WorkerStatus,
+)
 from tests.unit.scenario import (
     LIMITS,
     T0,
@@ -214,3 +225,52 @@ def test_restarted_worker_alerts_once_and_its_old_records_are_not_child_deaths()
         )
     assert actions(replay) == ["open"]
     assert [k for _, k, _ in replay.sent] == ["worker_restarted"]
+
+
+def _solo_busy(replay: Replay, w: str) -> list:
+    limits = {"app.slow": LIMITS["app.late"]}  # time_limit 600
+    replay.step(obs(T0, [snap(w, pool="solo", pool_pids=[100], limits=limits)]))
+    return [started("s1", w, 100, name="app.slow", written=T0 + 10)]
+
+
+def test_silent_solo_worker_whose_broker_connections_are_gone_is_lost_at_once():
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    running = _solo_busy(replay, w)
+    gone = Presence(w, False, "broker: no connection from 10.0.1.5 is open")
+    findings = replay.step(replace(obs(T0 + 60, [], started_=running), presence={w: gone}))
+    lost = only(findings, Kind.WORKER_LOST)
+    assert [t.id for t in lost.tasks] == ["s1"]
+    assert "broker: no connection from 10.0.1.5 is open" in lost.evidence
+    assert not any("silent past the limit" in e for e in lost.evidence)
+    assert actions(replay) == ["open"]
+
+
+def test_silent_worker_still_connected_is_busy_then_hung_not_dead():
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    running = _solo_busy(replay, w)
+    here = Presence(w, True, "broker: 6 connection(s) from 10.0.1.5 still open")
+    findings = replay.step(replace(obs(T0 + 60, [], started_=running), presence={w: here}))
+    assert kinds(findings) == [] and replay.state.workers[w].status == WorkerStatus.BUSY
+    # past its 600 s limit and still connected: a hung worker, named with its task
+    findings = replay.step(replace(obs(T0 + 700, [], started_=running), presence={w: here}))
+    stalled = only(findings, Kind.TASK_STALLED)
+    assert stalled.tasks[0].id == "s1" and "hung" in stalled.summary
+    assert Kind.WORKER_LOST not in {f.kind for f in findings}
+    # a frozen prefork worker with nothing running is no alert either
+    w2 = "celery@ip-10-0-1-6"
+    replay2 = Replay()
+    replay2.step(obs(T0, [snap(w2)]))
+    frozen = Presence(w2, True, "broker: its pidbox queue is held (405)")
+    findings = replay2.step(replace(obs(T0 + 60, []), presence={w2: frozen}))
+    assert kinds(findings) == [] and replay2.state.workers[w2].status == WorkerStatus.BUSY
+
+
+def test_broker_that_cannot_tell_leaves_todays_behaviour_and_says_so():
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    running = _solo_busy(replay, w)
+    unsure = Presence(w, None, "broker: cannot tell it apart from b@h")
+    findings = replay.step(replace(obs(T0 + 60, [], started_=running), presence={w: unsure}))
+    assert kinds(findings) == [] and replay.state.workers[w].status == WorkerStatus.BUSY

@@ -14,7 +14,7 @@ clock: it is a matter between checkers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
@@ -22,6 +22,7 @@ from oomcheck.model import (
     ExitEvidence,
     LostFailure,
     Observation,
+    Presence,
     Source,
     SourceState,
     SourceStatus,
@@ -116,11 +117,14 @@ def read_clock(reference: ReferenceClock, local: Callable[[], float]) -> ClockRe
     return ClockRead(server, server - (before + after) / 2)
 
 
-def read_inspect(deps: Deps, state: State, now: float, *, audit: bool) -> Read[InspectResult]:
-    """Remote control: its replies define "alive" for this instant. ``inspected_at`` is local."""
+def read_inspect(
+    deps: Deps, state: State, now: float, *, audit: bool
+) -> tuple[Read[InspectResult], SourceStatus]:
+    """Remote control: its replies define "alive" for this instant. ``inspected_at`` is local.
+    The second value is broker presence's status (asked only when a known worker is silent)."""
     inspector = deps.inspector
     if inspector is None:
-        return Read(None, _off(deps, Source.INSPECT))
+        return Read(None, _off(deps, Source.INSPECT)), _off(deps, Source.PRESENCE)
     expected = sorted(
         name
         for name, r in state.workers.items()
@@ -137,19 +141,63 @@ def read_inspect(deps: Deps, state: State, now: float, *, audit: bool) -> Read[I
         record = state.workers.get(snap.name)
         return record is None or record.pid != snap.pid or not record.limits
 
+    probe = _PresenceProbe(deps, state, now)
     inspected, status = guard(
-        lambda: inspector.observe(expected, discover=discover, need_registered=needs_registered),
+        lambda: inspector.observe(
+            expected,
+            discover=discover,
+            need_registered=needs_registered,
+            presence=probe if deps.presence is not None else None,
+        ),
         deps.settings.secrets(),
     )
     if inspected is None:
-        return Read(None, status)
+        return Read(None, status), probe.status
     workers = dict(inspected.workers)
     # keep what the roster knows of limits when registered() was not asked again
     for name, snap in workers.items():
         record = state.workers.get(name)
         if not snap.registered and record is not None and record.pid == snap.pid:
             workers[name] = replace(snap, registered=record.limits)
-    return Read(replace(inspected, workers=workers), status)
+    return Read(replace(inspected, workers=workers), status), probe.status
+
+
+class _PresenceProbe:
+    """Asked by the inspector between the broadcast and the re-ping, with who answered and who
+    did not; keeps its own status for the report."""
+
+    def __init__(self, deps: Deps, state: State, now: float) -> None:
+        self.deps = deps
+        self.state = state
+        self.now = now
+        self.status = OK if deps.presence is not None else _off(deps, Source.PRESENCE)
+
+    def __call__(
+        self, answered: Mapping[str, WorkerSnapshot], missing: Sequence[str]
+    ) -> Mapping[str, Presence]:
+        from oomcheck.presence import Member
+        from oomcheck.sources.presence import PresenceOff
+
+        presence = self.deps.presence
+        assert presence is not None
+        members = [Member(n, self.now - s.uptime_s, True) for n, s in answered.items()]
+        members += [
+            Member(n, self.state.workers[n].boot_at, False)
+            for n in missing
+            if n in self.state.workers
+        ]
+
+        def judge() -> Mapping[str, Presence] | SourceStatus:
+            try:
+                return presence.judge(members)
+            except PresenceOff as exc:  # denied by an ACL: off, as if not configured
+                return SourceStatus(SourceState.OFF, str(exc))
+
+        found, self.status = guard(judge, self.deps.settings.secrets())
+        if isinstance(found, SourceStatus):
+            self.status = found
+            return {}
+        return found or {}
 
 
 def read_results(
@@ -264,7 +312,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
     now = clock.at
     offset = clock.offset_s or 0.0
 
-    inspected = read_inspect(deps, state, now, audit=audit)
+    inspected, presence_status = read_inspect(deps, state, now, audit=audit)
     workers = dict(inspected.value.workers) if inspected.value else None
     results = read_results(deps, state, now, workers)
     if workers is not None and results.value and results.value.started:
@@ -274,6 +322,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
 
     outcomes = (
         (Source.INSPECT, inspected.status, inspected.counters),
+        (Source.PRESENCE, presence_status, dict[str, int]()),
         (Source.RESULTS, results.status, results.counters),
         (Source.BROKER, broker.status, broker.counters),
         (Source.EXITS, exits.status, exits.counters),
@@ -312,6 +361,11 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         inspected_at=inspected.value.inspected_at + offset if inspected.value else None,
         keys_scanned=stats["result_keys_scanned"],
         skipped_values=stats["skipped_values"],
+        presence=(
+            inspected.value.presence
+            if inspected.value is not None and presence_status.state is SourceState.OK
+            else None
+        ),
     )
     return Observed(
         observation=observation,

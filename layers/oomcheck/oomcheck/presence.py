@@ -65,7 +65,9 @@ def parse_client_list(entries: Iterable[Mapping[str, object]], db: int | None) -
             addr = str(entry["addr"])
             ip = addr.rsplit(":", 1)[0].strip("[]")
             subs = int(str(entry.get("sub", 0))) + int(str(entry.get("psub", 0)))
-            out.append(Connection(ip, float(str(entry["age"])), subs > 0, str(entry.get("name") or "")))
+            out.append(
+                Connection(ip, float(str(entry["age"])), subs > 0, str(entry.get("name") or ""))
+            )
         except (KeyError, ValueError):
             continue
     return out
@@ -83,7 +85,9 @@ def attribute(
         if member.answered:
             continue
         if member.name in named:
-            out[member.name] = Presence(member.name, True, "broker: its named connection is open", now)
+            out[member.name] = Presence(
+                member.name, True, "broker: its named connection is open", now
+            )
             continue
         out[member.name] = _judge(member, foreign, members, now)
     return out
@@ -135,8 +139,7 @@ def _by_age(
         return Presence(
             member.name,
             None,
-            f"broker: cannot tell it apart from {names}, started within {span:.0f} s of it "
-            f"{where}",
+            f"broker: cannot tell it apart from {names}, started within {span:.0f} s of it {where}",
         )
     unexplained = [
         p.name for p in peers if p.answered and not any(_born_in(c, now, p.boot_at) for c in pubsub)
@@ -154,5 +157,8 @@ def _by_age(
             member.name, True, f"broker: its pidbox subscription {where} is still open", now
         )
     return Presence(
-        member.name, False, f"broker: the pidbox subscription it opened at start {where} is gone", None
+        member.name,
+        False,
+        f"broker: the pidbox subscription it opened at start {where} is gone",
+        None,
     )

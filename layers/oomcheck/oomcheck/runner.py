@@ -25,6 +25,7 @@ from oomcheck.redact import scrub
 from oomcheck.report import Report, source_texts, worker_rows
 from oomcheck.settings import Settings
 from oomcheck.sources.inspector import CeleryInspector
+from oomcheck.sources.presence import BrokerPresence
 from oomcheck.state import LeaseBusy, StateError, StateStore
 
 
@@ -53,6 +54,7 @@ class Deps:
     results: ResultSource | None = None
     broker: BrokerSource | None = None
     exits: ExitSource | None = None
+    presence: BrokerPresence | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
     # Deadlines and budgets are measured on this clock, never on the wall clock.

@@ -11,6 +11,7 @@ from oomcheck.runner import Deps
 from oomcheck.settings import Settings
 from oomcheck.sns import PrintAlerter, SnsAlerter
 from oomcheck.sources.inspector import CeleryInspector
+from oomcheck.sources.presence import BrokerPresence
 from oomcheck.state import DynamoDBStateStore, FileStateStore, StateStore
 
 
@@ -77,12 +78,19 @@ def build_deps(
         # the broker's clock first: the workers talk to it on every fetch
         deps.reference_clock = RedisClock(broker, "broker")
         deps.broker = RedisBrokerScanner(broker, keyprefix=settings.broker_keyprefix)
+        deps.presence = _redis_presence(broker)
     else:
         deps.off["broker"] = (
             "RabbitMQ requeues unacked messages itself when a consumer dies"
             if settings.broker_transport == "amqp"
             else "unacked messages are read from Redis brokers only"
         )
+    if settings.broker_transport == "amqp":
+        from oomcheck.sources.presence import AmqpBrokerPresence
+
+        deps.presence = AmqpBrokerPresence(_amqp_connection(settings), deps.clock)
+    elif settings.broker_transport != "redis":
+        deps.off["presence"] = "broker presence needs a Redis or RabbitMQ broker"
     if settings.log_groups:
         from oomcheck.sources.exits import CloudWatchExitEvents
 
@@ -94,3 +102,21 @@ def build_deps(
     else:
         deps.off["exits"] = "no log groups configured (OOMCHECK_LOG_GROUPS)"
     return deps
+
+
+def _redis_presence(broker: object) -> BrokerPresence:
+    from oomcheck.sources.presence import RedisBrokerPresence
+
+    pool = getattr(broker, "connection_pool", None)
+    db = getattr(pool, "connection_kwargs", {}).get("db") if pool is not None else None
+    return RedisBrokerPresence(broker, int(db) if db is not None else None)
+
+
+def _amqp_connection(settings: Settings) -> object:
+    from kombu.connection import Connection
+
+    return Connection(  # type: ignore[no-untyped-call]
+        settings.broker_url,
+        connect_timeout=3,
+        transport_options=dict(settings.broker_transport_options),
+    )

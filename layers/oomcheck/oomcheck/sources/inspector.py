@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from oomcheck.model import ActiveTask, TaskLimits, WorkerSnapshot
+from oomcheck.model import ActiveTask, Presence, TaskLimits, WorkerSnapshot
+from oomcheck.presence import OWN_NAME
+
+# (snapshots that answered, names that did not) -> what the broker shows of the latter
+PresenceProbe = Callable[[Mapping[str, WorkerSnapshot], Sequence[str]], Mapping[str, Presence]]
 
 REGISTERED_FIELDS = ("time_limit", "soft_time_limit", "acks_late", "reject_on_worker_lost")
 _REGISTERED = re.compile(r"^(?P<name>\S+)(?:\s+\[(?P<attrs>[^\]]*)\])?$")
@@ -32,6 +36,8 @@ class InspectResult:
     # expected workers that missed the broadcast and the direct ping
     missing: tuple[str, ...]
     discovered: bool
+    # What the broker shows of the workers that missed the broadcast (when asked).
+    presence: Mapping[str, Presence] = field(default_factory=dict)
 
 
 def pool_kind(implementation: str | None) -> str:
@@ -161,6 +167,8 @@ class CeleryInspector:
             "interval_max": 0.5,
             "socket_connect_timeout": 3,
             "socket_timeout": 5,
+            # broker presence must never count the checker's own connections as a worker's
+            "client_name": OWN_NAME,
         }
         if keyprefix:
             transport_options["global_keyprefix"] = keyprefix
@@ -200,11 +208,15 @@ class CeleryInspector:
         *,
         discover: bool,
         need_registered: Callable[[WorkerSnapshot], bool] = lambda _: True,
+        presence: PresenceProbe | None = None,
     ) -> InspectResult:
         """Every worker that answers, with its tasks; ``expected`` are the roster's live names.
 
         With ``discover`` (or nothing expected) the broadcast waits the full timeout to hear
-        workers the roster does not know yet; otherwise it stops at len(expected) replies.
+        workers the roster does not know yet; otherwise it stops at len(expected) replies. A
+        worker that missed the broadcast is pinged directly once, unless ``presence`` (asked
+        right after the broadcast) shows its broker connections are gone: it is dead, and the
+        re-ping would only wait out its timeout.
         """
         limit = None if discover or not expected else len(expected)
         stats = self._inspect("stats", limit=limit)
@@ -215,11 +227,14 @@ class CeleryInspector:
             if isinstance(body, Mapping) and "pid" in body
         }
         missing = sorted(set(expected) - set(snapshots))
-        if missing:
-            snapshots.update(self.ping_direct(missing))
+        seen = presence(snapshots, missing) if missing and presence is not None else {}
+        reping = [n for n in missing if n not in seen or seen[n].present is not False]
+        if reping:
+            snapshots.update(self.ping_direct(reping))
         still_missing = tuple(sorted(set(expected) - set(snapshots)))
+        seen = {n: p for n, p in seen.items() if n in still_missing}
         if not snapshots:
-            return InspectResult({}, inspected_at, still_missing, limit is None)
+            return InspectResult({}, inspected_at, still_missing, limit is None, seen)
         names = sorted(snapshots)
         active = self._inspect("active", destination=names, limit=len(names))
         asked = [n for n in names if need_registered(snapshots[n])]
@@ -235,7 +250,7 @@ class CeleryInspector:
                 active=parse_active(active[name]) if name in active else None,
                 registered=parse_registered(registered.get(name) or ()),
             )
-        return InspectResult(workers, inspected_at, still_missing, limit is None)
+        return InspectResult(workers, inspected_at, still_missing, limit is None, seen)
 
     def ping_direct(self, names: Collection[str]) -> dict[str, WorkerSnapshot]:
         """Ask named workers for stats directly (one round, ``reping_timeout``)."""

@@ -34,6 +34,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from oomcheck.presence import OWN_NAME
 from oomcheck.redact import redact, scrub
 from oomcheck.urls import credentials, scheme_of, split_urls, userinfo_and_rest
 
@@ -181,6 +182,9 @@ def _plan(
         "socket_connect_timeout": min(socket_timeout, MAX_CONNECT_TIMEOUT),
         "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 1),
+        # Every connection of the checker's is named, so that broker presence never counts one
+        # as a worker's (and an operator's CLIENT LIST shows whose it is).
+        "client_name": OWN_NAME,
     }
     chunks = split_urls(url)
     if not chunks:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from oomcheck.detect import keys
 from oomcheck.detect.context import Context
 from oomcheck.detect.signals import Outcome, Resolution, Signal
 from oomcheck.model import (
+    ActiveTask,
     Cause,
     Finding,
     Kind,
@@ -115,5 +116,50 @@ def _stalled(ctx: Context, snap: WorkerSnapshot, tasks: _Running) -> Iterator[Si
                     "enforced.",
                 ),
                 key=keys.task_key(Kind.TASK_STALLED, task_id),
+            )
+        )
+
+
+def hung(
+    ctx: Context, record: WorkerRecord, tasks: Iterable[ActiveTask], evidence: str
+) -> Iterator[Signal]:
+    """The tasks of a worker that does not answer but holds its broker connections, once past
+    their limit: the worker is hung in them (not dead; a stall to look into)."""
+    for task in tasks:
+        limit = ctx.limit(task.name, record.limits) or ctx.policy.busy_limit_s
+        if task.time_start is None:
+            continue
+        age = ctx.now - task.time_start
+        if age <= limit + ctx.policy.stall_grace_s:
+            continue
+        fate = TaskFate(
+            id=task.id,
+            name=task.name,
+            state="STARTED",
+            started_at=task.time_start,
+            verdict=Verdict.RUNNING,
+            worker_pid=task.worker_pid,
+        )
+        yield Signal(
+            Finding(
+                kind=Kind.TASK_STALLED,
+                severity=Severity.WARNING,
+                worker=record.name,
+                cause=Cause.TIME_LIMIT,
+                evidence=(
+                    f"running {age:.0f} s, past {limit:.0f} s; the worker does not answer "
+                    "remote control",
+                    evidence,
+                ),
+                tasks=(fate,),
+                summary=f"{record.name} is hung in {task.name or 'task'} {task.id}: it has run "
+                f"{age:.0f} s (limit {limit:.0f} s), the worker does not answer but is still "
+                "connected",
+                advice=(
+                    "Look at what it is stuck on (py-spy dump --pid "
+                    f"{task.worker_pid or record.pid}); restart the worker if it is frozen. Its "
+                    "task is not lost while it runs.",
+                ),
+                key=keys.task_key(Kind.TASK_STALLED, task.id),
             )
         )

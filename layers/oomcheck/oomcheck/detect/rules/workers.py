@@ -20,6 +20,7 @@ from oomcheck.detect.roster import (
     refreshed,
     with_status,
 )
+from oomcheck.detect.rules import stalls
 from oomcheck.detect.signals import KillSeen, Outcome, Resolution, Signal
 from oomcheck.model import (
     ActiveTask,
@@ -163,7 +164,11 @@ def _missing(ctx: Context, t: Transition) -> _Step:
     orphans = tasks_of_dead_instance(ctx, record, None)
     exits = ctx.exits_for(record.name)
     abnormal_exit = any(not e.clean for e in exits)
-    if record.pool in QUIET_POOLS and not abnormal_exit:
+    presence = (ctx.obs.presence or {}).get(record.name)
+    if presence is not None and presence.present and not abnormal_exit:
+        return _connected(ctx, record, orphans, presence.evidence)
+    broker_gone = presence is not None and presence.present is False
+    if record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone:
         busy_with = _within_limit(ctx, orphans, record)
         if busy_with is not None:
             return _busy(ctx, record, busy_with)
@@ -171,11 +176,13 @@ def _missing(ctx: Context, t: Transition) -> _Step:
     step = _Step()
     step.used.update(e.event_id for e in exits)
     cause, exit_code, lines = cause_from(exits)
+    if presence is not None:
+        lines = (*lines, presence.evidence)
     if not dead and not abnormal_exit:
         step.record = with_status(ctx, record, WorkerStatus.DEPARTED, active=())
         step.signals.append(_departed(record, lines))
         return step
-    if record.pool in QUIET_POOLS and not abnormal_exit:
+    if record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone:
         lines = (*lines, f"inspect: {record.pool} pool silent past the limit of its task")
     step.kills += _kills(ctx, dead, record, "worker lost")
     step.record = with_status(ctx, record, WorkerStatus.LOST)
@@ -206,6 +213,24 @@ def _busy(ctx: Context, record: WorkerRecord, task_id: str) -> _Step:
         key=keys.busy(record.name),
     )
     return _Step(record=with_status(ctx, record, WorkerStatus.BUSY), signals=[Signal(finding)])
+
+
+def _connected(ctx: Context, record: WorkerRecord, tasks: list[ActiveTask], evidence: str) -> _Step:
+    """Silent but still connected to the broker: busy (a blocked pool) or frozen, not dead.
+    Tasks past their limit make it a hung worker: task_stalled, not a death."""
+    hung = tuple(stalls.hung(ctx, record, tasks, evidence))
+    finding = Finding(
+        kind=Kind.WORKER_DEPARTED,
+        severity=Severity.INFO,
+        worker=record.name,
+        evidence=(f"inspect: no reply (last pid {record.pid})", evidence),
+        summary=f"{record.name} does not answer but is still connected to the broker: busy or "
+        "frozen, not dead",
+        key=keys.busy(record.name),
+    )
+    return _Step(
+        record=with_status(ctx, record, WorkerStatus.BUSY), signals=[Signal(finding), *hung]
+    )
 
 
 def _departed(record: WorkerRecord, lines: tuple[str, ...]) -> Signal:

@@ -1,0 +1,114 @@
+"""Broker presence: does a worker that did not answer remote control still hold its broker
+connections? One command per run on Redis, one passive declare per silent worker on RabbitMQ.
+
+Redis: ``TIME`` and ``CLIENT LIST`` in one round trip (ages are the server's, so the server's
+clock dates them); oomcheck.presence decides whose each connection is. RabbitMQ: a worker's pidbox
+queue ``<nodename>.celery.pidbox`` is exclusive to its connection, so a passive declare from
+another connection answers 405 RESOURCE_LOCKED while the worker lives (busy or not) and 404
+NOT_FOUND once its process is dead: exact, per nodename (FACTS.md, "Broker presence").
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from oomcheck.model import Presence
+from oomcheck.presence import Member, attribute, parse_client_list
+
+
+class PresenceOff(RuntimeError):
+    """The broker will not show its connections (an ACL denies CLIENT LIST): the source is off."""
+
+
+class BrokerPresence(Protocol):
+    def judge(self, members: Sequence[Member]) -> dict[str, Presence]: ...
+
+    def describe(self) -> str: ...
+
+
+class RedisBrokerPresence:
+    def __init__(self, client: Any, db: int | None) -> None:
+        self.client = client
+        self.db = db
+
+    def describe(self) -> str:
+        return "redis CLIENT LIST"
+
+    def judge(self, members: Sequence[Member]) -> dict[str, Presence]:
+        """Presence of the members that did not answer; their boot times on the broker's clock
+        (the observation's reference clock)."""
+        if not any(not m.answered for m in members):
+            return {}
+        from redis.exceptions import NoPermissionError, ResponseError
+
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.client_list()
+        try:
+            (seconds, micros), entries = pipe.execute()
+        except NoPermissionError as exc:
+            raise PresenceOff("CLIENT LIST denied by the broker's ACL") from exc
+        except ResponseError as exc:
+            if "unknown command" in str(exc).lower() or "no permission" in str(exc).lower():
+                raise PresenceOff("the broker does not allow CLIENT LIST") from exc
+            raise
+        now = float(seconds) + float(micros) / 1e6
+        return attribute(parse_client_list(entries, self.db), members, now)
+
+
+class AmqpBrokerPresence:
+    """RabbitMQ: the exclusive pidbox queue of each silent worker, declared passively."""
+
+    def __init__(self, connection: Any, now: Any) -> None:
+        self.connection = connection  # a kombu Connection (not yet connected)
+        self.now = now
+
+    def describe(self) -> str:
+        return "rabbitmq pidbox queues"
+
+    def judge(self, members: Sequence[Member]) -> dict[str, Presence]:
+        silent = [m.name for m in members if not m.answered]
+        if not silent:
+            return {}
+        out: dict[str, Presence] = {}
+        connection = self.connection.clone()
+        try:
+            connection.ensure_connection(max_retries=1)
+            for name in silent:
+                out[name] = self._one(connection, name)
+        finally:
+            connection.release()
+        return out
+
+    def _one(self, connection: Any, name: str) -> Presence:
+        from amqp.exceptions import NotFound, ResourceLocked
+
+        queue = f"{name}.celery.pidbox"
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue=queue, passive=True)
+        except ResourceLocked:
+            return Presence(
+                name, True, f"broker: its pidbox queue {queue} is held (405)", self.now()
+            )
+        except NotFound:
+            return Presence(name, False, f"broker: its pidbox queue {queue} is gone (404)", None)
+        finally:
+            _close_quietly(channel)
+        # Declared without a lock: a non-exclusive queue of that name exists; it proves nothing.
+        return Presence(name, None, f"broker: {queue} is not exclusive; cannot tell")
+
+
+def _close_quietly(channel: Any) -> None:
+    # the broker closes the channel itself after a 404/405; closing it again may raise
+    with contextlib.suppress(Exception):
+        channel.close()
+
+
+def members_of(
+    roster: Mapping[str, tuple[float, bool]],
+) -> list[Member]:
+    """(boot_at, answered) per worker name -> members, sorted by name."""
+    return [Member(name, boot, answered) for name, (boot, answered) in sorted(roster.items())]
