@@ -388,3 +388,50 @@ def test_watch_gives_each_check_the_invocations_deadline(tmp_path, monkeypatch):
     seen.clear()
     watch(deps, interval=5, duration=15, sleep=sleep, deadline=invocation, run_timeout_s=30.0)
     assert seen == [20.0, 15.0, 10.0]
+
+
+class FakePresence:
+    """The broker's pub/sub connection ids over time: one disappears at ``drop_at``."""
+
+    def __init__(self, now: list[float], drop_at: float) -> None:
+        self.now, self.drop_at = now, drop_at
+        self.polls = 0
+
+    def judge(self, members: Any) -> dict[str, Any]:
+        return {}
+
+    def describe(self) -> str:
+        return "fake"
+
+    def subscriptions(self) -> frozenset[str]:
+        self.polls += 1
+        return frozenset({"1"}) if self.now[0] >= self.drop_at else frozenset({"1", "2"})
+
+
+def test_watch_checks_at_once_when_a_broker_subscription_closes(tmp_path):
+    # Given a watch with a 30 s interval and a worker subscription that closes at t=7 s
+    control, results, clock = FakeControl(), FakeResults(), Clock()
+    control.add(W, 10)
+    deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
+    fake_time = [0.0]
+    deps.monotonic = lambda: fake_time[0]
+    deps.presence = FakePresence(fake_time, drop_at=7.0)
+    started: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        fake_time[0] += seconds
+        clock.now += seconds
+
+    # When it runs for 60 s
+    reports = watch(
+        deps,
+        interval=30,
+        duration=60,
+        sleep=sleep,
+        monotonic=lambda: fake_time[0],
+        on_report=lambda r: started.append(fake_time[0]),
+    )
+    # Then the second check ran within a poll of the drop, not at t=30
+    assert started[:2] == [0.0, 7.0]
+    assert len(reports) >= 3
+    assert deps.presence.polls >= 7

@@ -330,7 +330,10 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
     statuses = {
         source.value: status
         for source, status, _ in outcomes
-        if status.state is not SourceState.OFF or source.value in deps.off
+        # an unconfigured source is left out, unless it says why it is off
+        if status.state is not SourceState.OFF
+        or source.value in deps.off
+        or status.detail != "not configured"
     }
     stats = dict.fromkeys(
         (

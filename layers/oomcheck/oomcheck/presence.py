@@ -43,6 +43,11 @@ class Connection:
     age_s: float
     pubsub: bool
     name: str = ""
+    ident: str = ""
+
+    @property
+    def own(self) -> bool:
+        return self.name.startswith(OWN_NAME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,7 @@ def attribute(
 ) -> dict[str, Presence]:
     """The presence of every member that did not answer, judged from the broker's connections
     (``now`` and the members' boot times on the broker's clock)."""
-    foreign = [c for c in connections if not c.name.startswith(OWN_NAME)]
+    foreign = [c for c in connections if not c.own]
     named = {c.name for c in foreign if c.name}
     out: dict[str, Presence] = {}
     for member in members:

@@ -243,7 +243,38 @@ def watch(
         next_tick = tick + interval
         if next_tick + 0.5 >= end:
             return reports
-        sleep(max(0.0, next_tick - clock()))
+        _wait_for_tick(deps, next_tick, clock, sleep)
+
+
+# Between checks, watch mode looks at the broker's pub/sub connections this often.
+PRESENCE_POLL_S = 1.0
+
+
+def _wait_for_tick(
+    deps: Deps, until: float, clock: Callable[[], float], sleep: Callable[[float], None]
+) -> None:
+    """Sleep until ``until``, but come back at once when a worker's long-lived broker
+    subscription closes (a death, most likely): its check then runs seconds after the death
+    instead of at the next interval. A broker that cannot say (or fails) means a plain sleep."""
+    poll = getattr(deps.presence, "subscriptions", None)
+    seen = _subscriptions(poll)
+    while (left := until - clock()) > 0:
+        sleep(min(PRESENCE_POLL_S, left) if seen is not None else left)
+        if seen is None:
+            continue
+        now_seen = _subscriptions(poll)
+        if now_seen is not None and seen - now_seen:
+            return
+        seen = now_seen
+
+
+def _subscriptions(poll: Callable[[], frozenset[str] | None] | None) -> frozenset[str] | None:
+    if poll is None:
+        return None
+    try:
+        return poll()
+    except Exception:  # noqa: BLE001 - the poll is an optimisation; the interval still holds
+        return None
 
 
 def combine(reports: list[Report]) -> Report:

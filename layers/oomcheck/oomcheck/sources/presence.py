@@ -27,6 +27,10 @@ class BrokerPresence(Protocol):
 
     def describe(self) -> str: ...
 
+    def subscriptions(self) -> frozenset[str] | None:
+        """Ids of the workers' long-lived pub/sub connections (one cheap command), for watch
+        mode to notice a death between checks; None where the broker cannot say."""
+
 
 class RedisBrokerPresence:
     def __init__(self, client: Any, db: int | None) -> None:
@@ -57,6 +61,12 @@ class RedisBrokerPresence:
         now = float(seconds) + float(micros) / 1e6
         return attribute(parse_client_list(entries, self.db), members, now)
 
+    def subscriptions(self) -> frozenset[str] | None:
+        entries = self.client.client_list()
+        return frozenset(
+            c.ident for c in parse_client_list(entries, self.db) if c.pubsub and not c.own
+        )
+
 
 class AmqpBrokerPresence:
     """RabbitMQ: the exclusive pidbox queue of each silent worker, declared passively."""
@@ -67,6 +77,9 @@ class AmqpBrokerPresence:
 
     def describe(self) -> str:
         return "rabbitmq pidbox queues"
+
+    def subscriptions(self) -> frozenset[str] | None:
+        return None  # one declare per worker is not the one cheap command watch mode needs
 
     def judge(self, members: Sequence[Member]) -> dict[str, Presence]:
         silent = [m.name for m in members if not m.answered]
