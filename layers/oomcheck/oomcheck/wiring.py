@@ -56,15 +56,32 @@ def build_deps(settings: Settings, write: Callable[[str], object] | None = None)
         broker = make_redis(
             settings.broker_url, transport_options=settings.broker_transport_options
         )
+        from oomcheck.sources.queues import RedisQueueDepths
+
         # the broker's clock first: the workers talk to it on every fetch
         deps.reference_clock = RedisClock(broker, "broker")
         deps.broker = RedisBrokerScanner(broker, keyprefix=settings.broker_keyprefix)
+        # Deps.queues is one line for runner.Deps at the merge with the alerts/runner branch;
+        # observe reads it defensively until then.
+        deps.queues = RedisQueueDepths(  # type: ignore[attr-defined]
+            broker,
+            keyprefix=settings.broker_keyprefix,
+            transport_options=settings.broker_transport_options,
+        )
     else:
         deps.off["broker"] = (
             "RabbitMQ requeues unacked messages itself when a consumer dies"
             if settings.broker_transport == "amqp"
             else "unacked messages are read from Redis brokers only"
         )
+    if settings.broker_transport == "amqp":
+        from oomcheck.sources.queues import AmqpQueueDepths
+
+        deps.queues = AmqpQueueDepths(  # type: ignore[attr-defined]
+            settings.broker_url, transport_options=settings.broker_transport_options
+        )
+    elif settings.broker_transport != "redis":
+        deps.off["queues"] = "queue depths are read from Redis and RabbitMQ brokers only"
     if settings.log_groups:
         from oomcheck.aws import client
         from oomcheck.sources.exits import CloudWatchExitEvents
