@@ -99,8 +99,15 @@ def check_sample_read(read: ExitRead) -> None:
     assert len(read.evidence) == len(EXPECTED_IDS) + len(KERNEL_PIDS)
     assert read.events_read == 4 + 4 + 14
     assert read.skipped == 0
-    # 4 ECS events (5 stopped containers), 1 restart record and 6 kill lines were evidence
-    assert read.ignored == read.events_read - 4 - 1 - 6
+    # 4 ECS events (5 stopped containers) and 6 kill lines were evidence; the 4 Container
+    # Insights records were memory samples, one of them a restart as well
+    assert read.ignored == read.events_read - 4 - 4 - 6
+    assert [(s.source, round(s.used_mb)) for s in read.memory] == [
+        ("eks", 583),
+        ("eks", 942),
+        ("eks", 99),
+        ("eks", 295),
+    ]
     assert not read.truncated
     assert [e.at for e in read.evidence] == sorted(e.at for e in read.evidence)
 
@@ -465,3 +472,38 @@ def test_read_evidence_names_the_cause_of_a_lost_worker(logs: Any) -> None:
     lost = next(f for f in findings if f.kind == Kind.WORKER_LOST)
     assert (lost.worker, lost.cause, lost.exit_code) == (worker, Cause.OOM_KILLED, 137)
     assert any(line.startswith("ecs: exitCode 137 OutOfMemoryError") for line in lost.evidence)
+
+
+def test_memory_samples_from_both_container_insights_groups_in_the_same_calls(logs: Any) -> None:
+    # Given: ECS and EKS performance records, and the ECS stop of the task the ECS records are of
+    now = time.time()
+    ecs_group = "/aws/ecs/containerinsights/celery-prod/performance"
+    oom = ecs_sample("oom")
+    task_id = oom["detail"]["taskArn"].rsplit("/", 1)[-1]
+    ecs_records = json.loads((EVENTS / "ecs-container-insights-memory.json").read_text())
+    put(
+        logs,
+        ecs_group,
+        "AgentTelemetry-0d7650e6dec34c1a9200f72098071e8f",
+        [(now - 100 + i, json.dumps({**r, "TaskId": task_id})) for i, r in enumerate(ecs_records)],
+    )
+    eks_records = json.loads((EVENTS / "eks-container-insights-memory.json").read_text())
+    put(
+        logs,
+        EKS_GROUP,
+        "node-1",
+        [(now - 90 + i, json.dumps(r)) for i, r in enumerate(eks_records)],
+    )
+    put(logs, ECS_GROUP, oom["id"], [(now - 50, json.dumps(oom))])
+    source = CloudWatchExitEvents(logs, [ecs_group, EKS_GROUP, ECS_GROUP], containers=["*worker"])
+    # When
+    read = source.read(None, now)
+    # Then: one page per group, as before; the sidecar is left out
+    assert read.pages == 3
+    assert source.memory_groups == (ecs_group, EKS_GROUP)
+    assert [(s.source, s.container) for s in read.memory] == [("ecs", "celery-worker")] * 3 + [
+        ("eks", "worker")
+    ] * 3
+    # the ECS samples name the task's address too, from its stop event
+    assert set(read.memory[0].hosts) >= {task_id, "10.0.1.5"}
+    assert read.memory[-1].hosts == ("celery-worker-6d5f7c9b8-x2k4p",)

@@ -72,6 +72,7 @@ def worker_to_json(record: WorkerRecord) -> Json:
             "active": [active_to_json(t) for t in record.active],
             "limits": limits_to_json(record.limits) or None,
             "incident_id": record.incident_id,
+            "queues": list(record.queues),
         }
     )
 
@@ -228,6 +229,7 @@ def worker_from_json(value: Json) -> WorkerRecord:
         active=tuple(_active(t) for t in value.get("active", ())),
         limits=_limits(value.get("limits")),
         incident_id=value.get("incident_id"),
+        queues=tuple(str(q) for q in value.get("queues", ())),
     )
 
 

@@ -350,6 +350,8 @@ class WorkerRecord:
     active: tuple[ActiveTask, ...] = ()
     limits: Mapping[str, TaskLimits] = field(default_factory=dict)
     incident_id: str | None = None
+    # The queues it consumed when last seen (active_queues()): who consumed a queue left orphaned.
+    queues: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

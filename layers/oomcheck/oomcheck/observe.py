@@ -14,15 +14,17 @@ clock: it is a matter between checkers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from oomcheck.model import (
     ExitEvidence,
     LostFailure,
+    MemorySample,
     Observation,
     Presence,
+    QueueDepth,
     Source,
     SourceState,
     SourceStatus,
@@ -34,6 +36,7 @@ from oomcheck.model import (
 )
 from oomcheck.redact import scrub
 from oomcheck.sources.inspector import InspectResult
+from oomcheck.sources.queues import QueueRead, queue_names
 
 if TYPE_CHECKING:
     from oomcheck.runner import Deps, ExitSource
@@ -43,6 +46,12 @@ OK = SourceStatus(SourceState.OK)
 # strangers pinged by name per run: a flood of unknown names must not stall the run
 MAX_STRANGERS = 50
 MAX_ERROR_CHARS = 500
+
+
+class QueueSource(Protocol):
+    """Backlogs of the named queues (oomcheck.sources.queues)."""
+
+    def depths(self, names: Sequence[str]) -> QueueRead: ...
 
 
 class ReferenceClock(Protocol):
@@ -268,33 +277,86 @@ def read_broker(deps: Deps, now: float) -> Read[tuple[UnackedMessage, ...]]:
     return Read(unacked, status, {"unacked_messages": len(unacked or ())})
 
 
-def read_exits(deps: Deps, since: float | None, now: float) -> Read[tuple[ExitEvidence, ...]]:
-    """Exit evidence; a log group that failed is reported while the healthy groups' evidence
-    is kept."""
+def read_logs(
+    deps: Deps, since: float | None, now: float
+) -> tuple[Read[tuple[ExitEvidence, ...]], Read[tuple[MemorySample, ...]]]:
+    """Exit evidence and container memory samples, from the same FilterLogEvents pages. A log
+    group that failed is reported while the healthy groups' records are kept; memory fails only
+    when a Container Insights group is among the failed ones."""
     source = deps.exits
     if source is None:
-        return Read(None, _off(deps, Source.EXITS))
+        return Read(None, _off(deps, Source.EXITS)), Read(None, _off(deps, Source.MEMORY))
+    memory_groups = tuple(getattr(source, "memory_groups", ()))
+    memory_off = SourceStatus(
+        SourceState.OFF,
+        "no Container Insights performance log group in OOMCHECK_LOG_GROUPS",
+    )
     secrets = deps.settings.secrets()
-    read, status = guard(lambda: _exits_or_partial(source, since, now), secrets)
+    read, status = guard(lambda: _logs_or_partial(source, since, now), secrets)
     if read is None:
-        return Read(None, status)
-    evidence, error = read
-    if error:
-        status = _error(error, secrets)
-    return Read(evidence, status, {"exit_events": len(evidence)})
+        return Read(None, status), Read(None, status if memory_groups else memory_off)
+    if read.error:
+        status = _error(read.error, secrets)
+    exits = Read(read.evidence, status, {"exit_events": len(read.evidence)})
+    if not memory_groups:
+        return exits, Read(None, memory_off)
+    memory_status = status if set(read.failed_groups) & set(memory_groups) else OK
+    return exits, Read(read.memory, memory_status, {"memory_samples": len(read.memory)})
 
 
-def _exits_or_partial(
-    source: ExitSource, since: float | None, now: float
-) -> tuple[tuple[ExitEvidence, ...], str | None]:
+@dataclass(frozen=True, slots=True)
+class _LogsRead:
+    evidence: tuple[ExitEvidence, ...]
+    memory: tuple[MemorySample, ...]
+    error: str | None = None
+    failed_groups: tuple[str, ...] = ()
+
+
+def _logs_or_partial(source: ExitSource, since: float | None, now: float) -> _LogsRead:
     try:
         read = source.read(since, now)
     except Exception as exc:
         partial = getattr(exc, "partial", None)
         if partial is None:
             raise
-        return tuple(partial.evidence), f"{type(exc).__name__}: {exc}"
-    return tuple(read.evidence), None
+        return _LogsRead(
+            tuple(partial.evidence),
+            tuple(getattr(partial, "memory", ())),
+            f"{type(exc).__name__}: {exc}",
+            tuple(getattr(exc, "groups", ())),
+        )
+    return _LogsRead(tuple(read.evidence), tuple(getattr(read, "memory", ())))
+
+
+def read_queues(
+    deps: Deps, state: State, workers: Mapping[str, WorkerSnapshot] | None, queues_error: str | None
+) -> Read[tuple[QueueDepth, ...]]:
+    """Backlogs of the queues the live workers consume, the ones the roster remembers and the
+    ones ``OOMCHECK_QUEUES`` names. When active_queues() failed the depths are still read (the
+    configured and remembered queues), but the status is an error: who consumes what is unknown."""
+    source = deps.queues
+    if source is None:
+        return Read(None, _off(deps, Source.QUEUES))
+    names = queue_names(
+        deps.settings.queues,
+        (q for snap in (workers or {}).values() for q in snap.queues or ()),
+        _remembered_queues(state),
+    )
+    secrets = deps.settings.secrets()
+    read, status = guard(lambda: source.depths(names), secrets)
+    if read is None:
+        return Read(None, status)
+    if queues_error:
+        status = _error(f"active_queues(): {queues_error}", secrets)
+    counters = {"queue_depths": len(read.depths), "queues_dropped": read.dropped}
+    return Read(read.depths, status, counters)
+
+
+def _remembered_queues(state: State) -> Iterable[str]:
+    """Queues the roster remembers its workers consuming (``WorkerRecord.queues``, once the
+    roster keeps them), so that a queue whose only workers died is still measured."""
+    for record in state.workers.values():
+        yield from record.queues
 
 
 def _off(deps: Deps, source: Source) -> SourceStatus:
@@ -318,7 +380,10 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
     if workers is not None and results.value and results.value.started:
         workers.update(reping_strangers(deps, state, workers, results.value.started))
     broker = read_broker(deps, now)
-    exits = read_exits(deps, state.last_run_at, now)
+    exits, memory = read_logs(deps, state.last_run_at, now)
+    queues = read_queues(
+        deps, state, workers, inspected.value.queues_error if inspected.value else None
+    )
 
     outcomes = (
         (Source.INSPECT, inspected.status, inspected.counters),
@@ -326,6 +391,8 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         (Source.RESULTS, results.status, results.counters),
         (Source.BROKER, broker.status, broker.counters),
         (Source.EXITS, exits.status, exits.counters),
+        (Source.MEMORY, memory.status, memory.counters),
+        (Source.QUEUES, queues.status, queues.counters),
     )
     statuses = {
         source.value: status
@@ -357,6 +424,9 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         lost_failures=_present(deps.results, found.lost if found else None),
         unacked=_present(deps.broker, broker.value),
         exits=_present(deps.exits, exits.value),
+        # off, or failed: None (no memory or queue source means nothing is known, not "none")
+        memory=memory.value,
+        queues=queues.value,
         task_status=found.task_status if found else {},
         errors={name: s.detail for name, s in statuses.items() if s.failed},
         broker_transport=deps.settings.broker_transport,

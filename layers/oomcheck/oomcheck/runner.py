@@ -20,7 +20,7 @@ from oomcheck.audit import config_risks
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
 from oomcheck.detect import evaluate
 from oomcheck.model import Source, SourceState, SourceStatus, State, UnackedMessage
-from oomcheck.observe import ReferenceClock, observe
+from oomcheck.observe import QueueSource, ReferenceClock, observe
 from oomcheck.redact import scrub
 from oomcheck.report import Report, source_texts, worker_rows
 from oomcheck.settings import Settings
@@ -55,6 +55,7 @@ class Deps:
     broker: BrokerSource | None = None
     exits: ExitSource | None = None
     presence: BrokerPresence | None = None
+    queues: QueueSource | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
     # Deadlines and budgets are measured on this clock, never on the wall clock.

@@ -69,6 +69,8 @@ class Settings:
     log_groups: tuple[str, ...] = ()
     # ECS/EKS container names (globs) that run workers; others' exits (sidecars) are ignored
     containers: tuple[str, ...] = ()
+    # queues whose backlog is read every run, besides those the workers report consuming
+    queues: tuple[str, ...] = ()
     state_file: str = ""
     inspect_timeout_s: float = 1.0
     reping_timeout_s: float = 2.0
@@ -246,6 +248,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OOMCHECK_TOPIC_ARN", "topic_arn", _text),
     Variable("OOMCHECK_LOG_GROUPS", "log_groups", _names, ()),
     Variable("OOMCHECK_CONTAINERS", "containers", _names, ()),
+    Variable("OOMCHECK_QUEUES", "queues", _names, ()),
     # None: default_state_file()
     Variable("OOMCHECK_STATE_FILE", "state_file", _text),
     Variable("OOMCHECK_INSPECT_TIMEOUT", "inspect_timeout_s", seconds(0, MINUTE, above=True), 1.0),

@@ -75,10 +75,17 @@ def build_deps(
         broker = make_redis(
             settings.broker_url, transport_options=settings.broker_transport_options
         )
+        from oomcheck.sources.queues import RedisQueueDepths
+
         # the broker's clock first: the workers talk to it on every fetch
         deps.reference_clock = RedisClock(broker, "broker")
         deps.broker = RedisBrokerScanner(broker, keyprefix=settings.broker_keyprefix)
         deps.presence = _redis_presence(broker)
+        deps.queues = RedisQueueDepths(
+            broker,
+            keyprefix=settings.broker_keyprefix,
+            transport_options=settings.broker_transport_options,
+        )
     else:
         deps.off["broker"] = (
             "RabbitMQ requeues unacked messages itself when a consumer dies"
@@ -87,10 +94,15 @@ def build_deps(
         )
     if settings.broker_transport == "amqp":
         from oomcheck.sources.presence import AmqpBrokerPresence
+        from oomcheck.sources.queues import AmqpQueueDepths
 
         deps.presence = AmqpBrokerPresence(_amqp_connection(settings), deps.clock)
+        deps.queues = AmqpQueueDepths(
+            settings.broker_url, transport_options=settings.broker_transport_options
+        )
     elif settings.broker_transport != "redis":
         deps.off["presence"] = "broker presence needs a Redis or RabbitMQ broker"
+        deps.off["queues"] = "queue depths are read from Redis and RabbitMQ brokers only"
     if settings.log_groups:
         from oomcheck.sources.exits import CloudWatchExitEvents
 

@@ -80,6 +80,7 @@ def record_from(ctx: Context, snap: WorkerSnapshot, first_seen: float) -> Worker
         changed_at=ctx.now,
         active=remembered_active(ctx, snap),
         limits=dict(snap.registered),
+        queues=tuple(sorted(snap.queues or ())),
     )
 
 
@@ -90,11 +91,14 @@ def refreshed(ctx: Context, record: WorkerRecord, snap: WorkerSnapshot) -> Worke
     pool_pids = tuple(sorted(snap.pool_pids))
     active = remembered_active(ctx, snap)
     limits = dict(snap.registered) if snap.registered else record.limits
+    # active_queues() unanswered this run: keep what we knew
+    queues = tuple(sorted(snap.queues)) if snap.queues is not None else record.queues
     if (
         record.status == WorkerStatus.ALIVE
         and record.incident_id is None
         and (record.pool, record.pool_pids, record.active) == (snap.pool, pool_pids, active)
         and record.limits == limits
+        and record.queues == queues
     ):
         return record
     return replace(
@@ -104,6 +108,7 @@ def refreshed(ctx: Context, record: WorkerRecord, snap: WorkerSnapshot) -> Worke
         status=WorkerStatus.ALIVE,
         active=active,
         limits=limits,
+        queues=queues,
         incident_id=None,
         changed_at=ctx.now,
     )

@@ -5,6 +5,8 @@ mix of them:
 
 - ``ecs``: "ECS Task State Change" events routed by EventBridge to a log group;
 - ``insights``: EKS Container Insights performance records (``Type`` = ``Container``);
+- ``memory``: the container memory samples of ECS and EKS Container Insights ``Container``
+  records (``Parsed.memory``), read from the same messages;
 - ``kernel``: kernel OOM-killer lines (syslog, RFC 3339/5424, dmesg) and journald JSON records.
 
 Nothing here raises on bad input: a message that is too long, not valid JSON, nested deeper than
@@ -37,6 +39,7 @@ from oomcheck.exitparse.ecs import (
 )
 from oomcheck.exitparse.insights import eks_cause, parse_container_insights
 from oomcheck.exitparse.kernel import parse_journal_record, parse_kernel_line
+from oomcheck.exitparse.memory import parse_ecs_memory, parse_eks_memory
 from oomcheck.safejson import loads
 
 __all__ = [
@@ -55,6 +58,8 @@ __all__ = [
     "eks_cause",
     "parse_container_insights",
     "parse_ecs_event",
+    "parse_ecs_memory",
+    "parse_eks_memory",
     "parse_journal_record",
     "parse_kernel_line",
     "parse_message",
@@ -90,9 +95,28 @@ def parse_message(
             return MALFORMED
         if value.get("detail-type") == "ECS Task State Change":
             return parse_ecs_event(value, timestamp=timestamp, containers=containers)
-        if value.get("Type") == "Container" and isinstance(value.get("kubernetes"), dict):
-            return parse_container_insights(value, timestamp=timestamp, containers=containers)
+        if value.get("Type") == "Container":
+            return _container_record(value, timestamp, containers)
         return parse_journal_record(value, timestamp=timestamp, stream=stream)
     if "Killed process" in text:
         return parse_kernel_line(text, timestamp=timestamp, stream=stream)
+    return OTHER
+
+
+def _container_record(
+    record: dict[str, object], timestamp: float | None, containers: Sequence[str]
+) -> Parsed:
+    """A Container Insights ``Container`` record: EKS (a ``kubernetes`` object) may be a restart
+    and is a memory sample; ECS (a ``TaskId``) is a memory sample."""
+    if isinstance(record.get("kubernetes"), dict):
+        restart = parse_container_insights(record, timestamp=timestamp, containers=containers)
+        memory = parse_eks_memory(record, timestamp=timestamp, containers=containers)
+        # One bad record is one skip, whichever of its two readings noticed it.
+        return Parsed(
+            Format.EKS, restart.evidence, max(restart.skipped, memory.skipped), memory.memory
+        )
+    if "kubernetes" in record:
+        return MALFORMED
+    if "TaskId" in record:
+        return parse_ecs_memory(record, timestamp=timestamp, containers=containers)
     return OTHER

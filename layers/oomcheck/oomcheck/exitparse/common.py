@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from oomcheck.model import ExitEvidence
+from oomcheck.model import ExitEvidence, MemorySample
 
 # CloudWatch accepts events up to 256 KiB (1 MiB since 2025); every format we read is a few KiB.
 # Anything far larger is not ours, or is hostile, and is not worth parsing inside a 1-minute run.
@@ -32,11 +32,13 @@ class Format(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """What one log message yielded. ``skipped`` counts unusable parts of it (0 or more)."""
+    """What one log message yielded. ``skipped`` counts unusable parts of it (0 or more);
+    ``memory`` holds the container memory sample a Container Insights record carries."""
 
     format: Format
     evidence: tuple[ExitEvidence, ...] = ()
     skipped: int = 0
+    memory: tuple[MemorySample, ...] = ()
 
 
 OTHER = Parsed(Format.OTHER)
@@ -107,6 +109,23 @@ def iso_time(value: object) -> float | None:
         return parsed.timestamp()
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def bounded_number(value: object, high: float) -> float | None:
+    """A finite number in [0, high] (JSON numbers, or digit strings from loose encoders)."""
+    if isinstance(value, bool):
+        return None
+    number: float | None = None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str) and 0 < len(value) <= 32:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    if number is None or not math.isfinite(number) or not 0 <= number <= high:
+        return None
+    return number
 
 
 def epoch_ms(value: object) -> float | None:

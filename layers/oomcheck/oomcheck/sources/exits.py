@@ -1,5 +1,6 @@
 """CloudWatch Logs as a source of exit evidence: ECS task stops, Container Insights restarts,
-kernel OOM-killer lines, read with FilterLogEvents from any mix of log groups.
+kernel OOM-killer lines, read with FilterLogEvents from any mix of log groups; and, from the same
+pages of the Container Insights performance groups (ECS and EKS), container memory samples.
 
 Each run reads ``[since - overlap_s, now]`` (the first run looks back ``first_lookback_s``) so
 that events ingested late, or read by a run that failed halfway, are read again; the evidence
@@ -18,25 +19,34 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from oomcheck.exitparse import Format, parse_message
-from oomcheck.model import ExitEvidence
+from oomcheck.model import ExitEvidence, MemorySample
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
-# Container Insights performance groups hold a record per container per minute: only the
-# records of restarts are worth transferring. A JSON pattern matches JSON events only, so it is
-# used for those groups alone.
-CONTAINER_INSIGHTS_PATTERN = '{ ($.Type = "Container") && ($.number_of_container_restarts > 0) }'
+# Container Insights performance groups hold a record per container per minute, and every
+# Container record is a memory sample (EKS ones may also be restarts): the pattern drops the
+# other types (Node, Pod, Task, ...). It is the query AWS's reference itself gives for these
+# groups. A JSON pattern matches JSON events only, so it is used for those groups alone.
+CONTAINER_INSIGHTS_PATTERN = '{ $.Type = "Container" }'
 # Any other group may hold any of the three formats: keep events with one of their marks.
 TEXT_PATTERN = '?"Killed process" ?"ECS Task State Change" ?"number_of_container_restarts"'
+# ECS: /aws/ecs/containerinsights/<cluster>/performance; EKS: /aws/containerinsights/<cluster>/...
 _CONTAINER_INSIGHTS_GROUP = re.compile(
-    r"(?:^|:log-group:)/aws/containerinsights/[^/]+/performance$"
+    r"(?:^|:log-group:)/aws/(?:ecs/)?containerinsights/[^/]+/performance$"
 )
+
+
+def is_container_insights_group(group: str) -> bool:
+    """True for an ECS or EKS Container Insights performance group (name or ARN)."""
+    return bool(_CONTAINER_INSIGHTS_GROUP.search(group.removesuffix(":*")))
+
+
 # Errors that concern one log group (missing, not allowed): the other groups are still read.
 _GROUP_ERRORS = frozenset(
     {"ResourceNotFoundException", "AccessDeniedException", "InvalidParameterException"}
@@ -81,6 +91,8 @@ class ExitRead:
     start: float = 0.0
     end: float = 0.0
     truncated_groups: tuple[str, ...] = field(default_factory=tuple)
+    # Container memory samples (Container Insights), oldest first.
+    memory: tuple[MemorySample, ...] = ()
 
 
 class CloudWatchExitEvents:
@@ -182,7 +194,7 @@ class CloudWatchExitEvents:
             request["logGroupName"] = group
         if self.page_limit is not None:
             request["limit"] = self.page_limit
-        pattern = self._pattern(group)
+        pattern = self.pattern(group)
         if pattern:
             request["filterPattern"] = pattern
         for _ in range(self.max_pages):
@@ -208,10 +220,16 @@ class CloudWatchExitEvents:
             request["nextToken"] = token
         return False
 
-    def _pattern(self, group: str) -> str | None:
+    @property
+    def memory_groups(self) -> tuple[str, ...]:
+        """The configured groups that hold memory samples (Container Insights performance)."""
+        return tuple(g for g in self.log_groups if is_container_insights_group(g))
+
+    def pattern(self, group: str) -> str | None:
+        """The filter pattern sent for ``group`` (None: none)."""
         if not self.server_filter:
             return None
-        if _CONTAINER_INSIGHTS_GROUP.search(group.removesuffix(":*")):
+        if is_container_insights_group(group):
             return CONTAINER_INSIGHTS_PATTERN
         return TEXT_PATTERN
 
@@ -235,6 +253,7 @@ class _SourceFailed(_Failure):
 @dataclass
 class _Totals:
     evidence: dict[str, ExitEvidence] = field(default_factory=dict)
+    memory: dict[str, MemorySample] = field(default_factory=dict)
     events_read: int = 0
     skipped: int = 0
     ignored: int = 0
@@ -262,18 +281,21 @@ class _Totals:
             self.skipped += max(1, parsed.skipped)
             return
         self.skipped += parsed.skipped
-        if not parsed.evidence and not parsed.skipped:
+        if not parsed.evidence and not parsed.memory and not parsed.skipped:
             self.ignored += 1
         for item in parsed.evidence:
             # The same event can come twice (overlapping pages, the same rule feeding two groups,
             # a duplicate EventBridge delivery): the first copy stands.
             self.evidence.setdefault(item.event_id, item)
+        for sample in parsed.memory:
+            self.memory.setdefault(sample.event_id, sample)
 
     def result(
         self, start: float, end: float, clipped: bool, truncated_groups: Sequence[str]
     ) -> ExitRead:
         return ExitRead(
             evidence=tuple(sorted(self.evidence.values(), key=lambda e: (e.at, e.event_id))),
+            memory=_with_task_hosts(self.memory.values(), self.evidence.values()),
             events_read=self.events_read,
             skipped=self.skipped,
             pages=self.pages,
@@ -283,6 +305,26 @@ class _Totals:
             end=end,
             truncated_groups=tuple(truncated_groups),
         )
+
+
+def _with_task_hosts(
+    samples: Iterable[MemorySample], evidence: Iterable[ExitEvidence]
+) -> tuple[MemorySample, ...]:
+    """Samples oldest first; an ECS sample (known by its task id alone) also gets the addresses
+    an ECS task event of the same read gives that task, so that it matches a worker named after
+    its host (awsvpc: ``ip-10-0-1-5``)."""
+    task_hosts: dict[str, tuple[str, ...]] = {}
+    for item in evidence:
+        if item.source == "ecs":
+            for host in item.hosts:
+                task_hosts[host] = tuple(dict.fromkeys((*task_hosts.get(host, ()), *item.hosts)))
+    out = [
+        replace(s, hosts=tuple(dict.fromkeys((*s.hosts, *task_hosts[s.hosts[0]]))))
+        if s.source == "ecs" and s.hosts and s.hosts[0] in task_hosts
+        else s
+        for s in samples
+    ]
+    return tuple(sorted(out, key=lambda s: (s.at, s.event_id)))
 
 
 def _short(text: str, limit: int = 200) -> str:

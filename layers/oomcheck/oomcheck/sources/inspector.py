@@ -1,10 +1,11 @@
 """Celery remote control: which workers are alive, what they run, what limits their tasks have.
 
-One broadcast each for stats() and active() with ``limit`` = the number of workers expected, so a
-healthy fleet answers in milliseconds instead of the full timeout; a worker that misses the
-broadcast is pinged directly once before it counts as missing. registered() is asked only of
-workers the roster does not know in this incarnation (its answer does not change while a worker
-lives).
+One broadcast each for stats(), active() and active_queues() with ``limit`` = the number of
+workers expected, so a healthy fleet answers in milliseconds instead of the full timeout; a worker
+that misses the broadcast is pinged directly once before it counts as missing. registered() is
+asked only of workers the roster does not know in this incarnation (its answer does not change
+while a worker lives). active_queues() is asked every run, since a worker's queues change at run
+time (``control.add_consumer`` / ``cancel_consumer``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class InspectResult:
     discovered: bool
     # What the broker shows of the workers that missed the broadcast (when asked).
     presence: Mapping[str, Presence] = field(default_factory=dict)
+    # why active_queues() could not be read (the workers' queues are then None), else None
+    queues_error: str | None = None
 
 
 def pool_kind(implementation: str | None) -> str:
@@ -112,6 +115,25 @@ def parse_active(entries: Any) -> tuple[ActiveTask, ...]:
             )
         )
     return tuple(sorted(tasks, key=lambda t: t.id))
+
+
+# A worker consumes a handful of queues; a reply listing more is not one we act on whole.
+MAX_WORKER_QUEUES = 1000
+
+
+def parse_active_queues(entries: Any) -> tuple[str, ...] | None:
+    """``[{"name": "celery", "exchange": {...}, ...}, ...]`` -> the sorted queue names; None when
+    the reply is not a list (then nothing is known of the worker's queues)."""
+    if not isinstance(entries, list):
+        return None
+    names = {
+        entry["name"]
+        for entry in entries[:MAX_WORKER_QUEUES]
+        if isinstance(entry, Mapping)
+        and isinstance(entry.get("name"), str)
+        and 0 < len(entry["name"]) <= 255
+    }
+    return tuple(sorted(names))
 
 
 def snapshot_from(name: str, stats: Mapping[str, Any], *, reping: bool = False) -> WorkerSnapshot:
@@ -237,6 +259,13 @@ class CeleryInspector:
             return InspectResult({}, inspected_at, still_missing, limit is None, seen)
         names = sorted(snapshots)
         active = self._inspect("active", destination=names, limit=len(names))
+        # Queues feed one rule; a broker that fails here fails only that rule's input.
+        queues: dict[str, Any] = {}
+        queues_error = None
+        try:
+            queues = self._inspect("active_queues", destination=names, limit=len(names))
+        except InspectError as exc:
+            queues_error = str(exc)
         asked = [n for n in names if need_registered(snapshots[n])]
         registered = (
             self._inspect("registered", *REGISTERED_FIELDS, destination=asked, limit=len(asked))
@@ -249,8 +278,11 @@ class CeleryInspector:
                 snap,
                 active=parse_active(active[name]) if name in active else None,
                 registered=parse_registered(registered.get(name) or ()),
+                queues=parse_active_queues(queues.get(name)),
             )
-        return InspectResult(workers, inspected_at, still_missing, limit is None, seen)
+        return InspectResult(
+            workers, inspected_at, still_missing, limit is None, seen, queues_error
+        )
 
     def ping_direct(self, names: Collection[str]) -> dict[str, WorkerSnapshot]:
         """Ask named workers for stats directly (one round, ``reping_timeout``)."""
