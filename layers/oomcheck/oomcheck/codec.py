@@ -20,6 +20,7 @@ from oomcheck.model import (
     Kill,
     KillRecord,
     Kind,
+    MemoryPoint,
     PendingAlert,
     Severity,
     State,
@@ -155,6 +156,12 @@ _SECTIONS: tuple[tuple[str, str, Any], ...] = (
     ("kills", "kills", kills_to_json),
     ("failure", "processed_failures", lambda at: {"at": at}),
     ("event", "processed_events", lambda at: {"at": at}),
+    (
+        "pressure",
+        "pressure",
+        lambda points: {"points": [[p.at, p.used_mb, p.limit_mb] for p in points]},
+    ),
+    ("orphaned", "orphaned_since", lambda at: {"at": at}),
 )
 
 
@@ -195,6 +202,9 @@ def state_to_items(state: State) -> dict[str, Json]:
         items[f"failure#{task_id}"] = {"at": at}
     for event_id, at in state.processed_events.items():
         items[f"event#{event_id}"] = {"at": at}
+    for section, attribute, encode in _SECTIONS[5:]:
+        for key, value in getattr(state, attribute).items():
+            items[f"{section}#{key}"] = encode(value)
     return items
 
 
@@ -305,6 +315,8 @@ def state_from_items(items: Mapping[str, Json]) -> State:
     kills: dict[str, KillRecord] = {}
     failures: dict[str, float] = {}
     events: dict[str, float] = {}
+    pressure: dict[str, tuple[MemoryPoint, ...]] = {}
+    orphaned: dict[str, float] = {}
     meta: Json = items.get("meta", {})
     for key, value in items.items():
         kind, _, ident = key.partition("#")
@@ -318,6 +330,13 @@ def state_from_items(items: Mapping[str, Json]) -> State:
             failures[ident] = float(value["at"])
         elif kind == "event":
             events[ident] = float(value["at"])
+        elif kind == "pressure":
+            pressure[ident] = tuple(
+                MemoryPoint(float(at), float(used), float(limit))
+                for at, used, limit in value.get("points", ())
+            )
+        elif kind == "orphaned":
+            orphaned[ident] = float(value["at"])
     return State(
         workers=workers,
         incidents=incidents,
@@ -328,6 +347,8 @@ def state_from_items(items: Mapping[str, Json]) -> State:
         last_run_at=meta.get("last_run_at"),
         last_discovery_at=meta.get("last_discovery_at"),
         scan_cursor=meta.get("scan_cursor"),
+        pressure=pressure,
+        orphaned_since=orphaned,
     )
 
 

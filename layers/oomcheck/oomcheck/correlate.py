@@ -97,7 +97,7 @@ def match_evidence(
     matched: dict[str, list[ExitEvidence]] = {}
     unmatched: list[ExitEvidence] = []
     for item in evidence:
-        names = _candidates(item, workers, worker_map or {})
+        names = _candidates(item.hosts, item.pid, item.process, workers, worker_map or {})
         if not names:
             unmatched.append(item)
             continue
@@ -106,10 +106,22 @@ def match_evidence(
     return matched, unmatched
 
 
-def _candidates(
-    item: ExitEvidence, workers: Sequence[WorkerIdentity], worker_map: Mapping[str, str]
+def workers_for_hosts(
+    hosts: Iterable[str], workers: Sequence[WorkerIdentity], worker_map: Mapping[str, str]
 ) -> list[str]:
-    hosts = [h.strip().lower().rstrip(".") for h in item.hosts if h and h.strip()]
+    """The workers a record naming only hosts (a pod, a task id, an address) belongs to, by the
+    same rules as exit evidence without a pid."""
+    return _candidates(tuple(hosts), None, None, workers, worker_map)
+
+
+def _candidates(
+    raw_hosts: Iterable[str],
+    pid: int | None,
+    process: str | None,
+    workers: Sequence[WorkerIdentity],
+    worker_map: Mapping[str, str],
+) -> list[str]:
+    hosts = [h.strip().lower().rstrip(".") for h in raw_hosts if h and h.strip()]
     forms = [host_forms(h) for h in hosts]
     # A fully qualified evidence host also names a worker whose host is its bare first label.
     shorts = {h.split(".", 1)[0] for h in hosts if "." in h and not _IPV4.match(h)}
@@ -121,17 +133,17 @@ def _candidates(
             for w in workers
             if any(group & w.host_keys() for group in forms) or w.bare_host() in shorts
         ]
-    if item.pid is None:
+    if pid is None:
         return sorted(w.name for w in by_host)
     if not hosts:
-        by_pid = [w for w in workers if item.pid == w.pid or item.pid in w.pool_pids]
+        by_pid = [w for w in workers if pid == w.pid or pid in w.pool_pids]
         return [by_pid[0].name] if len(by_pid) == 1 else []
-    exact = [w for w in by_host if item.pid == w.pid or item.pid in w.pool_pids]
+    exact = [w for w in by_host if pid == w.pid or pid in w.pool_pids]
     if exact:
         return sorted(w.name for w in exact)
     # A pid the roster never saw (a child forked since the last run): only a Celery-looking
     # process on a host with a single worker is claimed.
-    if len(by_host) == 1 and is_celery_process(item.process):
+    if len(by_host) == 1 and is_celery_process(process):
         return [by_host[0].name]
     return []
 

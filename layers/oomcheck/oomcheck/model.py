@@ -408,6 +408,15 @@ class Incident:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryPoint:
+    """One remembered memory sample of a worker's container (kept only while above threshold)."""
+
+    at: float
+    used_mb: float
+    limit_mb: float
+
+
+@dataclass(frozen=True, slots=True)
 class State:
     workers: Mapping[str, WorkerRecord] = field(default_factory=dict)
     incidents: Mapping[str, Incident] = field(default_factory=dict)
@@ -421,6 +430,10 @@ class State:
     last_run_at: float | None = None
     last_discovery_at: float | None = None
     scan_cursor: str | None = None
+    # worker -> its latest samples above the memory threshold, oldest first (empty: absent)
+    pressure: Mapping[str, tuple[MemoryPoint, ...]] = field(default_factory=dict)
+    # queue -> since when it has held messages with no live consumer
+    orphaned_since: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,3 +466,10 @@ class Policy:
     # Evidence host (exact or glob: IP, hostname, pod name) -> worker nodename (exact or glob),
     # for fleets whose nodenames do not contain the host.
     worker_map: Mapping[str, str] = field(default_factory=dict)
+    # memory_pressure: a container's use over this share of its limit for this many samples
+    memory_threshold: float = 0.9
+    memory_samples: int = 2
+    # queue_orphaned: a queue with messages and no consumer that no known worker ever consumed
+    # is reported after this long (one whose last consumer died or left, at once)
+    queue_orphan_after_s: float = 300.0
+    ignored_queues: frozenset[str] = frozenset()
