@@ -17,10 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import TypeVar
 
 from oomcheck.detect import context, keys, roster
 from oomcheck.detect.ledger import incident_id_for, settle
-from oomcheck.detect.rules import children, evidence, orphans, poison, sources, stalls, workers
+from oomcheck.detect.rules import (
+    children,
+    evidence,
+    memory,
+    orphans,
+    poison,
+    queues,
+    sources,
+    stalls,
+    workers,
+)
 from oomcheck.model import (
     Finding,
     Incident,
@@ -35,6 +46,7 @@ from oomcheck.model import (
 __all__ = ["evaluate", "incident_id_for"]
 
 _PROCESSED_EVENTS_KEEP_S = 24 * 3600.0
+T = TypeVar("T")
 
 
 def evaluate(
@@ -52,6 +64,8 @@ def evaluate(
     on_children = children.gather(ctx)
     kills = poison.merge_kills(state.kills, (*on_workers.kills, *on_children.kills))
     roster_after = {**state.workers, **on_workers.records}
+    on_memory, pressure = memory.judge(ctx, roster_after)
+    on_queues, orphaned_since = queues.judge(ctx, roster_after)
     outcomes = (
         sources.judge(ctx, failures),
         on_workers,
@@ -60,6 +74,8 @@ def evaluate(
         orphans.judge(ctx),
         poison.judge(ctx, kills),
         evidence.judge(ctx),
+        on_memory,
+        on_queues,
     )
     incidents, findings = settle(ctx, outcomes)
     used = frozenset().union(*(o.used_events for o in outcomes))
@@ -74,8 +90,15 @@ def evaluate(
         last_run_at=now,
         last_discovery_at=state.last_discovery_at,
         scan_cursor=state.scan_cursor,
+        pressure=_same_if_equal(state.pressure, pressure),
+        orphaned_since=_same_if_equal(state.orphaned_since, orphaned_since),
     )
     return _pruned(new_state, policy, now), findings
+
+
+def _same_if_equal(before: Mapping[str, T], after: dict[str, T]) -> Mapping[str, T]:
+    """Keep the previous objects for unchanged entries (the codec writes only what changed)."""
+    return {k: before[k] if before.get(k) == v else v for k, v in after.items()}
 
 
 def _linked(

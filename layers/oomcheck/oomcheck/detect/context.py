@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from oomcheck.correlate import WorkerIdentity, match_evidence
+from oomcheck.correlate import WorkerIdentity, match_evidence, workers_for_hosts
 from oomcheck.model import (
     ExitEvidence,
     Incident,
     IncidentKey,
+    MemorySample,
     Observation,
     Policy,
     StartedTask,
@@ -55,6 +56,8 @@ class Context:
     unmatched: tuple[ExitEvidence, ...]
     limits_by_name: Mapping[str, TaskLimits]
     open_by_key: Mapping[IncidentKey, Incident]
+    # worker name -> this run's memory samples of its container, oldest first
+    memory: Mapping[str, tuple[MemorySample, ...]]
 
     # ---------------------------------------------------------------- what this run can judge
 
@@ -140,6 +143,7 @@ def build(state: State, obs: Observation, policy: Policy, now: float) -> Context
         unmatched=unmatched,
         limits_by_name=MappingProxyType(limits),
         open_by_key=MappingProxyType({i.key: i for i in state.incidents.values() if i.is_open}),
+        memory=MappingProxyType(_match_memory(state, obs, policy, live)),
     )
 
 
@@ -161,10 +165,7 @@ def _running_now(
     return running
 
 
-def _match(
-    state: State, obs: Observation, policy: Policy, live: Mapping[str, WorkerSnapshot]
-) -> tuple[dict[str, tuple[ExitEvidence, ...]], tuple[ExitEvidence, ...]]:
-    fresh = [e for e in obs.exits or () if e.event_id not in state.processed_events]
+def _identities(state: State, live: Mapping[str, WorkerSnapshot]) -> list[WorkerIdentity]:
     identities = [
         WorkerIdentity(name=r.name, pid=r.pid, pool_pids=r.pool_pids)
         for r in state.workers.values()
@@ -174,5 +175,26 @@ def _match(
         for s in live.values()
         if s.name not in state.workers
     ]
-    matched, unmatched = match_evidence(fresh, identities, policy.worker_map)
+    return identities
+
+
+def _match_memory(
+    state: State, obs: Observation, policy: Policy, live: Mapping[str, WorkerSnapshot]
+) -> dict[str, tuple[MemorySample, ...]]:
+    if not obs.memory:
+        return {}
+    identities = _identities(state, live)
+    out: dict[str, list[MemorySample]] = {}
+    for sample in sorted(obs.memory, key=lambda m: m.at):
+        names = workers_for_hosts(sample.hosts, identities, policy.worker_map)
+        if len(names) == 1:  # a sample two workers could own belongs to neither
+            out.setdefault(names[0], []).append(sample)
+    return {name: tuple(samples) for name, samples in out.items()}
+
+
+def _match(
+    state: State, obs: Observation, policy: Policy, live: Mapping[str, WorkerSnapshot]
+) -> tuple[dict[str, tuple[ExitEvidence, ...]], tuple[ExitEvidence, ...]]:
+    fresh = [e for e in obs.exits or () if e.event_id not in state.processed_events]
+    matched, unmatched = match_evidence(fresh, _identities(state, live), policy.worker_map)
     return {name: tuple(items) for name, items in matched.items()}, tuple(unmatched)

@@ -20,7 +20,7 @@ from oomcheck.detect.roster import (
     refreshed,
     with_status,
 )
-from oomcheck.detect.rules import stalls
+from oomcheck.detect.rules import memory, stalls
 from oomcheck.detect.signals import KillSeen, Outcome, Resolution, Signal
 from oomcheck.model import (
     ActiveTask,
@@ -178,6 +178,7 @@ def _missing(ctx: Context, t: Transition) -> _Step:
     cause, exit_code, lines = cause_from(exits)
     if presence is not None:
         lines = (*lines, presence.evidence)
+    lines = (*lines, *_memory_before(ctx, record))
     if not dead and not abnormal_exit:
         step.record = with_status(ctx, record, WorkerStatus.DEPARTED, active=())
         step.signals.append(_departed(record, lines))
@@ -198,6 +199,18 @@ def _missing(ctx: Context, t: Transition) -> _Step:
         )
     )
     return step
+
+
+def _memory_before(ctx: Context, record: WorkerRecord) -> tuple[str, ...]:
+    """A worker that dies under memory pressure: what its memory did and which tasks were
+    growing in it (they are the likely cause)."""
+    points = ctx.state.pressure.get(record.name)
+    if not points:
+        return ()
+    growing = ", ".join(f"{t.name or 'task'} {t.id}" for t in record.active[:3]) or "no task"
+    return (
+        f"memory: before it died, {memory.describe(points, 'limit')}; growing in it: {growing}",
+    )
 
 
 def _busy(ctx: Context, record: WorkerRecord, task_id: str) -> _Step:
