@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from oomcheck.redact import redact, scrub
+from oomcheck.redact import redact
 from oomcheck.report import SettingOrigin
 from oomcheck.settings import VARIABLES, Settings, SettingsError
 
@@ -68,7 +68,7 @@ def load_app(spec: str) -> Any:
     except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise AppError(_import_failed(spec, exc)) from None
     if not isinstance(app, Celery):
-        raise AppError(f"-A {spec} names a {type(app).__name__}, not a Celery app")
+        raise AppError(f"-A {spec}: not a Celery app (found {type(app).__name__})")
     return app
 
 
@@ -258,4 +258,8 @@ def _shown(value: Any, settings: Settings) -> str | float | None:
     if value is None or isinstance(value, int | float):
         return value
     text = json.dumps(value, sort_keys=True) if isinstance(value, Mapping) else str(value)
-    return scrub(text, settings.secrets())
+    # the known passwords whole first: a password holding '?' or '@' would cut redact()'s
+    # reading of the URL short and leave a piece of it
+    for secret in sorted(settings.secrets(), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return redact(text)
