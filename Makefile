@@ -14,7 +14,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 SAM_PYTHON_DIR ?= $(lastword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13*/bin))
 SAM_ENV   := SAM_CLI_TELEMETRY=0 PATH="$(if $(SAM_PYTHON_DIR),$(SAM_PYTHON_DIR):)$$PATH"
 
-.PHONY: help demo test unit lint bench build invoke clean sam-tools validate
+.PHONY: help demo test unit lint bench build invoke clean sam-tools validate lock deploy
 
 help:
 	@echo "make demo    a real worker OOM-killed, detected, alerted (under a minute)"
@@ -23,6 +23,8 @@ help:
 	@echo "make bench   benchmarks with figures (not part of make test)"
 	@echo "make validate  sam validate --lint"
 	@echo "make build   sam build"
+	@echo "make deploy  sam build + sam deploy (samconfig.toml; the first time: make deploy GUIDED=1)"
+	@echo "make lock    re-resolve layers/oomcheck/requirements.txt from pyproject (UPGRADE=1: newest)"
 	@echo "make invoke  run the Lambda handler locally with EVENT=$(EVENT)"
 
 $(STAMP): pyproject.toml layers/oomcheck/requirements.txt
@@ -44,6 +46,24 @@ $(SAM_STAMP): tools/sam-requirements.txt
 	fi
 
 sam-tools: $(SAM_STAMP)
+
+# The layer's lock: pyproject's runtime dependencies resolved, with every file's sha256, for the
+# Lambda's platform (template.yaml: python3.13 on arm64), whatever machine runs it. Versions
+# already in the lock are kept unless UPGRADE=1.
+LOCK_VENV ?= .venv-lock
+LOCK      := layers/oomcheck/requirements.txt
+LOCK_ARGS := pyproject.toml --generate-hashes --python-version 3.13 \
+             --python-platform aarch64-manylinux2014 --output-file $(LOCK)
+
+$(LOCK_VENV)/.installed: tools/lock-requirements.txt
+	@rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -r tools/lock-requirements.txt
+	@touch $@
+
+lock: $(LOCK_VENV)/.installed
+	$(LOCK_VENV)/bin/uv pip compile --quiet $(LOCK_ARGS) $(if $(UPGRADE),--upgrade) \
+	  --custom-compile-command "make lock (uv pip compile $(LOCK_ARGS))"
 
 demo: $(STAMP)
 	$(BIN)/oomcheck demo
@@ -68,8 +88,13 @@ validate: sam-tools
 build: sam-tools
 	$(SAM_ENV) $(SAM_BIN)/sam build
 
+# samconfig.toml holds the stack name, capabilities and the S3 bucket choice; the first deploy
+# asks for the parameters (GUIDED=1) and saves them there.
+deploy: build
+	$(SAM_ENV) $(SAM_BIN)/sam deploy $(if $(GUIDED),--guided)
+
 invoke: $(STAMP)
 	$(BIN)/python -m oomcheck.demo.invoke $(EVENT)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(LOCK_VENV) .aws-sam .mypy_cache .ruff_cache

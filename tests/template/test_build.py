@@ -1,5 +1,6 @@
-"""`sam build` makes the layer the function needs: the library, the pinned dependencies, and
-native code for arm64 (the build runs on x86 too: SAM fetches manylinux aarch64 wheels).
+"""`sam build` makes the layer the function needs: the library, the locked dependencies (from the
+hash-locked layers/oomcheck/requirements.txt), and native code for arm64 (the build runs on x86
+too: SAM fetches manylinux aarch64 wheels).
 
 Needs the package index and the runtime's Python; skipped, with the reason, without them.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests import lockfile
 from tests.template import cfn
 from tests.template.conftest import SamTools, offline_env, run
 
@@ -86,13 +88,7 @@ def _runtime(template: dict[str, Any]) -> str:
 
 
 def _pins() -> dict[str, str]:
-    pins = {}
-    for raw in REQUIREMENTS.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[re.sub(r"[-_.]+", "_", name).lower()] = version
-    return pins
+    return {re.sub(r"[-_.]+", "_", name): v for name, v in lockfile.pins(REQUIREMENTS).items()}
 
 
 def _elf_machine(path: Path) -> int:

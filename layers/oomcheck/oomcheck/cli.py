@@ -1,7 +1,8 @@
 """`oomcheck`: check / audit / watch / setup / demo.
 
 Exit codes: 0 = no open critical or warning finding, 1 = error running the check, 2 = findings.
-Settings come from the environment (README, "Settings"); flags override them.
+Settings come from the environment (README, "Settings") and, with ``-A proj``, from the Celery
+app's own configuration; the environment beats the app, and flags beat both.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from importlib import metadata
 
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
-from oomcheck.report import Report, render_table
+from oomcheck.report import Report, SettingOrigin, render_table
 from oomcheck.settings import DAY, Settings, SettingsError, from_env, seconds
 
 EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
@@ -34,7 +37,15 @@ _FLAG_VARIABLES = {
 _DURATION = seconds(0, 365 * DAY)
 
 
+_APP_HELP = (
+    "the Celery app, as celery -A names it (proj, proj.celery, proj.celery:app): its broker, "
+    "backend, transport options, key prefixes and expiries are used unless set otherwise"
+)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: `oomcheck check -A proj` and `oomcheck -A proj check` both work, as with celery
+    parser.add_argument("-A", "--app", default=argparse.SUPPRESS, help=_APP_HELP)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--broker", help="broker URL (default $OOMCHECK_BROKER_URL)")
     parser.add_argument("--backend", help="result backend URL (default $OOMCHECK_RESULT_BACKEND)")
@@ -72,12 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="oomcheck",
         description="Find Celery workers that died silently (OOM kills, SIGKILL) and their tasks.",
     )
+    parser.add_argument("-A", "--app", help=_APP_HELP)
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="one run: observe, evaluate, save state, alert")
     _common(check)
     audit = sub.add_parser("audit", help="full read-only report: no alerts, no state writes")
     _common(audit)
-    watch = sub.add_parser("watch", help="check every --interval seconds for --duration seconds")
+    watch = sub.add_parser(
+        "watch",
+        help="check every --interval seconds for --duration seconds (--json: one line per check)",
+    )
     _common(watch)
     # strings: checked with the settings' rules, so a bad value is one line and exit 1
     watch.add_argument("--interval", default=None, help="seconds between checks")
@@ -93,16 +109,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def version_text() -> str:
+    """oomcheck's version and the libraries' that decide what it can read (for bug reports)."""
+    parts = []
+    for name in ("oomcheck", "celery", "kombu", "redis"):
+        try:
+            parts.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"{parts[0]} ({', '.join(parts[1:])}, Python {python})"
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, SettingOrigin]]:
+    """Settings from the app (``-A``), the environment and the flags, and where each came from."""
+    from oomcheck import celeryconf
+
     env = dict(os.environ)
-    labels: dict[str, str] = {}
+    flags: dict[str, str] = {}
     for dest, (flag, variable) in _FLAG_VARIABLES.items():
         value = getattr(args, dest, None)
         if value is None:
             continue
         env[variable] = ",".join(value) if isinstance(value, list) else str(value)
-        labels[variable] = flag
-    return from_env(env, labels=labels)
+        flags[variable] = flag
+    app_vars: dict[str, str] = {}
+    labels = dict(flags)
+    if args.app:
+        app_vars = celeryconf.app_variables(celeryconf.load_app(args.app))
+        labels = {**celeryconf.app_labels(args.app, env, app_vars), **flags}
+    settings = from_env(celeryconf.merge(env, app_vars), labels=labels)
+    return settings, celeryconf.origins(settings, env, app_vars, flags)
 
 
 def _duration(raw: str) -> float:
@@ -113,11 +150,14 @@ def _duration(raw: str) -> float:
     return value
 
 
-def _print_report(report: Report, as_json: bool) -> None:
-    if as_json:
+def _print_report(report: Report, as_json: bool, *, one_line: bool = False) -> None:
+    if one_line:
+        # watch --json: one document per line, flushed, for `| jq -c` or a log shipper
+        print(json.dumps(report.to_json(), default=str), flush=True)
+    elif as_json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:
-        print(render_table(report))
+        print(render_table(report), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,19 +169,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(run_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
     try:
-        settings = _settings(args)
+        settings, origins = _settings(args)
         duration = _duration(args.duration) if args.command == "watch" else 0.0
     except SettingsError as exc:
         # Bad input is one line, never a traceback (which would show the URL it came from).
         print(f"oomcheck: {exc}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        return _run(args, settings, duration)
+        return _run(args, settings, duration, origins)
     except KeyboardInterrupt:
         return EXIT_ERROR
 
 
-def _run(args: argparse.Namespace, settings: Settings, duration: float) -> int:
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    duration: float,
+    origins: Mapping[str, SettingOrigin],
+) -> int:
     from oomcheck.redact import scrub
     from oomcheck.wiring import build_deps
 
@@ -158,14 +203,17 @@ def _run(args: argparse.Namespace, settings: Settings, duration: float) -> int:
             deps,
             interval=settings.watch_interval_s,
             duration=duration,
-            on_report=lambda r: _print_report(r, args.json),
+            on_report=lambda r: _print_report(
+                replace(r, settings=origins), args.json, one_line=args.json
+            ),
             run_timeout_s=args.timeout,
         )
         return combine(reports).exit_code
     from oomcheck.deadline import Deadline
     from oomcheck.runner import run_once
 
-    report = run_once(deps, args.command, Deadline.after(args.timeout, deps.monotonic))
+    deadline = Deadline.after(args.timeout, deps.monotonic)
+    report = replace(run_once(deps, args.command, deadline), settings=origins)
     _print_report(report, args.json)
     return report.exit_code
 

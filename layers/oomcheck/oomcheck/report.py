@@ -33,6 +33,15 @@ class AlertRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SettingOrigin:
+    """A setting as the report shows it (passwords masked) and where it came from: ``app``,
+    ``env OOMCHECK_BROKER_URL``, ``flag --broker``, ``default``..."""
+
+    value: str | float | None
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     mode: str
     checked_at: float
@@ -44,6 +53,8 @@ class Report:
     alerts: tuple[AlertRecord, ...] = ()
     incidents: tuple[Incident, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # the CLI's: the Celery-side settings and their sources (empty in Lambda)
+    settings: Mapping[str, SettingOrigin] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -79,6 +90,10 @@ class Report:
             out["incidents"] = [incident_to_json(i) for i in self.incidents]
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.settings:
+            out["settings"] = {
+                name: {"value": s.value, "from": s.source} for name, s in self.settings.items()
+            }
         return out
 
 
@@ -152,6 +167,9 @@ def render_table(report: Report) -> str:
             lines.append(f"  {alert.action:<8} {alert.incident_id} {status}: {alert.subject}")
     for note in report.notes:
         lines.append(f"note: {note}")
+    for name, setting in report.settings.items():
+        if setting.source != "default":
+            lines.append(f"setting {name}: {setting.value} (from {setting.source})")
     stats = ", ".join(f"{k}={v}" for k, v in report.stats.items())
     lines.append(f"stats: {stats}")
     return "\n".join(lines)

@@ -119,6 +119,9 @@ class WorkerProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: str | None = None
+    # another app than the demo's (`celery -A` form), imported from ``cwd`` as celery does
+    app: str = "oomcheck.demo.tasks:app"
+    cwd: str | None = None
 
     def start(self) -> WorkerProcess:
         env = {
@@ -133,7 +136,7 @@ class WorkerProcess:
             "-m",
             "celery",
             "-A",
-            "oomcheck.demo.tasks:app",
+            self.app,
             "worker",
             "-n",
             self.name,
@@ -157,7 +160,12 @@ class WorkerProcess:
             ]
         log = Path(self.log_path or os.devnull).open("ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         return self
