@@ -25,6 +25,7 @@ import signal
 import tempfile
 import threading
 import time
+from types import SimpleNamespace
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,48 @@ class Sample:
     phase_s: float  # kill - start of the previous check
     cause: str
     real_oom: bool
+    pool: str = "prefork"
+    # an inspect-ping loop (one ping a second) beside the checker: kill -> first missed ping;
+    # negative when the worker stopped answering before it died (a busy solo worker)
+    ping_s: float | None = None
+
+
+class PingLoop:
+    """The reference every peer uses: ping the worker once a second; it is "dead" at the first
+    ping it misses. Records each miss."""
+
+    def __init__(self, control: Any, name: str) -> None:
+        self.control, self.name = control, name
+        self.misses: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pingloop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 120
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            started = time.time()
+            reply = self.control.ping(destination=[self.name], timeout=1.0, limit=1) or []
+            if not any(self.name in r for r in reply):
+                self.misses.append(started)
+            self._stop.wait(max(0.0, 1.0 - (time.time() - started)))
+
+    def first_miss_after(self, at: float) -> float | None:
+        """The first miss after ``at``, or (negative) how long it had been missing already."""
+        before = [m for m in self.misses if m <= at]
+        if before and before[-1] >= at - 1.5:
+            run_start = before[-1]
+            for m in reversed(before):
+                if m < run_start - 1.5:
+                    break
+                run_start = m
+            return run_start - at
+        after = [m for m in self.misses if m > at]
+        return after[0] - at if after else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 class Loop:
@@ -165,23 +208,27 @@ class Env:
     real_oom: bool
 
 
-def _one_kill(env: Env, mode: str, period: float, index: int, phase: float) -> Sample:
+def _one_kill(  # noqa: PLR0917 - one kill's parameters
+    env: Env, mode: str, period: float, index: int, phase: float, pool: str = "prefork"
+) -> Sample:
     from oomcheck.demo.run import HOG_MB, LIMIT_MB, Supervisor
     from oomcheck.demo.workers import MemoryCgroup, WorkerProcess
     from oomcheck.model import Action
     from oomcheck.runner import run_once
 
-    name = f"{mode[0]}{index}@ip-127-0-0-1"
+    name = f"{mode[0]}{pool[0]}{index}@ip-127-0-0-1"
     cgroup = MemoryCgroup.create(LIMIT_MB * 1024 * 1024, group_kill=True) if env.real_oom else None
     worker = WorkerProcess(
         name,
         env.broker,
         env.backend,
+        pool=pool,
         cgroup=cgroup,
         log_path=str(env.workdir / f"{name}.log"),
     )
     supervisor = None
     killwatch = None
+    pings = None
     try:
         worker.start()
         worker.wait_ready(env.deps.inspector.app.control, timeout=60)
@@ -195,6 +242,7 @@ def _one_kill(env: Env, mode: str, period: float, index: int, phase: float) -> S
             f"{name} in the roster",
         )
         supervisor = Supervisor(worker, cgroup, env.logs).start()
+        pings = PingLoop(env.deps.inspector.app.control, name)
         if cgroup is not None:
             killwatch = KillWatch(cgroup)
         else:
@@ -229,6 +277,8 @@ def _one_kill(env: Env, mode: str, period: float, index: int, phase: float) -> S
             if loop.error is not None:
                 raise RuntimeError(f"check loop failed: {loop.error!r}")
     finally:
+        if pings is not None:
+            pings.stop()
         if killwatch is not None:
             killwatch.stop()
         if supervisor is not None:
@@ -247,20 +297,24 @@ def _one_kill(env: Env, mode: str, period: float, index: int, phase: float) -> S
         phase_s=kill_at - previous,
         cause=str(message.payload.get("finding", {}).get("cause")),
         real_oom=cgroup is not None,
+        pool=pool,
+        ping_s=pings.first_miss_after(kill_at) if pings is not None else None,
     )
 
 
-def _series(env: Env, mode: str, period: float, kills: int, rng: random.Random) -> list[Sample]:
+def _series(  # noqa: PLR0917 - one series' parameters
+    env: Env, mode: str, period: float, kills: int, rng: random.Random, pool: str = "prefork"
+) -> list[Sample]:
     # Stratified random phases: one uniform draw in each 1/kills slice of the period, in random
     # order, so that a handful of kills covers the whole period rather than clumping by chance.
     phases = [period * (k + rng.random()) / kills for k in range(kills)]
     rng.shuffle(phases)
     samples = []
     for index, phase in enumerate(phases):
-        sample = _one_kill(env, mode, period, index, phase)
+        sample = _one_kill(env, mode, period, index, phase, pool)
         samples.append(sample)
         progress(
-            f"latency: {mode} kill {index + 1}/{kills}: {sample.latency_s:.2f} s "
+            f"latency: {mode} {pool} kill {index + 1}/{kills}: {sample.latency_s:.2f} s "
             f"(phase {sample.phase_s:.2f} s, wait {sample.wait_s:.2f} s, detecting check "
             f"{sample.detect_s:.2f} s, cause {sample.cause})"
         )
@@ -301,7 +355,7 @@ def watch_check_times(duration: float = DEPLOYED_WATCH_S) -> list[float]:
     runner.run_once = fake_run  # type: ignore[assignment]
     try:
         runner.watch(
-            None,  # type: ignore[arg-type]
+            SimpleNamespace(presence=None),  # type: ignore[arg-type]
             interval=WATCH_INTERVAL_S,
             duration=duration,
             sleep=fake_sleep,
@@ -312,6 +366,37 @@ def watch_check_times(duration: float = DEPLOYED_WATCH_S) -> list[float]:
     return starts
 
 
+def _presence_rows(result: Result, samples: dict[str, list[Sample]], how: str) -> None:
+    for pool, key in (("prefork", "watch"), ("solo", "watch-solo")):
+        series = samples[key]
+        lat = [s.latency_s for s in series]
+        pings = [s.ping_s for s in series if s.ping_s is not None]
+        early = [p for p in pings if p < 0]
+        if early:
+            ref = (
+                f"ping loop (1/s): missing {-median(early):.1f} s BEFORE the kill in "
+                f"{len(early)}/{len(pings)} (busy, not dead)"
+            )
+        else:
+            ref = f"ping loop (1/s) notices p50 {median(pings):.2f} s" if pings else "ping: none"
+        result.add(
+            f"watch + broker presence, {pool} worker: {how} -> SNS publish ({len(lat)} kills)",
+            f"p50 {median(lat):.2f} s, p95 {percentile(lat, 95):.2f} s",
+            ref,
+            "p95 <= 3 s",
+            percentile(lat, 95) <= 3.0,
+        )
+    after = [s.detect_s for s in samples["watch"] + samples["watch-solo"] + samples["scheduled"]]
+    before = [s.detect_s for s in samples["before"]]
+    result.add(
+        "detecting check (a worker has just died), with broker presence",
+        f"p50 {median(after):.2f} s, max {max(after):.2f} s",
+        f"before (presence off, re-ping): p50 {median(before):.2f} s ({len(before)} kills)",
+        "<= 1.5 s",
+        percentile(after, 95) <= 1.5,
+    )
+
+
 def run(quick: bool = False) -> Result:
     from oomcheck.demo.run import LOG_GROUP, TimedPublisher
     from oomcheck.demo.workers import memory_cgroup_available
@@ -320,6 +405,7 @@ def run(quick: bool = False) -> Result:
     watch_kills = 3 if quick else 10
     sched_kills = 2 if quick else 5
     sched_period = 10.0 if quick else 15.0
+    before_kills = 2 if quick else 3
     rng = random.Random(20240517)
     real_oom, why = memory_cgroup_available()
     workdir = Path(tempfile.mkdtemp(prefix="oomcheck-bench-latency-"))
@@ -360,7 +446,16 @@ def run(quick: bool = False) -> Result:
                 f"at {sched_period:.0f} s"
             )
             samples["watch"] = _series(env, "watch", WATCH_INTERVAL_S, watch_kills, rng)
+            samples["watch-solo"] = _series(
+                env, "watch", WATCH_INTERVAL_S, watch_kills, rng, pool="solo"
+            )
             samples["scheduled"] = _series(env, "check", sched_period, sched_kills, rng)
+            # before broker presence: the same detecting check without it (re-ping wait)
+            presence, deps.presence = deps.presence, None
+            try:
+                samples["before"] = _series(env, "check", sched_period, before_kills, rng)
+            finally:
+                deps.presence = presence
     finally:
         if sender is not None:
             sender.close()
@@ -379,6 +474,7 @@ def run(quick: bool = False) -> Result:
         "p95 <= 10 s",
         percentile(lat, 95) <= 10.0,
     )
+    _presence_rows(result, samples, how)
     sched = samples["scheduled"]
     lat_s = [s.latency_s for s in sched]
     result.add(
@@ -429,8 +525,10 @@ def run(quick: bool = False) -> Result:
             if any(s.cause == "unknown" for s in watch_s + sched)
             else ""
         )
-        + ". A detecting check waits the inspect timeout (1 s), then the direct re-ping (2 s), "
-        "before it calls a worker lost."
+        + ". A detecting check waits the inspect timeout (1 s); the broker's word that the "
+        "worker's connections are gone replaces the direct re-ping (2 s) it waited before. Watch "
+        "mode looks at the broker's pub/sub connections every second between checks and checks "
+        "at once when one closes."
     )
     result.facts["detect_s"] = detects
     return result

@@ -17,12 +17,15 @@ def judge(connections, *members):
     return attribute(connections, list(members), NOW)
 
 
-def test_a_worker_alone_on_its_address_is_present_while_any_connection_from_it_is_open():
+def test_a_worker_alone_on_its_address_is_present_while_a_subscription_from_it_is_open():
     w = Member("celery@ip-10-0-1-5", boot_at=5_000, answered=False)
     other = [conn("10.0.1.9", 5_000)]
-    assert judge([conn("10.0.1.5", 9_000, pubsub=False), *other], w)[w.name].present is True
+    assert judge([conn("10.0.1.5", 9_000), *other], w)[w.name].present is True
     gone = judge(other, w)[w.name]
     assert gone.present is False and "10.0.1.5" in gone.evidence
+    # a producer on the same address (a web app in the same task) proves nothing
+    producer = conn("10.0.1.5", 9_990, pubsub=False)
+    assert judge([producer, *other], w)[w.name].present is False
 
 
 def test_the_checkers_own_connections_never_count():

@@ -10,7 +10,8 @@ silent worker is judged only by what the listing proves:
 1. by name: a connection named after the worker's nodename (an app that sets
    ``broker_transport_options={"client_name": ...}`` to it) is the worker's;
 2. by address: a worker whose nodename encodes its address (``ip-10-0-1-5``, as ECS awsvpc and EC2
-   give) and that is the only known worker there owns every connection from that address;
+   give) and that is the only known worker there owns every pub/sub connection from that address
+   (a worker subscribes to its pidbox for life; producers sharing the address only publish);
 3. by age, where workers share an address (EC2 with several workers, every test on 127.0.0.1):
    a worker subscribes to its pidbox within seconds of starting, so a pub/sub connection born in
    its start window is its own, if no other worker started in that window and every worker that
@@ -108,14 +109,18 @@ def _judge(
 ) -> Presence:
     ips = _ips(member.name)
     if ips:
-        here = [c for c in foreign if c.ip in ips]
+        # Only pub/sub connections count: a worker holds its pidbox subscription for life, while
+        # a producer on the same address (a web app in the same task) publishes and leaves.
+        here = [c for c in foreign if c.ip in ips and c.pubsub]
         peers = [m for m in members if m is not member and _ips(m.name) & ips]
         where = f"from {sorted(ips)[0]}"
         if not here:
-            return Presence(member.name, False, f"broker: no connection {where} is open", None)
+            return Presence(
+                member.name, False, f"broker: no subscription {where} is open any more", None
+            )
         if not peers:
             return Presence(
-                member.name, True, f"broker: {len(here)} connection(s) {where} still open", now
+                member.name, True, f"broker: its subscription(s) {where} are still open", now
             )
     else:
         known_ips = frozenset().union(*(_ips(m.name) for m in members))
