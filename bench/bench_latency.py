@@ -25,10 +25,10 @@ import signal
 import tempfile
 import threading
 import time
-from types import SimpleNamespace
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench.common import Result, median, moto_server, percentile, private_redis, progress
