@@ -404,3 +404,12 @@ def test_a_flag_label_replaces_the_variable_in_messages():
 def test_every_redis_form_is_accepted(url):
     settings = from_env({"OOMCHECK_BROKER_URL": url, "OOMCHECK_RESULT_BACKEND": url})
     assert settings.broker_transport == "redis" and settings.backend_is_redis
+
+
+def test_scrub_masks_the_pieces_a_parser_cut_a_password_into():
+    # kombu splits a broker URL at ';': its error then quotes the first piece of the password
+    password = "Pw9x;tail-of-it@more"
+    message = "ValueError: Port could not be cast to integer value as 'Pw9x'; tail-of-it and more"
+    cleaned = scrub(message, [password])
+    assert "Pw9x" not in cleaned and "tail-of-it" not in cleaned
+    assert "Pw9x%3Btail" not in scrub("url has Pw9x%3Btail-of-it%40more", [password])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import quote
 
 _SECRET_QUERY = re.compile(
     r"(?i)((?:^|[?&;\s])[^=&;#\s]*(?:password|passwd|pwd|secret|token|auth)[^=&;#\s]*=)"
@@ -49,9 +50,23 @@ def _redact_one(chunk: str) -> str:
     return chunk[:scheme_end] + masked + rest[at:]
 
 
+# Where URL parsers cut a password they misread (kombu splits a broker URL at ';', urllib at
+# '#', '?', '/', '@'): an error message may quote any piece.
+_CUTS = re.compile(r"[;#?/@:]")
+
+
+def _forms(secret: str) -> set[str]:
+    """The secret, its percent-encoded form, and the pieces a parser may have cut it into."""
+    forms = {secret, quote(secret, safe="")}
+    forms.update(piece for piece in _CUTS.split(secret) if len(piece) >= 4)
+    return forms
+
+
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with URL passwords and every known secret value replaced by ``***``."""
+    """``text`` with URL passwords and every known secret value (whole, percent-encoded, or a
+    piece a parser cut it into) replaced by ``***``."""
     text = redact(text)
-    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+    forms = {f for s in secrets if s and len(s) >= 3 for f in _forms(s)}
+    for secret in sorted(forms, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
