@@ -35,7 +35,7 @@ def test_an_open_alert_renders_in_the_documented_schema():
     assert content["title"].startswith("\N{POLICE CARS REVOLVING LIGHT} oomcheck CRITICAL:")
     assert "celery@worker-1 died, OOM-killed (exit 137)" in content["title"]
     assert "Worker: `celery@worker-1`" in content["description"]
-    assert "Cause: oom killed (exit code 137)" in content["description"]
+    assert "Cause: OOM-killed, exit 137" in content["description"]
     assert "Tasks: 3 (1 awaiting redelivery, 2 lost)" in content["description"]
     assert content["nextSteps"] == ["Raise the worker's memory limit."]
     assert content["keywords"] == ["worker_lost", "critical", "open"]

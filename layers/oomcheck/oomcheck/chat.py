@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from oomcheck.alerts import WHERE_TO_READ, AlertMessage
-from oomcheck.model import Action
-from oomcheck.text import utc
+from oomcheck.model import Action, Cause
+from oomcheck.text import cause_words, utc
 
 __all__ = ["DESCRIPTION_MAX", "TITLE_MAX", "chat_message", "chat_request"]
 
@@ -80,9 +80,14 @@ def _fates(finding: Mapping[str, Any], total: int) -> str:
 
 
 def _one(payload: Mapping[str, Any], finding: Mapping[str, Any]) -> list[str]:
-    cause = str(finding.get("cause") or "unknown").replace("_", " ")
-    if finding.get("exit_code") is not None:
-        cause += f" (exit code {finding['exit_code']})"
+    code = finding.get("exit_code")
+    try:
+        cause = cause_words(
+            Cause(str(finding.get("cause"))), code if isinstance(code, int) else None
+        )
+        cause = cause or "unknown"
+    except ValueError:  # a cause this version does not know: its name, as the JSON has it
+        cause = str(finding.get("cause"))
     lines = [
         f"Worker: {_code(finding.get('worker') or 'unknown')}",
         f"Cause: {cause}",
