@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from oomcheck.deadline import Deadline
 from oomcheck.delivery import UNDELIVERABLE
 from oomcheck.invocation import parse_invocation
+from oomcheck.lambdalog import bind_run, route_library_logs
 from oomcheck.report import Report
 from oomcheck.runner import Deps, combine, run_once, watch
 
@@ -80,14 +81,21 @@ def _emit(report: Report) -> None:
     metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=report.duration_ms)
 
 
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     invocation = parse_invocation(event)
     deps = _get_deps(context)
+    route_library_logs(logger, deps.settings.secrets())
     remaining = context.get_remaining_time_in_millis() / 1000.0
     deadline = Deadline.after(remaining - _HANDLER_MARGIN_S, deps.monotonic)
-    logger.append_keys(mode=invocation.mode, scheduled_time=invocation.scheduled_time)
+    bind_run(
+        logger,
+        target=deps.settings.target,
+        mode=invocation.mode,
+        owner=deps.owner,
+        scheduled_time=invocation.scheduled_time,
+    )
     if invocation.mode == "watch":
         duration = max(0.0, min(invocation.duration_s, remaining - _WATCH_MARGIN_S))
         reports = watch(

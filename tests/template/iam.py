@@ -134,6 +134,13 @@ def needs(call: Call, keys: KeyInfo) -> list[Need]:
         secret = p["SecretId"]
         arn = secret if secret.startswith("arn:") else _arn("secretsmanager", f"secret:{secret}")
         return [Need(op, arn, region, op)]
+    if op == "events:PutEvents":
+        out = []
+        for entry in p["Entries"]:
+            bus = entry.get("EventBusName") or "default"
+            arn = bus if bus.startswith("arn:") else _arn("events", f"event-bus/{bus}")
+            out.append(Need(op, arn, region, op))
+        return out
     if op == "logs:FilterLogEvents":
         group = p.get("logGroupName") or p["logGroupIdentifier"]
         arn = group if group.startswith("arn:") else _arn("logs", f"log-group:{group}")

@@ -65,9 +65,57 @@ def test_the_watcher_is_watched(template: dict[str, Any]) -> None:
     assert template["Parameters"]["HeartbeatMinutes"]["Default"] == 5
 
 
-def test_every_alarm_notifies_the_alert_topic(template: dict[str, Any]) -> None:
+def test_every_alarm_notifies_the_alarm_topic(template: dict[str, Any]) -> None:
     for name, alarm in _alarms(template).items():
-        assert alarm["AlarmActions"] == [{"Ref": "AlertsTopic"}], name
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmsTopic"}], name
+        assert alarm.get("OKActions", [{"Ref": "AlarmsTopic"}]) == [{"Ref": "AlarmsTopic"}], name
         assert alarm["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-"), (
             f"{name}: the topic policy admits alarms named after the stack only"
         )
+
+
+def _publishers(template: dict[str, Any], topic: str) -> set[str]:
+    """Who may publish to ``topic``: services its policy admits, and the checker if its role
+    may."""
+    resources = template["Resources"]
+    found = set()
+    for resource in resources.values():
+        if (
+            resource["Type"] != "AWS::SNS::TopicPolicy"
+            or {"Ref": topic} not in resource["Properties"]["Topics"]
+        ):
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] == "Allow":
+                found.add(str(statement["Principal"]["Service"]))
+    [policy] = resources["CheckerRole"]["Properties"]["Policies"]
+    for statement in policy["PolicyDocument"]["Statement"]:
+        publishes = isinstance(statement, dict) and statement.get("Action") == "sns:Publish"
+        if publishes and {"Ref": topic} in statement["Resource"]:
+            found.add("checker")
+    return found
+
+
+def test_one_schema_per_topic(template: dict[str, Any]) -> None:
+    """Alerts (oomcheck's JSON and email text) and chat notifications come from the checker
+    alone; CloudWatch's alarm messages from CloudWatch alone, on a topic of their own, so a
+    subscription filter on the alerts' attributes never drops an alarm unseen."""
+    assert _publishers(template, "AlertsTopic") == {"checker"}
+    assert _publishers(template, "ChatTopic") == {"checker"}
+    assert _publishers(template, "AlarmsTopic") == {"cloudwatch.amazonaws.com"}
+    env = template["Resources"]["CheckerFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["OOMCHECK_TOPIC_ARN"] == {"Ref": "AlertsTopic"}
+    assert env["OOMCHECK_CHAT_TOPIC_ARN"] == {"Ref": "ChatTopic"}
+    outputs = template["Outputs"]
+    for topic in ("AlertsTopic", "ChatTopic", "AlarmsTopic"):
+        assert outputs[f"{topic}Arn"]["Value"] == {"Ref": topic}
+
+
+def test_an_email_address_gets_the_alerts_and_the_alarms(template: dict[str, Any]) -> None:
+    subscribed = {
+        r["Properties"]["TopicArn"]["Ref"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::SNS::Subscription"
+        and r["Properties"]["Endpoint"] == {"Ref": "AlertEmail"}
+    }
+    assert subscribed == {"AlertsTopic", "AlarmsTopic"}

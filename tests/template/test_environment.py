@@ -120,6 +120,7 @@ def test_every_tuning_default_is_the_code_default(template: dict[str, Any]) -> N
             "OOMCHECK_BROKER_URL": "redis://127.0.0.1:6379/0",
             "OOMCHECK_TABLE": env["OOMCHECK_TABLE"],
             "OOMCHECK_TOPIC_ARN": env["OOMCHECK_TOPIC_ARN"],
+            "OOMCHECK_CHAT_TOPIC_ARN": env["OOMCHECK_CHAT_TOPIC_ARN"],
             "OOMCHECK_LOG_GROUPS": env["OOMCHECK_LOG_GROUPS"],
             "OOMCHECK_STATE_FILE": from_template.state_file,
         },
@@ -136,6 +137,7 @@ def _stand_ins() -> dict[str, cfn.Physical]:
             table, {"Arn": f"arn:aws:dynamodb:{cfn.REGION}:{cfn.ACCOUNT}:table/{table}"}
         ),
         "AlertsTopic": cfn.Physical(f"arn:aws:sns:{cfn.REGION}:{cfn.ACCOUNT}:oomcheck-test-alerts"),
+        "ChatTopic": cfn.Physical(f"arn:aws:sns:{cfn.REGION}:{cfn.ACCOUNT}:oomcheck-test-chat"),
         "EcsEventsLogGroup": cfn.Physical(
             "/aws/events/oomcheck-test/ecs-task-stopped",
             {"Arn": f"{arn}/aws/events/oomcheck-test/ecs-task-stopped:*"},

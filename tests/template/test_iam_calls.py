@@ -111,6 +111,7 @@ def _deploy(template: dict[str, Any], broker: str, backend: str) -> Deployed:
         "RepingTimeout": "0.5",
         "DiscoveryInterval": "0",
         "WatchInterval": "1",
+        "EventBusArn": f"arn:aws:events:{cfn.REGION}:{cfn.ACCOUNT}:event-bus/oncall",
     }
     stack = cfn.Stack(template, params, stack_name="oomcheck-e2e")
     logs = _client("logs")
@@ -138,6 +139,10 @@ def _deploy(template: dict[str, Any], broker: str, backend: str) -> Deployed:
     topic_arn = _client("sns").create_topic(
         Name="oomcheck-e2e-alerts", Attributes={"KmsMasterKeyId": alerts_key["Arn"]}
     )["TopicArn"]
+    chat_arn = _client("sns").create_topic(
+        Name="oomcheck-e2e-chat", Attributes={"KmsMasterKeyId": alerts_key["Arn"]}
+    )["TopicArn"]
+    _client("events").create_event_bus(Name="oncall")
     ssm = _client("ssm")
     for name, url in ((BROKER_PARAM, broker), (BACKEND_PARAM, backend)):
         ssm.put_parameter(Name=name, Value=url, Type="SecureString", KeyId=url_key["Arn"])
@@ -145,9 +150,10 @@ def _deploy(template: dict[str, Any], broker: str, backend: str) -> Deployed:
     stack.physical.update(groups)
     stack.physical["StateTable"] = cfn.Physical(table, {"Arn": table_arn})
     stack.physical["AlertsTopic"] = cfn.Physical(topic_arn)
+    stack.physical["ChatTopic"] = cfn.Physical(chat_arn)
     stack.physical["AlertsKey"] = cfn.Physical(alerts_key["KeyId"], {"Arn": alerts_key["Arn"]})
     keys = iam.KeyInfo(
-        topic_keys={topic_arn: alerts_key["Arn"]},
+        topic_keys={topic_arn: alerts_key["Arn"], chat_arn: alerts_key["Arn"]},
         parameter_keys={BROKER_PARAM: url_key["Arn"], BACKEND_PARAM: url_key["Arn"]},
     )
     return Deployed(stack, keys, table)
@@ -309,7 +315,14 @@ def test_policy_is_exactly_what_the_code_calls(
         "dynamodb:UpdateItem",
         "dynamodb:Query",
         "sns:Publish",
+        "events:PutEvents",
         "ssm:GetParameter",
         "logs:FilterLogEvents",
     } <= operations, operations
+    # the alert and the chat topic each got the alert, with the attributes filters rely on
+    publishes = [c.params for c in recorder.calls if c.operation == "Publish"]
+    env_topics = {env["OOMCHECK_TOPIC_ARN"], env["OOMCHECK_CHAT_TOPIC_ARN"]}
+    assert {p["TopicArn"] for p in publishes} == env_topics
+    for publish in publishes:
+        assert {"kind", "severity", "action", "dedup_key"} <= set(publish["MessageAttributes"])
     assert time.monotonic() - started < 60, "the end-to-end IAM check must stay under a minute"

@@ -24,6 +24,7 @@ ALL_ON = {
         "arn:aws:kms:us-east-1:123456789012:key/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
     ),
     "AlertEmail": "oncall@example.com",
+    "EventBusArn": "arn:aws:events:us-east-1:123456789012:event-bus/oncall",
     "WatchSeconds": 50,
     "SubnetIds": "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
     "SecurityGroupIds": "sg-0123456789abcdef0",

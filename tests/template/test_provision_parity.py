@@ -68,21 +68,22 @@ def test_table_point_in_time_recovery_matches(template: dict[str, Any], provisio
 
 
 def test_topic_is_kms_encrypted_in_both(template: dict[str, Any], provisioned: Any) -> None:
-    [topic] = [r for r in template["Resources"].values() if r["Type"] == "AWS::SNS::Topic"]
-    assert topic["Properties"].get("KmsMasterKeyId"), "the template's topic is not encrypted"
+    topics = [r for r in template["Resources"].values() if r["Type"] == "AWS::SNS::Topic"]
+    assert len(topics) == 3  # alerts, chat, alarms
+    for topic in topics:
+        assert topic["Properties"].get("KmsMasterKeyId"), "a template topic is not encrypted"
     assert (
         provisioned["topic"].get("KmsMasterKeyId") == provision.TOPIC_ATTRIBUTES["KmsMasterKeyId"]
     )
 
 
 def test_topic_key_admits_the_alarms(template: dict[str, Any]) -> None:
-    """The template's alarms publish to the topic, and CloudWatch cannot use the AWS managed
+    """The template's alarms publish to their topic, and CloudWatch cannot use the AWS managed
     key aws/sns (its key policy, which nobody can edit, does not admit cloudwatch.amazonaws.com):
     the template's topic therefore uses its own key, whose policy admits CloudWatch. `oomcheck
     setup` creates no alarms and keeps aws/sns."""
     resources = template["Resources"]
-    [topic] = [r for r in resources.values() if r["Type"] == "AWS::SNS::Topic"]
-    key_ref = topic["Properties"]["KmsMasterKeyId"]
+    key_ref = resources["AlarmsTopic"]["Properties"]["KmsMasterKeyId"]
     assert key_ref != "alias/aws/sns"
     key = resources[key_ref["Fn::GetAtt"][0]]
     assert key["Type"] == "AWS::KMS::Key" and key["Properties"]["EnableKeyRotation"] is True
@@ -93,4 +94,4 @@ def test_topic_key_admits_the_alarms(template: dict[str, Any]) -> None:
     ]
     assert admitted and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(admitted[0]["Action"])
     alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    assert alarms and all({"Ref": "AlertsTopic"} in r["Properties"]["AlarmActions"] for r in alarms)
+    assert alarms and all({"Ref": "AlarmsTopic"} in r["Properties"]["AlarmActions"] for r in alarms)

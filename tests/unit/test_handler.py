@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aws_lambda_powertools.metrics.provider import cold_start
 
+from tests.unit.test_lambda_logging import library_loggers_restored
 from tests.unit.test_runner import Clock, FakeControl, FakeResults, FlakyPublisher, _deps
 
 APP = Path(__file__).resolve().parents[2] / "functions" / "checker" / "app.py"
@@ -55,7 +60,8 @@ def test_scheduled_event_runs_a_check_and_emits_metrics(handler_module, capsys):
     )
     assert body["mode"] == "check" and body["schema"] == 1
     assert [w["name"] for w in body["workers"]] == ["celery@w1"]
-    [metrics] = _emf(capsys.readouterr().out)
+    # (the container's first invocation also prints the ColdStart metric, in a blob of its own)
+    [metrics] = [b for b in _emf(capsys.readouterr().out) if "WorkersAlive" in b]
     assert metrics["WorkersAlive"] == [1.0] and metrics["Findings"] == [0.0]
     assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "oomcheck-test"
 
@@ -90,3 +96,40 @@ def test_the_run_must_end_before_the_lambda_timeout(handler_module, monkeypatch)
     # 30 s left in the invocation, 1 s of it kept for the metrics and the return
     [remaining] = seen
     assert 28.5 < remaining <= 29.0
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith('{"level"')]
+
+
+def test_the_handler_binds_the_run_to_library_lines_and_counts_a_cold_start(
+    capsys, handler_module, monkeypatch
+):
+    cold_start.reset_cold_start_flag()
+    stream = io.StringIO()
+    # the handler's logger writes to the stdout of when it was first made: here, to a buffer
+    monkeypatch.setattr(handler_module.logger.registered_handler, "stream", stream)
+    original = handler_module.run_once
+
+    def logging_run(deps: Any, mode: str, deadline: Any) -> Any:
+        logging.getLogger("kombu.connection").warning("connection lost, retrying")
+        return original(deps, mode, deadline)
+
+    monkeypatch.setattr(handler_module, "run_once", logging_run)
+    with library_loggers_restored():
+        handler_module.handler(
+            {"mode": "check", "scheduled_time": "2026-11-24T10:00:00Z"}, Context()
+        )
+        handler_module.handler({"mode": "check"}, Context())
+    out = capsys.readouterr().out
+
+    kombu = [line for line in _json_lines(stream.getvalue()) if line["name"] == "kombu.connection"]
+    assert len(kombu) == 2
+    first, second = kombu
+    assert first["mode"] == "check" and first["target"] == "default"
+    assert first["run_owner"] == handler_module._deps.owner
+    assert first["scheduled_time"] == "2026-11-24T10:00:00Z"
+    assert first["function_request_id"] == "req-1"
+    assert second.get("scheduled_time") is None  # each invocation binds its own
+    colds = [blob for blob in _emf(out) if "ColdStart" in blob]
+    assert len(colds) == 1 and colds[0]["ColdStart"] == [1.0]

@@ -66,6 +66,10 @@ class Settings:
     table: str | None = None
     target: str = "default"
     topic_arn: str | None = None
+    # Custom notifications for chat (oomcheck.chat) and alerts as EventBridge events: both off
+    # when None
+    chat_topic_arn: str | None = None
+    event_bus: str | None = None
     log_groups: tuple[str, ...] = ()
     # ECS/EKS container names (globs) that run workers; others' exits (sidecars) are ignored
     containers: tuple[str, ...] = ()
@@ -246,6 +250,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OOMCHECK_TABLE", "table", _text),
     Variable("OOMCHECK_TARGET", "target", _text, "default"),
     Variable("OOMCHECK_TOPIC_ARN", "topic_arn", _text),
+    Variable("OOMCHECK_CHAT_TOPIC_ARN", "chat_topic_arn", _text),
+    Variable("OOMCHECK_EVENT_BUS", "event_bus", _text),
     Variable("OOMCHECK_LOG_GROUPS", "log_groups", _names, ()),
     Variable("OOMCHECK_CONTAINERS", "containers", _names, ()),
     Variable("OOMCHECK_QUEUES", "queues", _names, ()),

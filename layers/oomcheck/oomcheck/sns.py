@@ -1,4 +1,5 @@
-"""Publishers: SNS (the deployed checker) and a printer (no topic configured)."""
+"""Publishers: SNS (the deployed checker's alert topic and its chat topic) and a printer (no
+topic configured)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from oomcheck.alerts import (
     request_size,
     sns_request,
 )
+from oomcheck.chat import chat_request
 
 # Errors about the message itself: sending the same message again can never succeed.
 PERMANENT_CODES = frozenset({"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid"})
@@ -29,22 +31,34 @@ class SnsAlerter:
         return f"sns:{self.topic_arn}"
 
     def publish(self, message: AlertMessage) -> str:
-        from botocore.exceptions import BotoCoreError, ClientError
+        return _publish(self.client, self.topic_arn, sns_request(message))
 
-        request = sns_request(message)
-        size = request_size(request)
-        if size > SNS_MAX_BYTES:
-            raise PublishError(
-                f"sns publish: message of {size} bytes is over 256 KiB", permanent=True
-            )
-        try:
-            reply = self.client.publish(TopicArn=self.topic_arn, **request)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "error"))
-            raise PublishError(f"sns publish: {code}", permanent=code in PERMANENT_CODES) from exc
-        except BotoCoreError as exc:
-            raise PublishError(f"sns publish: {type(exc).__name__}") from exc
-        return str(reply.get("MessageId", ""))
+
+class ChatAlerter(SnsAlerter):
+    """The chat topic: custom notifications for Amazon Q Developer in chat applications
+    (oomcheck.chat), on a topic of their own so the alert topic's subscribers keep their shape."""
+
+    def describe(self) -> str:
+        return f"chat:{self.topic_arn}"
+
+    def publish(self, message: AlertMessage) -> str:
+        return _publish(self.client, self.topic_arn, chat_request(message))
+
+
+def _publish(client: Any, topic_arn: str, request: dict[str, Any]) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    size = request_size(request)
+    if size > SNS_MAX_BYTES:
+        raise PublishError(f"sns publish: message of {size} bytes is over 256 KiB", permanent=True)
+    try:
+        reply = client.publish(TopicArn=topic_arn, **request)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", "error"))
+        raise PublishError(f"sns publish: {code}", permanent=code in PERMANENT_CODES) from exc
+    except BotoCoreError as exc:
+        raise PublishError(f"sns publish: {type(exc).__name__}") from exc
+    return str(reply.get("MessageId", ""))
 
 
 class PrintAlerter:

@@ -6,10 +6,12 @@ import sys
 from collections.abc import Callable
 
 from oomcheck.alerts import Publisher
+from oomcheck.aws import CallLimits
+from oomcheck.channels import FanoutPublisher
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.runner import Deps
 from oomcheck.settings import Settings
-from oomcheck.sns import PrintAlerter, SnsAlerter
+from oomcheck.sns import ChatAlerter, PrintAlerter, SnsAlerter
 from oomcheck.sources.inspector import CeleryInspector
 from oomcheck.sources.presence import BrokerPresence
 from oomcheck.state import DynamoDBStateStore, FileStateStore, StateStore
@@ -33,16 +35,14 @@ def build_deps(
         if settings.table
         else FileStateStore(settings.state_file)
     )
-    publisher: Publisher = (
-        SnsAlerter(settings.topic_arn, client=aws.client("sns", limits=publish_limits))
-        if settings.topic_arn
-        else PrintAlerter(write or sys.stderr.write)
-    )
+    channels = _channels(settings, write, publish_limits)
+    publisher: Publisher = channels[0] if len(channels) == 1 else FanoutPublisher(channels)
     deps = Deps(settings=settings, store=store, publisher=publisher)
     if settings.table:
         deps.store_s = store_limits.worst_s
-    if settings.topic_arn:
-        deps.publish_s = publish_limits.worst_s
+    remote = [c for c in channels if not isinstance(c, PrintAlerter)]
+    # channels are published one after the other: one alert's worst case is their sum
+    deps.publish_s = publish_limits.worst_s * len(remote)
     deps.inspector = CeleryInspector(
         settings.broker_url,
         keyprefix=settings.broker_keyprefix,
@@ -114,6 +114,28 @@ def build_deps(
     else:
         deps.off["exits"] = "no log groups configured (OOMCHECK_LOG_GROUPS)"
     return deps
+
+
+def _channels(
+    settings: Settings, write: Callable[[str], object] | None, limits: CallLimits
+) -> list[Publisher]:
+    """The alert topic (or the printer) first, then chat and EventBridge when configured."""
+    from oomcheck import aws
+
+    channels: list[Publisher] = []
+    if settings.topic_arn or settings.chat_topic_arn:
+        sns = aws.client("sns", limits=limits)
+        if settings.topic_arn:
+            channels.append(SnsAlerter(settings.topic_arn, client=sns))
+        if settings.chat_topic_arn:
+            channels.append(ChatAlerter(settings.chat_topic_arn, client=sns))
+    if not settings.topic_arn:
+        channels.insert(0, PrintAlerter(write or sys.stderr.write))
+    if settings.event_bus:
+        from oomcheck.events import EventBridgeAlerter
+
+        channels.append(EventBridgeAlerter(settings.event_bus, aws.client("events", limits=limits)))
+    return channels
 
 
 def _redis_presence(broker: object) -> BrokerPresence:
