@@ -442,5 +442,5 @@ def test_memory_and_queue_thresholds_reach_the_policy():
     assert policy.memory_samples == 3
     assert policy.queue_orphan_after_s == 0.0
     assert policy.ignored_queues == frozenset({"dead-letter", "archive"})
-    with pytest.raises(SettingsError, match="^OOMCHECK_MEMORY_SAMPLES must be a whole number"):
+    with pytest.raises(SettingsError, match=r"^OOMCHECK_MEMORY_SAMPLES must be a whole number"):
         from_env({**BROKER, "OOMCHECK_MEMORY_SAMPLES": "0"})
