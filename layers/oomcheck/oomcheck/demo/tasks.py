@@ -53,6 +53,20 @@ def hog(mb: int, hold_s: float = 60.0) -> int:
     return sum(len(c) for c in held)
 
 
+@app.task(name="demo.grow")
+def grow(mb: int, until_path: str, more_mb: int, wait_s: float = 60.0) -> int:
+    """A leak in two steps: grow to ``mb`` MiB, hold it until ``until_path`` exists (at most
+    ``wait_s``), then grow ``more_mb`` MiB more, which in a small memory cgroup is the kill. The
+    pause is what lets a checker see the pressure, and name this task, before the kernel acts."""
+    held = _allocate(mb)
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(until_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    held += _allocate(more_mb)
+    time.sleep(wait_s)
+    return sum(len(c) for c in held)
+
+
 @app.task(name="demo.sleepy")
 def sleepy(seconds: float) -> float:
     time.sleep(seconds)
