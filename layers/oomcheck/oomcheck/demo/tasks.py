@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from celery import Celery
 
@@ -60,7 +61,7 @@ def grow(mb: int, until_path: str, more_mb: int, wait_s: float = 60.0) -> int:
     pause is what lets a checker see the pressure, and name this task, before the kernel acts."""
     held = _allocate(mb)
     deadline = time.monotonic() + wait_s
-    while not os.path.exists(until_path) and time.monotonic() < deadline:
+    while not Path(until_path).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     held += _allocate(more_mb)
     time.sleep(wait_s)
