@@ -14,10 +14,11 @@ SAM_STAMP := $(SAM_VENV)/.installed
 SAM_PYTHON_DIR ?= $(lastword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13*/bin))
 SAM_ENV   := SAM_CLI_TELEMETRY=0 PATH="$(if $(SAM_PYTHON_DIR),$(SAM_PYTHON_DIR):)$$PATH"
 
-.PHONY: help demo test unit lint bench build invoke clean sam-tools validate lock deploy
+.PHONY: help demo demo-memory test unit lint bench build invoke clean sam-tools validate lock deploy
 
 help:
 	@echo "make demo    a real worker OOM-killed, detected, alerted (under a minute)"
+	@echo "make demo-memory  a task grows: memory_pressure names it before the OOM kill"
 	@echo "make test    unit, integration and end-to-end tests (+ template checks)"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   benchmarks with figures (not part of make test)"
@@ -67,6 +68,9 @@ lock: $(LOCK_VENV)/.installed
 
 demo: $(STAMP)
 	$(BIN)/oomcheck demo
+
+demo-memory: $(STAMP)
+	$(BIN)/oomcheck demo --memory
 
 test: $(STAMP) sam-tools
 	$(BIN)/python -m pytest

@@ -47,6 +47,8 @@ class Fleet:
     cgroups: list[MemoryCgroup] = field(default_factory=list)
     publisher: CapturingPublisher = field(default_factory=CapturingPublisher)
     queue: str = "celery"
+    # Settings fields to change (log_groups, policy...) for the checker of this fleet
+    overrides: dict[str, Any] = field(default_factory=dict)
     _deps: Deps | None = None
     _client: Any = None
 
@@ -57,7 +59,7 @@ class Fleet:
             state_file=str(self.tmp / "state.json"),
             inspect_timeout_s=1.0,
             reping_timeout_s=1.0,
-        )
+        ).with_overrides(**self.overrides)
 
     @property
     def deps(self) -> Deps:

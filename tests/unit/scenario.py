@@ -14,8 +14,10 @@ from oomcheck.model import (
     Finding,
     Kind,
     LostFailure,
+    MemorySample,
     Observation,
     Policy,
+    QueueDepth,
     StartedTask,
     State,
     TaskLimits,
@@ -37,6 +39,7 @@ def snap(
     active: Iterable[ActiveTask] | None = (),
     limits: dict[str, TaskLimits] | None = None,
     reping: bool = False,
+    queues: Iterable[str] | None = None,
 ) -> WorkerSnapshot:
     return WorkerSnapshot(
         name=name,
@@ -47,6 +50,7 @@ def snap(
         active=tuple(active) if active is not None else None,
         registered=limits or {},
         reping=reping,
+        queues=tuple(queues) if queues is not None else None,
     )
 
 
@@ -85,6 +89,8 @@ def obs(
     errors: dict[str, str] | None = None,
     task_status: dict[str, str] | None = None,
     transport: str = "redis",
+    memory: Iterable[MemorySample] | None = None,
+    queues: Iterable[QueueDepth] | None = None,
 ) -> Observation:
     return Observation(
         at=at,
@@ -97,6 +103,8 @@ def obs(
         task_status=task_status or {},
         broker_transport=transport,
         inspected_at=at,
+        memory=None if memory is None else tuple(memory),
+        queues=None if queues is None else tuple(queues),
     )
 
 
@@ -164,6 +172,28 @@ def kernel_kill(pid: int, host: str = "10.0.1.5", *, at: float = T0 + 30) -> Exi
         hosts=(host,),
         pid=pid,
         process="celery",
+    )
+
+
+def mem(
+    host: str,
+    used_mb: float,
+    at: float,
+    *,
+    limit_mb: float | None = 2048.0,
+    basis: str = "hard limit",
+    source: str = "eks",
+) -> MemorySample:
+    """A Container Insights memory sample of the container on ``host`` (an EKS pod name)."""
+    return MemorySample(
+        source=source,
+        event_id=f"m-{host}-{at:.0f}",
+        at=at,
+        used_mb=used_mb,
+        limit_mb=limit_mb,
+        basis=basis,
+        hosts=(host,),
+        container="worker",
     )
 
 

@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="OOM-kill a real worker and show the alert")
     demo.add_argument("--json", action="store_true", help="also print the report JSON")
     demo.add_argument("--no-cgroup", action="store_true", help="use SIGKILL, not a memory cgroup")
+    demo.add_argument(
+        "--memory",
+        action="store_true",
+        help="a task that grows: memory_pressure names it before the OOM kill",
+    )
     return parser
 
 
@@ -164,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "setup":
         return _setup(args)
+    if args.command == "demo" and args.memory:
+        from oomcheck.demo.memory import run_memory_demo
+
+        return int(run_memory_demo(use_cgroup=not args.no_cgroup))
     if args.command == "demo":
         from oomcheck.demo.run import run_demo
 

@@ -55,6 +55,10 @@ class Report:
     notes: tuple[str, ...] = field(default=())
     # the CLI's: the Celery-side settings and their sources (empty in Lambda)
     settings: Mapping[str, SettingOrigin] = field(default_factory=dict)
+    # the top memory users and every queue measured (oomcheck.usage); None: the source is off
+    # or failed this run
+    memory: tuple[dict[str, Any], ...] | None = None
+    queues: tuple[dict[str, Any], ...] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -88,6 +92,10 @@ class Report:
         }
         if self.mode == "audit":
             out["incidents"] = [incident_to_json(i) for i in self.incidents]
+        if self.memory is not None:
+            out["memory"] = list(self.memory)
+        if self.queues is not None:
+            out["queues"] = list(self.queues)
         if self.notes:
             out["notes"] = list(self.notes)
         if self.settings:
@@ -159,6 +167,8 @@ def render_table(report: Report) -> str:
                 )
     else:
         lines.append("no findings")
+    lines += _memory_table(report.memory)
+    lines += _queue_table(report.queues)
     if report.alerts:
         lines.append("")
         lines.append("ALERTS")
@@ -173,3 +183,40 @@ def render_table(report: Report) -> str:
     stats = ", ".join(f"{k}={v}" for k, v in report.stats.items())
     lines.append(f"stats: {stats}")
     return "\n".join(lines)
+
+
+def _memory_table(rows: tuple[dict[str, Any], ...] | None) -> list[str]:
+    if rows is None:
+        return []
+    lines = ["", f"{'MEMORY (top users)':<40} {'USED MiB':>9} {'LIMIT':>9} {'SHARE':>6}  RUNNING"]
+    for row in rows:
+        limit = "-" if row["limit_mb"] is None else f"{row['limit_mb']:,.0f}"
+        share = "-" if row["share"] is None else f"{row['share']:.0%}"
+        tasks = ", ".join(
+            f"{t['name'] or '?'} [{t['id']}]"
+            + (f" {t['running_s']}s" if t["running_s"] is not None else "")
+            for t in row["tasks"][:3]
+        )
+        basis = "" if row["basis"] == "hard limit" else f" (of {row['basis']})"
+        lines.append(
+            f"{row['worker'][:40]:<40} {row['used_mb']:>9,.0f} {limit:>9} {share:>6}  "
+            f"{tasks or '-'}{basis}"
+        )
+    if not rows:
+        lines.append("(no memory sample matched a worker this run)")
+    return lines
+
+
+def _queue_table(rows: tuple[dict[str, Any], ...] | None) -> list[str]:
+    if rows is None:
+        return []
+    lines = ["", f"{'QUEUE':<40} {'MESSAGES':>9} {'OLDEST':>8}  CONSUMERS"]
+    for row in rows:
+        oldest = "-" if row["oldest_s"] is None else f"{row['oldest_s']}s"
+        who = ", ".join(row["consumers"][:4]) or "NONE"
+        if row["broker_consumers"] is not None:
+            who += f" (broker counts {row['broker_consumers']})"
+        lines.append(f"{row['name'][:40]:<40} {row['messages']:>9,} {oldest:>8}  {who}")
+    if not rows:
+        lines.append("(no queue measured)")
+    return lines

@@ -10,16 +10,24 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from oomcheck import alerts as alerting
-from oomcheck import delivery
+from oomcheck import delivery, usage
 from oomcheck.audit import config_risks
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
 from oomcheck.detect import evaluate
-from oomcheck.model import Source, SourceState, SourceStatus, State, UnackedMessage
+from oomcheck.model import (
+    Observation,
+    Source,
+    SourceState,
+    SourceStatus,
+    State,
+    UnackedMessage,
+    WorkerRecord,
+)
 from oomcheck.observe import QueueSource, ReferenceClock, observe
 from oomcheck.redact import scrub
 from oomcheck.report import Report, source_texts, worker_rows
@@ -142,7 +150,25 @@ def run_once(deps: Deps, mode: str = "check", deadline: Deadline | None = None) 
         alerts=tuple(records),
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
         notes=(*view.notes, *observed.notes),
+        **_usage(observation, roster, settings, now),
     )
+
+
+def _usage(
+    observation: Observation, roster: Mapping[str, WorkerRecord], settings: Settings, now: float
+) -> dict[str, Any]:
+    """The report's memory and queue blocks (None where the source is off or failed)."""
+    live = observation.workers or {}
+    return {
+        "memory": usage.memory_rows(
+            observation.memory, live, roster, settings.policy.worker_map, now
+        )
+        if observation.memory is not None
+        else None,
+        "queues": usage.queue_rows(observation.queues, live, roster, now)
+        if observation.queues is not None
+        else None,
+    }
 
 
 @dataclass

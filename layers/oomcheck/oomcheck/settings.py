@@ -196,6 +196,29 @@ def _task_limits(raw: str) -> dict[str, float]:
     return limits
 
 
+def _share(raw: str) -> float:
+    """A share of a memory limit: 0.5-1.0, or a percent 50-100 (``90`` or ``90%``). A number
+    above 1 is a percent, so ``5`` is 5 % and refused rather than read as 0.5."""
+    text = raw.strip()
+    percent = text.endswith("%")
+    try:
+        value = float(text.removesuffix("%").strip())
+    except ValueError:
+        value = math.nan
+    if percent or value > 1:
+        value /= 100
+    if not math.isfinite(value) or not 0.5 <= value <= 1.0:
+        raise ValueError(
+            "must be a share of the limit from 0.5 to 1.0, or a percent from 50 to 100 "
+            f"(0.9 or 90%), not {raw[:40]!r}"
+        )
+    return value
+
+
+def _name_set(raw: str) -> frozenset[str]:
+    return frozenset(_names(raw))
+
+
 def _string_map(raw: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in _json_object(raw).items()}
 
@@ -279,6 +302,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OOMCHECK_SOURCE_ALERT_AFTER", "policy.source_alert_after", count(1, 1000), 3),
     Variable("OOMCHECK_APP_NAME", "policy.app_name", _text),
     Variable("OOMCHECK_WORKER_MAP", "policy.worker_map", _string_map, {}),
+    # memory_pressure and queue_orphaned (issue 11)
+    Variable("OOMCHECK_MEMORY_THRESHOLD", "policy.memory_threshold", _share, 0.9),
+    Variable("OOMCHECK_MEMORY_SAMPLES", "policy.memory_samples", count(1, 60), 2),
+    Variable(
+        "OOMCHECK_QUEUE_ORPHAN_AFTER", "policy.queue_orphan_after_s", seconds(0, 7 * DAY), 300.0
+    ),
+    Variable("OOMCHECK_IGNORED_QUEUES", "policy.ignored_queues", _name_set, frozenset()),
 )
 
 # Every variable from_env() reads: the template test checks that template.yaml sets the ones the

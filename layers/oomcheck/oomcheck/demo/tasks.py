@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from celery import Celery
 
@@ -50,6 +51,20 @@ def hog(mb: int, hold_s: float = 60.0) -> int:
     """Eat ``mb`` MiB and hold it: in a small memory cgroup the kernel kills this process."""
     held = _allocate(mb)
     time.sleep(hold_s)
+    return sum(len(c) for c in held)
+
+
+@app.task(name="demo.grow")
+def grow(mb: int, until_path: str, more_mb: int, wait_s: float = 60.0) -> int:
+    """A leak in two steps: grow to ``mb`` MiB, hold it until ``until_path`` exists (at most
+    ``wait_s``), then grow ``more_mb`` MiB more, which in a small memory cgroup is the kill. The
+    pause is what lets a checker see the pressure, and name this task, before the kernel acts."""
+    held = _allocate(mb)
+    deadline = time.monotonic() + wait_s
+    while not Path(until_path).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    held += _allocate(more_mb)
+    time.sleep(wait_s)
     return sum(len(c) for c in held)
 
 

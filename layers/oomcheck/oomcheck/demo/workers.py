@@ -69,6 +69,16 @@ class MemoryCgroup:
                     return int(value)
         return 0
 
+    def usage_bytes(self) -> int:
+        """The memory the kernel charges to the group now (what the OOM decision follows):
+        ``memory.usage_in_bytes`` on v1, ``memory.current`` on v2."""
+        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+        return int((self.path / name).read_text().strip())
+
+    def limit_bytes(self) -> int:
+        name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
+        return int((self.path / name).read_text().strip())
+
     def pids(self) -> list[int]:
         try:
             return [int(p) for p in self.procs_file.read_text().split()]
