@@ -1,0 +1,78 @@
+"""The vocabulary of oomcheck: what sources observe, what evaluate() finds, what state keeps.
+
+Everything here is an immutable value. Times are POSIX seconds (float, UTC) unless a name says
+otherwise; None always means "not known", never zero.
+
+One package, imported as ``oomcheck.model``: kinds (enums and statuses), observation (what a
+run saw), findings, and state (what is kept between runs, and the policy).
+"""
+
+from oomcheck.model.findings import Finding, IncidentKey, TaskFate
+from oomcheck.model.kinds import (
+    Action,
+    Cause,
+    Kind,
+    Severity,
+    Source,
+    SourceState,
+    SourceStatus,
+    Verdict,
+    WorkerStatus,
+)
+from oomcheck.model.observation import (
+    ActiveTask,
+    ExitEvidence,
+    LostFailure,
+    MemorySample,
+    Observation,
+    Presence,
+    QueueDepth,
+    StartedTask,
+    TaskLimits,
+    UnackedMessage,
+    WorkerSnapshot,
+)
+from oomcheck.model.state import (
+    Incident,
+    Kill,
+    KillRecord,
+    MemoryPoint,
+    PendingAlert,
+    Policy,
+    State,
+    WorkerRecord,
+)
+
+__all__ = [
+    "Action",
+    "ActiveTask",
+    "Cause",
+    "ExitEvidence",
+    "Finding",
+    "Incident",
+    "IncidentKey",
+    "Kill",
+    "KillRecord",
+    "Kind",
+    "LostFailure",
+    "MemoryPoint",
+    "MemorySample",
+    "Observation",
+    "PendingAlert",
+    "Policy",
+    "Presence",
+    "QueueDepth",
+    "Severity",
+    "Source",
+    "SourceState",
+    "SourceStatus",
+    "StartedTask",
+    "State",
+    "TaskFate",
+    "TaskLimits",
+    "UnackedMessage",
+    "Verdict",
+    "WorkerRecord",
+    "WorkerSnapshot",
+    "WorkerStatus",
+]

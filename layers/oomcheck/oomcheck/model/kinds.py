@@ -1,0 +1,99 @@
+"""Kinds, severities, causes, verdicts, actions and source statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    WORKER_LOST = "worker_lost"
+    WORKER_DEPARTED = "worker_departed"
+    WORKER_RESTARTED = "worker_restarted"
+    CHILD_KILLED = "child_killed"
+    TASK_ORPHANED = "task_orphaned"
+    TASK_STALLED = "task_stalled"
+    POISON_TASK = "poison_task"
+    OOM_KILL = "oom_kill"
+    MEMORY_PRESSURE = "memory_pressure"
+    QUEUE_ORPHANED = "queue_orphaned"
+    WORKER_RECOVERED = "worker_recovered"
+    SOURCE_UNAVAILABLE = "source_unavailable"
+    CONFIG_RISK = "config_risk"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Cause(StrEnum):
+    OOM_KILLED = "oom_killed"
+    KILLED = "killed"
+    EXITED = "exited"
+    TIME_LIMIT = "time_limit"
+    UNKNOWN = "unknown"
+
+
+class Verdict(StrEnum):
+    """What became of a task whose process died (or, for stalled tasks, that it still runs)."""
+
+    LOST = "lost"
+    AWAITING_REDELIVERY = "awaiting_redelivery"
+    REDELIVERED = "redelivered"
+    KILL_LOOP = "kill_loop"
+    RUNNING = "running"
+    UNKNOWN = "unknown"
+
+
+class Action(StrEnum):
+    OPEN = "open"
+    # A material change of an open incident (cause, exit code or victim tasks became known):
+    # sent once per change, threaded to the same incident id; PendingAlert.note says what changed.
+    UPDATE = "update"
+    REMIND = "remind"
+    RESOLVE = "resolve"
+
+
+class WorkerStatus(StrEnum):
+    ALIVE = "alive"
+    # A solo/threads worker inside a task does not answer remote control: not dead (yet).
+    BUSY = "busy"
+    LOST = "lost"
+    DEPARTED = "departed"
+
+
+class Source(StrEnum):
+    INSPECT = "inspect"
+    PRESENCE = "presence"
+    RESULTS = "results"
+    BROKER = "broker"
+    QUEUES = "queues"
+    EXITS = "exits"
+    MEMORY = "memory"
+    STATE = "state"
+    ALERTS = "alerts"
+
+
+class SourceState(StrEnum):
+    OK = "ok"
+    OFF = "off"  # not configured, or not possible with this broker/ACL: not a failure
+    ERROR = "error"
+    BUSY = "busy"  # state only: another run holds the lease, this run is read-only
+    LOST = "lost lease"  # state only
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """How one source fared in a run. Rendered as a string only in the report."""
+
+    state: SourceState
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state is SourceState.ERROR
+
+    def __str__(self) -> str:
+        return f"{self.state.value}: {self.detail}" if self.detail else self.state.value
