@@ -17,8 +17,9 @@ from dataclasses import replace
 from importlib import metadata
 
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
+from oomcheck.parsers import DAY, seconds
 from oomcheck.report import Report, SettingOrigin, render_table
-from oomcheck.settings import DAY, Settings, SettingsError, from_env, seconds
+from oomcheck.settings import Settings, SettingsError, from_env
 
 EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
 

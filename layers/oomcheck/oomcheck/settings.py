@@ -14,16 +14,15 @@ Powertools Parameters, which caches them for five minutes across invocations.
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from oomcheck import urls
+from oomcheck import parsers, urls
 from oomcheck.model import Policy
+from oomcheck.parsers import DAY, HOUR, MINUTE, YEARS_10, Parser
 
 
 class SettingsError(ValueError):
@@ -31,7 +30,6 @@ class SettingsError(ValueError):
 
 
 Resolver = Callable[[str], str]
-Parser = Callable[[str], Any]
 
 _REDIS_SCHEMES = (
     "redis",
@@ -45,9 +43,7 @@ _REDIS_SCHEMES = (
 )
 _AMQP_SCHEMES = ("amqp", "amqps", "pyamqp", "librabbitmq")
 
-MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 # Redis TTLs and Celery's visibility_timeout are sometimes set to years to mean "never".
-YEARS_10 = 3650 * DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,120 +115,6 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsers: text in, value out; a ValueError says what the variable wants (the caller names it).
-
-
-def seconds(low: float, high: float, *, above: bool = False, zero_is_none: bool = False) -> Parser:
-    """A finite number of seconds in [low, high] ((low, high] with ``above``); with
-    ``zero_is_none``, 0 means "none" (no TTL) and gives None."""
-    floor = f"more than {_num(low)}" if above else f"at least {_num(low)}"
-
-    def parse(raw: str) -> float | None:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if zero_is_none and value == 0:
-            return None
-        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
-            raise ValueError(
-                f"must be a number of seconds, {floor} and at most {_num(high)}, not {raw[:40]!r}"
-            )
-        return value
-
-    return parse
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if value == int(value) else str(value)
-
-
-def count(low: int, high: int) -> Parser:
-    def parse(raw: str) -> int:
-        text = raw.strip()
-        if not text.lstrip("-").isdecimal() or not low <= int(text) <= high:
-            raise ValueError(f"must be a whole number from {low} to {high}, not {raw[:40]!r}")
-        return int(text)
-
-    return parse
-
-
-def _text(raw: str) -> str:
-    return raw.strip()
-
-
-def _names(raw: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-def _json_object(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"must be a JSON object: {exc.msg} at character {exc.pos}") from None
-    except RecursionError:
-        raise ValueError("must be a JSON object, not nested this deep") from None
-    if isinstance(value, dict):
-        return value
-    raise ValueError('must be a JSON object, e.g. {"app.tasks.report": 600}')
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"must be plain JSON: {name} is not a number")
-
-
-_TASK_LIMIT = seconds(0, 30 * DAY, above=True)
-
-
-def _task_limits(raw: str) -> dict[str, float]:
-    limits: dict[str, float] = {}
-    for task, value in _json_object(raw).items():
-        # JSON true is an int to Python, and an error here
-        text = repr(value) if type(value) in (int, float) else "not a number"
-        try:
-            limits[str(task)] = float(_TASK_LIMIT(text))
-        except ValueError as exc:
-            raise ValueError(f"[{task[:80]!r}] {exc}") from None
-    return limits
-
-
-def _share(raw: str) -> float:
-    """A share of a memory limit: 0.5-1.0, or a percent 50-100 (``90`` or ``90%``). A number
-    above 1 is a percent, so ``5`` is 5 % and refused rather than read as 0.5."""
-    text = raw.strip()
-    percent = text.endswith("%")
-    try:
-        value = float(text.removesuffix("%").strip())
-    except ValueError:
-        value = math.nan
-    if percent or value > 1:
-        value /= 100
-    if not math.isfinite(value) or not 0.5 <= value <= 1.0:
-        raise ValueError(
-            "must be a share of the limit from 0.5 to 1.0, or a percent from 50 to 100 "
-            f"(0.9 or 90%), not {raw[:40]!r}"
-        )
-    return value
-
-
-def _name_set(raw: str) -> frozenset[str]:
-    return frozenset(_names(raw))
-
-
-def _string_map(raw: str) -> dict[str, str]:
-    return {str(k): str(v) for k, v in _json_object(raw).items()}
-
-
-def _url(raw: str) -> str:
-    """Structure only; the Redis forms are checked in full (with their transport options) once
-    every variable is read. Never quotes ``raw``."""
-    value = raw.strip()
-    if urls.scheme_of(value) is None:
-        raise ValueError("must be a URL such as redis://host:6379/0 or amqp://host:5672//")
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
 # The table
 
 
@@ -250,65 +132,88 @@ class Variable:
 
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("OOMCHECK_BROKER_URL", "broker_url", _url, None, "CELERY_BROKER_URL", secret=True),
     Variable(
-        "OOMCHECK_RESULT_BACKEND", "result_backend", _url, None, "CELERY_RESULT_BACKEND", True
+        "OOMCHECK_BROKER_URL", "broker_url", parsers.url, None, "CELERY_BROKER_URL", secret=True
+    ),
+    Variable(
+        "OOMCHECK_RESULT_BACKEND",
+        "result_backend",
+        parsers.url,
+        None,
+        "CELERY_RESULT_BACKEND",
+        True,
     ),
     # None: from the transport options' global_keyprefix, else ""
-    Variable("OOMCHECK_BROKER_KEYPREFIX", "broker_keyprefix", _text),
-    Variable("OOMCHECK_RESULT_KEYPREFIX", "result_keyprefix", _text),
+    Variable("OOMCHECK_BROKER_KEYPREFIX", "broker_keyprefix", parsers.text),
+    Variable("OOMCHECK_RESULT_KEYPREFIX", "result_keyprefix", parsers.text),
     Variable(
         "OOMCHECK_RESULT_EXPIRES",
         "result_expires_s",
-        seconds(1, YEARS_10, zero_is_none=True),
+        parsers.seconds(1, YEARS_10, zero_is_none=True),
         86400.0,
     ),
     Variable(
         "OOMCHECK_RESULT_FAILURE_EXPIRES",
         "result_failure_expires_s",
-        seconds(1, YEARS_10, zero_is_none=True),
+        parsers.seconds(1, YEARS_10, zero_is_none=True),
     ),
-    Variable("OOMCHECK_BROKER_TRANSPORT_OPTIONS", "broker_transport_options", _json_object, {}),
-    Variable("OOMCHECK_RESULT_TRANSPORT_OPTIONS", "result_transport_options", _json_object, {}),
-    Variable("OOMCHECK_TABLE", "table", _text),
-    Variable("OOMCHECK_TARGET", "target", _text, "default"),
-    Variable("OOMCHECK_TOPIC_ARN", "topic_arn", _text),
-    Variable("OOMCHECK_CHAT_TOPIC_ARN", "chat_topic_arn", _text),
-    Variable("OOMCHECK_EVENT_BUS", "event_bus", _text),
-    Variable("OOMCHECK_LOG_GROUPS", "log_groups", _names, ()),
-    Variable("OOMCHECK_CONTAINERS", "containers", _names, ()),
-    Variable("OOMCHECK_QUEUES", "queues", _names, ()),
+    Variable(
+        "OOMCHECK_BROKER_TRANSPORT_OPTIONS", "broker_transport_options", parsers.json_object, {}
+    ),
+    Variable(
+        "OOMCHECK_RESULT_TRANSPORT_OPTIONS", "result_transport_options", parsers.json_object, {}
+    ),
+    Variable("OOMCHECK_TABLE", "table", parsers.text),
+    Variable("OOMCHECK_TARGET", "target", parsers.text, "default"),
+    Variable("OOMCHECK_TOPIC_ARN", "topic_arn", parsers.text),
+    Variable("OOMCHECK_CHAT_TOPIC_ARN", "chat_topic_arn", parsers.text),
+    Variable("OOMCHECK_EVENT_BUS", "event_bus", parsers.text),
+    Variable("OOMCHECK_LOG_GROUPS", "log_groups", parsers.names, ()),
+    Variable("OOMCHECK_CONTAINERS", "containers", parsers.names, ()),
+    Variable("OOMCHECK_QUEUES", "queues", parsers.names, ()),
     # None: default_state_file()
-    Variable("OOMCHECK_STATE_FILE", "state_file", _text),
-    Variable("OOMCHECK_INSPECT_TIMEOUT", "inspect_timeout_s", seconds(0, MINUTE, above=True), 1.0),
-    Variable("OOMCHECK_REPING_TIMEOUT", "reping_timeout_s", seconds(0, MINUTE, above=True), 2.0),
-    Variable("OOMCHECK_DISCOVERY_INTERVAL", "discovery_interval_s", seconds(0, DAY), 300.0),
-    Variable("OOMCHECK_WATCH_INTERVAL", "watch_interval_s", seconds(0.1, 900.0), 5.0),
-    Variable("OOMCHECK_SCAN_BUDGET", "scan_budget", count(1, 1_000_000_000)),
+    Variable("OOMCHECK_STATE_FILE", "state_file", parsers.text),
+    Variable(
+        "OOMCHECK_INSPECT_TIMEOUT", "inspect_timeout_s", parsers.seconds(0, MINUTE, above=True), 1.0
+    ),
+    Variable(
+        "OOMCHECK_REPING_TIMEOUT", "reping_timeout_s", parsers.seconds(0, MINUTE, above=True), 2.0
+    ),
+    Variable("OOMCHECK_DISCOVERY_INTERVAL", "discovery_interval_s", parsers.seconds(0, DAY), 300.0),
+    Variable("OOMCHECK_WATCH_INTERVAL", "watch_interval_s", parsers.seconds(0.1, 900.0), 5.0),
+    Variable("OOMCHECK_SCAN_BUDGET", "scan_budget", parsers.count(1, 1_000_000_000)),
     # None: the broker transport options' visibility_timeout, else Celery's 3600
     Variable(
         "OOMCHECK_VISIBILITY_TIMEOUT",
         "policy.visibility_timeout_s",
-        seconds(0, YEARS_10, above=True),
+        parsers.seconds(0, YEARS_10, above=True),
     ),
-    Variable("OOMCHECK_REMIND_AFTER", "policy.remind_after_s", seconds(MINUTE, 30 * DAY), 3600.0),
-    Variable("OOMCHECK_POISON_KILLS", "policy.poison_kills", count(1, 1000), 3),
     Variable(
-        "OOMCHECK_POISON_WINDOW", "policy.poison_window_s", seconds(MINUTE, 30 * DAY), 6 * HOUR
+        "OOMCHECK_REMIND_AFTER", "policy.remind_after_s", parsers.seconds(MINUTE, 30 * DAY), 3600.0
     ),
-    Variable("OOMCHECK_TASK_LIMITS", "policy.task_expectations", _task_limits, {}),
-    Variable("OOMCHECK_DEFAULT_TASK_LIMIT", "policy.default_task_limit_s", _TASK_LIMIT),
-    Variable("OOMCHECK_BUSY_LIMIT", "policy.busy_limit_s", seconds(1, 30 * DAY), 3600.0),
-    Variable("OOMCHECK_SOURCE_ALERT_AFTER", "policy.source_alert_after", count(1, 1000), 3),
-    Variable("OOMCHECK_APP_NAME", "policy.app_name", _text),
-    Variable("OOMCHECK_WORKER_MAP", "policy.worker_map", _string_map, {}),
+    Variable("OOMCHECK_POISON_KILLS", "policy.poison_kills", parsers.count(1, 1000), 3),
+    Variable(
+        "OOMCHECK_POISON_WINDOW",
+        "policy.poison_window_s",
+        parsers.seconds(MINUTE, 30 * DAY),
+        6 * HOUR,
+    ),
+    Variable("OOMCHECK_TASK_LIMITS", "policy.task_expectations", parsers.task_limits, {}),
+    Variable("OOMCHECK_DEFAULT_TASK_LIMIT", "policy.default_task_limit_s", parsers.TASK_LIMIT),
+    Variable("OOMCHECK_BUSY_LIMIT", "policy.busy_limit_s", parsers.seconds(1, 30 * DAY), 3600.0),
+    Variable("OOMCHECK_SOURCE_ALERT_AFTER", "policy.source_alert_after", parsers.count(1, 1000), 3),
+    Variable("OOMCHECK_APP_NAME", "policy.app_name", parsers.text),
+    Variable("OOMCHECK_WORKER_MAP", "policy.worker_map", parsers.string_map, {}),
     # memory_pressure and queue_orphaned (issue 11)
-    Variable("OOMCHECK_MEMORY_THRESHOLD", "policy.memory_threshold", _share, 0.9),
-    Variable("OOMCHECK_MEMORY_SAMPLES", "policy.memory_samples", count(1, 60), 2),
+    Variable("OOMCHECK_MEMORY_THRESHOLD", "policy.memory_threshold", parsers.share, 0.9),
+    Variable("OOMCHECK_MEMORY_SAMPLES", "policy.memory_samples", parsers.count(1, 60), 2),
     Variable(
-        "OOMCHECK_QUEUE_ORPHAN_AFTER", "policy.queue_orphan_after_s", seconds(0, 7 * DAY), 300.0
+        "OOMCHECK_QUEUE_ORPHAN_AFTER",
+        "policy.queue_orphan_after_s",
+        parsers.seconds(0, 7 * DAY),
+        300.0,
     ),
-    Variable("OOMCHECK_IGNORED_QUEUES", "policy.ignored_queues", _name_set, frozenset()),
+    Variable("OOMCHECK_IGNORED_QUEUES", "policy.ignored_queues", parsers.name_set, frozenset()),
 )
 
 # Every variable from_env() reads: the template test checks that template.yaml sets the ones the
@@ -316,7 +221,7 @@ VARIABLES: tuple[Variable, ...] = (
 ENV_VARS: tuple[str, ...] = tuple(
     name for v in VARIABLES for name in (v.name, v.fallback) if name is not None
 )
-_VISIBILITY = seconds(0, YEARS_10, above=True)
+_VISIBILITY = parsers.seconds(0, YEARS_10, above=True)
 
 
 def from_env(

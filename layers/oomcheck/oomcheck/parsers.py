@@ -1,0 +1,125 @@
+"""Parsers of settings: text in, value out; a ValueError says what the variable wants (the
+caller names the variable). Never quote a URL in a message: it may hold a password."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from oomcheck import urls
+
+Parser = Callable[[str], Any]
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+YEARS_10 = 3650 * DAY
+
+
+def seconds(low: float, high: float, *, above: bool = False, zero_is_none: bool = False) -> Parser:
+    """A finite number of seconds in [low, high] ((low, high] with ``above``); with
+    ``zero_is_none``, 0 means "none" (no TTL) and gives None."""
+    floor = f"more than {_num(low)}" if above else f"at least {_num(low)}"
+
+    def parse(raw: str) -> float | None:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if zero_is_none and value == 0:
+            return None
+        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
+            raise ValueError(
+                f"must be a number of seconds, {floor} and at most {_num(high)}, not {raw[:40]!r}"
+            )
+        return value
+
+    return parse
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def count(low: int, high: int) -> Parser:
+    def parse(raw: str) -> int:
+        text = raw.strip()
+        if not text.lstrip("-").isdecimal() or not low <= int(text) <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}, not {raw[:40]!r}")
+        return int(text)
+
+    return parse
+
+
+def text(raw: str) -> str:
+    return raw.strip()
+
+
+def names(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def json_object(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"must be a JSON object: {exc.msg} at character {exc.pos}") from None
+    except RecursionError:
+        raise ValueError("must be a JSON object, not nested this deep") from None
+    if isinstance(value, dict):
+        return value
+    raise ValueError('must be a JSON object, e.g. {"app.tasks.report": 600}')
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"must be plain JSON: {name} is not a number")
+
+
+TASK_LIMIT = seconds(0, 30 * DAY, above=True)
+
+
+def task_limits(raw: str) -> dict[str, float]:
+    limits: dict[str, float] = {}
+    for task, value in json_object(raw).items():
+        # JSON true is an int to Python, and an error here
+        text = repr(value) if type(value) in (int, float) else "not a number"
+        try:
+            limits[str(task)] = float(TASK_LIMIT(text))
+        except ValueError as exc:
+            raise ValueError(f"[{task[:80]!r}] {exc}") from None
+    return limits
+
+
+def share(raw: str) -> float:
+    """A share of a memory limit: 0.5-1.0, or a percent 50-100 (``90`` or ``90%``). A number
+    above 1 is a percent, so ``5`` is 5 % and refused rather than read as 0.5."""
+    text = raw.strip()
+    percent = text.endswith("%")
+    try:
+        value = float(text.removesuffix("%").strip())
+    except ValueError:
+        value = math.nan
+    if percent or value > 1:
+        value /= 100
+    if not math.isfinite(value) or not 0.5 <= value <= 1.0:
+        raise ValueError(
+            "must be a share of the limit from 0.5 to 1.0, or a percent from 50 to 100 "
+            f"(0.9 or 90%), not {raw[:40]!r}"
+        )
+    return value
+
+
+def name_set(raw: str) -> frozenset[str]:
+    return frozenset(names(raw))
+
+
+def string_map(raw: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in json_object(raw).items()}
+
+
+def url(raw: str) -> str:
+    """Structure only; the Redis forms are checked in full (with their transport options) once
+    every variable is read. Never quotes ``raw``."""
+    value = raw.strip()
+    if urls.scheme_of(value) is None:
+        raise ValueError("must be a URL such as redis://host:6379/0 or amqp://host:5672//")
+    return value
