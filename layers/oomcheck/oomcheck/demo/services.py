@@ -167,7 +167,15 @@ def start_moto(port: int | None = None) -> MotoServer:
         if time.monotonic() > deadline:
             raise RuntimeError(f"moto server did not listen on {port}")
         time.sleep(0.05)
-    return MotoServer(endpoint=f"http://{LOOPBACK}:{port}", _server=server)
+    endpoint = f"http://{LOOPBACK}:{port}"
+    # moto keeps its backends per process, not per server: a server started after another in
+    # the same process (two demos in one test session) would see the first one's tables and
+    # log groups. Each server starts empty.
+    import urllib.request
+
+    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310 - our own loopback server
+    urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 - the same
+    return MotoServer(endpoint=endpoint, _server=server)
 
 
 def fake_aws_credentials(env: dict[str, str] | None = None) -> dict[str, str]:
