@@ -81,9 +81,9 @@ def test_the_run_must_end_before_the_lambda_timeout(handler_module, monkeypatch)
     seen = []
     real = handler_module.run_once
 
-    def spy(deps, mode, deadline):
+    def spy(deps, mode, deadline, **kwargs):
         seen.append(deadline.remaining())
-        return real(deps, mode, deadline)
+        return real(deps, mode, deadline, **kwargs)
 
     monkeypatch.setattr(handler_module, "run_once", spy)
     handler_module.handler({"mode": "check"}, Context())
