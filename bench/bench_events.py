@@ -119,61 +119,89 @@ def _event_for(index: int) -> tuple[str, dict[str, Any]]:
 
 
 def _environment(broker: str, backend: str) -> dict[str, str]:
-    from bench.bench_check import LOG_GROUP, SSM_BACKEND, SSM_BROKER, TABLE, _provision
+    """The template's environment, on resources of this benchmark's own (the moto server may
+    be shared with bench_check's in one run)."""
+    from oomcheck.aws import client
+    from oomcheck.provision import setup
 
-    topic_arn = _provision(broker, backend)
+    suffix = uuid.uuid4().hex[:6]
+    provisioned = setup(f"oomcheck-bench-events-{suffix}", f"oomcheck-bench-events-{suffix}")
+    log_group = f"/oomcheck/bench-events-{suffix}/ecs-task-stopped"
+    client("logs").create_log_group(logGroupName=log_group)
+    ssm = client("ssm")
+    names = (f"/oomcheck/bench-events-{suffix}/broker", f"/oomcheck/bench-events-{suffix}/backend")
+    for name, url in zip(names, (broker, backend), strict=True):
+        ssm.put_parameter(Name=name, Value=url, Type="SecureString", Overwrite=True)
     return {
-        "OOMCHECK_BROKER_URL": f"ssm:{SSM_BROKER}",
-        "OOMCHECK_RESULT_BACKEND": f"ssm:{SSM_BACKEND}",
-        "OOMCHECK_TABLE": TABLE,
-        "OOMCHECK_TOPIC_ARN": topic_arn,
-        "OOMCHECK_LOG_GROUPS": LOG_GROUP,
+        "OOMCHECK_BROKER_URL": f"ssm:{names[0]}",
+        "OOMCHECK_RESULT_BACKEND": f"ssm:{names[1]}",
+        "OOMCHECK_TABLE": f"oomcheck-bench-events-{suffix}",
+        "OOMCHECK_TOPIC_ARN": provisioned.topic_arn,
+        "OOMCHECK_LOG_GROUPS": log_group,
         "POWERTOOLS_SERVICE_NAME": "oomcheck-bench",
         "POWERTOOLS_METRICS_NAMESPACE": "oomcheck",
     }
+
+
+ROUND = 10  # workers started together; a new state target per round (see _warm_series)
 
 
 def _warm_series(
     app: Any, broker: str, backend: str, workdir: Path, count: int
 ) -> tuple[list[float], int, Path | None]:
     """``count`` deaths, each announced by its event; the event-to-publish times, the number of
-    alerts, and one event file for the cold runs."""
+    alerts, and one event file for the cold runs.
+
+    Rounds of ROUND workers, each round on a state target of its own: a worker that joins while
+    another's incident is open brings the fleet back to its size, which closes that incident
+    (by design), so new workers are started only between rounds."""
     from oomcheck.demo.arrivals import sqs_batch
     from oomcheck.demo.workers import WorkerProcess
 
     ctx = _context()
-    app.handler({"mode": "check"}, ctx)  # cold start and discovery, not measured
-    timed = _Timed(app._deps.publisher)
-    app._deps.publisher = timed
-    control = app._deps.inspector.app.control
     latencies: list[float] = []
     alerts = 0
     sample: Path | None = None
-    for index in range(count):
-        name, event = _event_for(index)
-        worker = WorkerProcess(
-            name, broker, backend, concurrency=1, log_path=str(workdir / f"{index}.log")
-        )
+    for first in range(0, count, ROUND):
+        os.environ["OOMCHECK_TARGET"] = f"bench-events-{first}"
+        if getattr(app, "_deps", None) is not None and app._deps.inspector is not None:
+            app._deps.inspector.close()
+        app._deps = None
+        app.handler({"mode": "check"}, ctx)  # clients, discovery: not measured
+        timed = _Timed(app._deps.publisher)
+        app._deps.publisher = timed
+        control = app._deps.inspector.app.control
+        batch_of = [_event_for(i) for i in range(first, min(count, first + ROUND))]
+        workers = [
+            WorkerProcess(
+                name, broker, backend, concurrency=1, log_path=str(workdir / f"{name}.log")
+            )
+            for name, _ in batch_of
+        ]
         try:
-            worker.start()
-            worker.wait_ready(control)
-            app.handler({"mode": "check"}, ctx)  # the roster knows it
-            worker.kill(signal.SIGKILL)
-            worker.wait(10)
-            batch = sqs_batch([event], sent_at=time.time())
-            before = len(timed.accepted)
-            arrived = time.perf_counter()
-            response = app.handler(batch, ctx)
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.wait_ready(control)
+            app.handler({"mode": "check"}, ctx)  # the roster knows them
+            for worker, (_, event) in zip(workers, batch_of, strict=True):
+                worker.kill(signal.SIGKILL)
+                worker.wait(10)
+                batch = sqs_batch([event], sent_at=time.time())
+                before = len(timed.accepted)
+                arrived = time.perf_counter()
+                response = app.handler(batch, ctx)
+                assert response == {"batchItemFailures": []}, response
+                if len(timed.accepted) > before:
+                    alerts += 1
+                    latencies.append(timed.accepted[before] - arrived)
+                if sample is None:
+                    sample = workdir / "event.json"
+                    sample.write_text(json.dumps(batch))
+                progress(f"events: {len(latencies)}/{count} alerted")
         finally:
-            worker.stop()
-        assert response == {"batchItemFailures": []}, response
-        if len(timed.accepted) > before:
-            alerts += 1
-            latencies.append(timed.accepted[before] - arrived)
-        if sample is None:
-            sample = workdir / "event.json"
-            sample.write_text(json.dumps(batch))
-        progress(f"events: {index + 1}/{count}: {ms(latencies[-1]) if latencies else '-'}")
+            for worker in workers:
+                worker.stop()
     return latencies, alerts, sample
 
 
