@@ -1,7 +1,7 @@
 """``python -m bench`` (``make bench``): every benchmark, then one table of figures.
 
     python -m bench                      everything (about 10 minutes on 2 cores)
-    python -m bench --only check,fleet   some of: check, latency, fleet, scan, queues, cost
+    python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues, cost
     python -m bench --quick              smaller N, for development
 
 Progress goes to stderr, the table to stdout. Each row: what, the figure, the reference it is
@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.common import ROOT, Result, progress, render_table
 
-ORDER = ("check", "latency", "fleet", "scan", "queues", "cost")
+ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "cost")
 SCAN_TIMEOUT_S = 900.0
 
 
@@ -219,12 +219,20 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
 
-    from bench import bench_check, bench_cost, bench_fleet, bench_latency, bench_queues_memory
+    from bench import (
+        bench_check,
+        bench_cost,
+        bench_events,
+        bench_fleet,
+        bench_latency,
+        bench_queues_memory,
+    )
 
     facts: dict[str, Any] = {}
     runners: dict[str, Callable[[], Result]] = {
         "check": lambda: bench_check.run(args.quick),
         "latency": lambda: bench_latency.run(args.quick),
+        "events": lambda: bench_events.run(args.quick, facts),
         "fleet": lambda: bench_fleet.run(args.quick),
         "scan": lambda: run_scan(args.quick),
         "queues": lambda: bench_queues_memory.run(args.quick),

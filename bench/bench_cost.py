@@ -30,6 +30,13 @@ LOGS_INGEST_GB = 0.50
 METRIC_MONTH = 0.30
 ALARM_MONTH = 0.10
 KMS_KEY_MONTH = 1.00
+SQS_REQUEST = 0.40 / 1e6
+# The SQS event source mapping long-polls (20 s) with a few pollers even when the queue is empty;
+# five is taken here (an assumption: AWS starts there and does not publish the idle count).
+ESM_POLLERS = 5
+ESM_IDLE_REQUESTS = ESM_POLLERS * 3 * 60 * 24 * 30
+# task stops a month that start a check (deploys, scale-ins, deaths): an assumption, shown
+EVENT_CHECKS_PER_MONTH = 3000
 METRICS = 8  # the handler's EMF metrics (functions/checker/app.py _emit)
 ALARMS = 6  # template.yaml's CloudWatch alarms
 # Lambda's own lines per invocation: START (~90 B), END (~60 B), REPORT (~200 B)
@@ -146,6 +153,28 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
         "(no target)",
         None,
     )
+    events = {
+        "lambda": EVENT_CHECKS_PER_MONTH / RUNS_PER_MONTH * lambda_cost(warm),
+        "dynamodb": dynamo_cost(wru, rru, 1) * EVENT_CHECKS_PER_MONTH / RUNS_PER_MONTH,
+        "sqs": (ESM_IDLE_REQUESTS + 2 * EVENT_CHECKS_PER_MONTH) * SQS_REQUEST,
+        "alarm": ALARM_MONTH,
+    }
+    result.add(
+        "event path on top of scheduled: SQS polling, event-started checks, DLQ alarm",
+        f"{_dollars(sum(events.values()))}/month",
+        f"{ESM_IDLE_REQUESTS:,} idle long polls ({ESM_POLLERS} pollers, assumed) + "
+        f"{EVENT_CHECKS_PER_MONTH:,} event checks (assumed) at the measured warm invocation",
+        "(no target)",
+        None,
+    )
+    result.add(
+        "TOTAL event-driven (rate(1 minute) kept for late and missed events, + events)",
+        f"{_dollars(sum(sched.values()) + sum(events.values()))}/month",
+        f"scheduled {_dollars(sum(sched.values()))}; watch {_dollars(sum(watch.values()))}",
+        "(no target)",
+        None,
+    )
+    result.facts["event_driven"] = events
     result.add(
         "peak RSS of a check process (handler, cold + warm invocations)",
         f"{handler['peak_rss_mb']:.0f} MB",
@@ -188,7 +217,8 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
         f"${ALARM_MONTH:.2f}/month; KMS key ${KMS_KEY_MONTH:.2f}/month. Source and date: "
         f"{PRICES_AS_OF}; computed "
         f"{datetime.now(tz=UTC):%Y-%m-%d}. 30-day month. Not included: free tiers, SNS "
-        "publishes (alerts are rare), EventBridge Scheduler ($1/1M after 14M free), log "
+        "publishes (alerts are rare), SQS's free tier (1M requests), EventBridge Scheduler "
+        "($1/1M after 14M free), log "
         "storage, cold-start init time (a warm container serves a 1-minute schedule), and a "
         "VPC's NAT gateway or interface endpoints, which would cost more than everything above."
     )

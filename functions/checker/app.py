@@ -1,13 +1,15 @@
 """The oomcheck Lambda: a thin handler around oomcheck.runner.
 
 Scheduled events run a check (or a watch, when the schedule's input asks for one); a manual
-``{"mode": "audit"}`` returns the full read-only report. Adapters are built once per container,
+``{"mode": "audit"}`` returns the full read-only report. ECS task-stopped events (an SQS batch,
+or one EventBridge event) and CloudWatch Logs subscription payloads run a check with their
+evidence in hand; an SQS batch gets a partial batch response. Adapters are built once per container,
 on the first invocation (not at import: settings may need SSM, and tests import this module).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -19,6 +21,11 @@ from oomcheck.invocation import parse_invocation
 from oomcheck.lambdalog import bind_run, route_library_logs
 from oomcheck.report import Report
 from oomcheck.runner import Deps, combine, run_once, watch
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+
+    from oomcheck.arrivals import Arrival
 
 logger = Logger()
 metrics = Metrics()
@@ -96,6 +103,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         owner=deps.owner,
         scheduled_time=invocation.scheduled_time,
     )
+    arrival = _arrival(event, invocation.arrival, deps) if invocation.arrival else None
     if invocation.mode == "watch":
         duration = max(0.0, min(invocation.duration_s, remaining - _WATCH_MARGIN_S))
         reports = watch(
@@ -106,7 +114,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         report = combine(reports)
     else:
-        report = run_once(deps, invocation.mode, deadline)
+        report = run_once(deps, invocation.mode, deadline, arrival=arrival)
     _emit(report)
     body = report.to_json()
     logger.info(
@@ -129,4 +137,31 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                     "error": alert.error,
                 },
             )
+    if arrival is not None and arrival.shape == "sqs":
+        return dict(_batch_response(report, arrival))
     return body
+
+
+def _arrival(event: dict[str, Any], shape: str, deps: Deps) -> Arrival:
+    from oomcheck.arrivals import Shape, parse_arrival
+
+    arrival = parse_arrival(event, Shape(shape), containers=deps.settings.containers)
+    logger.append_keys(arrival=arrival.shape.value)
+    for line in arrival.dropped:
+        logger.warning("event dropped", extra={"reason": line})
+    return arrival
+
+
+def _batch_response(report: Report, arrival: Arrival) -> PartialItemFailureResponse:
+    """Every record back to the queue when the run could not act on its evidence: the lease was
+    busy (another run holds the state) or the state could not be read or saved. SQS redelivers
+    them after the visibility timeout; the dead-letter queue takes what keeps failing, and
+    scheduled runs read the same events from the log group meanwhile. Dropped records are not
+    handed back: they would fail again."""
+    state = report.sources.get("state", "")
+    if not state.startswith(("busy", "error")):
+        return {"batchItemFailures": []}
+    logger.warning(
+        "batch handed back to the queue", extra={"state": state, "records": len(arrival.items)}
+    )
+    return {"batchItemFailures": [{"itemIdentifier": item} for item in arrival.items]}

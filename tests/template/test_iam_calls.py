@@ -25,6 +25,7 @@ import redis
 from botocore.client import BaseClient
 
 from oomcheck.demo import services
+from oomcheck.demo.arrivals import sqs_batch
 from oomcheck.demo.invoke import LocalContext
 from oomcheck.demo.workers import WorkerProcess, wait_for
 from tests.template import cfn, iam
@@ -147,7 +148,13 @@ def _deploy(template: dict[str, Any], broker: str, backend: str) -> Deployed:
     for name, url in ((BROKER_PARAM, broker), (BACKEND_PARAM, backend)):
         ssm.put_parameter(Name=name, Value=url, Type="SecureString", KeyId=url_key["Arn"])
 
+    sqs = _client("sqs")
+    queue_url = sqs.create_queue(QueueName="oomcheck-e2e-ecs-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
     stack.physical.update(groups)
+    stack.physical["EcsEventsQueue"] = cfn.Physical(queue_url, {"Arn": queue_arn})
     stack.physical["StateTable"] = cfn.Physical(table, {"Arn": table_arn})
     stack.physical["AlertsTopic"] = cfn.Physical(topic_arn)
     stack.physical["ChatTopic"] = cfn.Physical(chat_arn)
@@ -258,6 +265,9 @@ def test_policy_is_exactly_what_the_code_calls(
         wait_for(alerted, 30, interval=0.5, what="an alert about the killed worker")
         reports.append(invoke({"mode": "watch", "duration_s": 3, "interval_s": 1}))
         reports.append(invoke(json.loads((EVENTS / "audit.json").read_text())))
+        # an ECS task-stopped event through the queue: a check, answered as a partial batch
+        oom = json.loads((EVENTS / "ecs-task-stopped-oom.json").read_text())
+        assert invoke(sqs_batch([oom], sent_at=time.time())) == {"batchItemFailures": []}
     finally:
         worker.stop()
         client.close()

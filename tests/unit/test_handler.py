@@ -87,9 +87,9 @@ def test_the_run_must_end_before_the_lambda_timeout(handler_module, monkeypatch)
     seen = []
     real = handler_module.run_once
 
-    def spy(deps, mode, deadline):
+    def spy(deps, mode, deadline, **kwargs):
         seen.append(deadline.remaining())
-        return real(deps, mode, deadline)
+        return real(deps, mode, deadline, **kwargs)
 
     monkeypatch.setattr(handler_module, "run_once", spy)
     handler_module.handler({"mode": "check"}, Context())
@@ -111,9 +111,9 @@ def test_the_handler_binds_the_run_to_library_lines_and_counts_a_cold_start(
     monkeypatch.setattr(handler_module.logger.registered_handler, "stream", stream)
     original = handler_module.run_once
 
-    def logging_run(deps: Any, mode: str, deadline: Any) -> Any:
+    def logging_run(deps: Any, mode: str, deadline: Any, **kwargs: Any) -> Any:
         logging.getLogger("kombu.connection").warning("connection lost, retrying")
-        return original(deps, mode, deadline)
+        return original(deps, mode, deadline, **kwargs)
 
     monkeypatch.setattr(handler_module, "run_once", logging_run)
     with library_loggers_restored():

@@ -1,4 +1,5 @@
-"""What a Lambda invocation asks for: a scheduled check, an audit, or a watch. Pure.
+"""What a Lambda invocation asks for: a scheduled check, an audit, a watch, or a check started
+by the events that announce a death (oomcheck.arrivals). Pure.
 
 Events come from schedules people edit by hand and from ``aws lambda invoke``: every field is
 checked here, and a bad one is a one-line InvocationError naming it (a NaN interval would
@@ -11,6 +12,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from oomcheck.arrivals import Shape, shape_of
 
 MODES = ("check", "audit", "watch")
 MAX_WATCH_S = 900.0  # a Lambda's own ceiling
@@ -27,17 +30,24 @@ class Invocation:
     duration_s: float = 0.0
     interval_s: float | None = None
     scheduled_time: str | None = None
+    # a check started by arriving events of this shape (parsed by oomcheck.arrivals)
+    arrival: Shape | None = None
 
 
 def parse_invocation(event: Any) -> Invocation:
     """Accepts an EventBridge "Scheduled Event", an EventBridge Scheduler input such as
     ``{"mode": "check", "scheduled_time": "..."}``, ``{"mode": "audit"}`` or
     ``{"mode": "watch", "duration_s": 50, "interval_s": 5}``; an empty event is a check.
-    ``interval_s`` absent or null means the configured OOMCHECK_WATCH_INTERVAL."""
+    ``interval_s`` absent or null means the configured OOMCHECK_WATCH_INTERVAL.
+    An SQS batch, an "ECS Task State Change" event or a CloudWatch Logs subscription payload
+    is a check with the events as evidence (``arrival``)."""
     if event is None or event == {}:
         return Invocation("check")
     if not isinstance(event, Mapping):
         raise InvocationError(f"the event must be a JSON object, not {type(event).__name__}")
+    arrival = shape_of(event)
+    if arrival is not None:
+        return Invocation("check", arrival=arrival)
     if event.get("detail-type") == "Scheduled Event":
         return Invocation("check", scheduled_time=_time(event, "time", required=True))
     mode = event.get("mode", "check")

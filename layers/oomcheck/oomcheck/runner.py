@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from oomcheck import alerts as alerting
 from oomcheck import delivery, usage
+from oomcheck.arrivals import Arrival, merged
 from oomcheck.audit import config_risks
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
 from oomcheck.detect import evaluate
@@ -79,12 +80,19 @@ class Deps:
     reference_clock: ReferenceClock | None = None
 
 
-def run_once(deps: Deps, mode: str = "check", deadline: Deadline | None = None) -> Report:
+def run_once(
+    deps: Deps,
+    mode: str = "check",
+    deadline: Deadline | None = None,
+    *,
+    arrival: Arrival | None = None,
+) -> Report:
     """A check (observe, evaluate, save, alert) or an audit (read-only: no alerts, no writes).
 
     ``deadline``: when the run must be done (report built, lease released); by default
     DEFAULT_RUN_TIMEOUT_S from now on ``deps.monotonic``. A run that raises still releases its
-    lease.
+    lease. ``arrival``: the evidence of the events that started this run, observed besides what
+    the sources read (the same ids as when the log group gives them back later).
     """
     started = time.perf_counter()
     if mode not in ("check", "watch", "audit"):
@@ -101,6 +109,8 @@ def run_once(deps: Deps, mode: str = "check", deadline: Deadline | None = None) 
         if view.status.failed:
             errors[Source.STATE.value] = view.status.detail
         observation = replace(observed.observation, errors=errors)
+        if arrival is not None:
+            observation = merged(observation, arrival)
 
         # 3. evaluate (pure)
         new_state, findings = evaluate(view.state, observation, settings.policy, now)
@@ -124,6 +134,8 @@ def run_once(deps: Deps, mode: str = "check", deadline: Deadline | None = None) 
     done = committed.delivered if committed else None
     records = done.records if done else []
     stats = dict(observed.stats)
+    if arrival is not None:
+        stats.update(arrival.counters())
     stats["state_writes"] = done.writes if done else 0
     stats["alerts_published"] = sum(1 for a in records if a.published)
     stats["messages_published"] = done.messages if done else 0
