@@ -1,0 +1,127 @@
+"""Remote control and broker presence: who answers, and for who does not, what the broker shows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from oomcheck.model import (
+    Presence,
+    Source,
+    SourceState,
+    SourceStatus,
+    StartedTask,
+    State,
+    WorkerSnapshot,
+    WorkerStatus,
+)
+from oomcheck.sources.inspector import InspectResult
+
+if TYPE_CHECKING:
+    from oomcheck.runner import Deps
+from oomcheck.observe.base import MAX_STRANGERS, OK, Read, guard, off
+
+
+def read_inspect(
+    deps: Deps, state: State, now: float, *, audit: bool
+) -> tuple[Read[InspectResult], SourceStatus]:
+    """Remote control: its replies define "alive" for this instant. ``inspected_at`` is local.
+    The second value is broker presence's status (asked only when a known worker is silent)."""
+    inspector = deps.inspector
+    if inspector is None:
+        return Read(None, off(deps, Source.INSPECT)), off(deps, Source.PRESENCE)
+    expected = sorted(
+        name
+        for name, r in state.workers.items()
+        if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
+    )
+    discover = (
+        audit
+        or not expected
+        or state.last_discovery_at is None
+        or now - state.last_discovery_at >= deps.settings.discovery_interval_s
+    )
+
+    def needs_registered(snap: WorkerSnapshot) -> bool:
+        record = state.workers.get(snap.name)
+        return record is None or record.pid != snap.pid or not record.limits
+
+    probe = _PresenceProbe(deps, state, now)
+    inspected, status = guard(
+        lambda: inspector.observe(
+            expected,
+            discover=discover,
+            need_registered=needs_registered,
+            presence=probe if deps.presence is not None else None,
+        ),
+        deps.settings.secrets(),
+    )
+    if inspected is None:
+        return Read(None, status), probe.status
+    workers = dict(inspected.workers)
+    # keep what the roster knows of limits when registered() was not asked again
+    for name, snap in workers.items():
+        record = state.workers.get(name)
+        if not snap.registered and record is not None and record.pid == snap.pid:
+            workers[name] = replace(snap, registered=record.limits)
+    return Read(replace(inspected, workers=workers), status), probe.status
+
+
+class _PresenceProbe:
+    """Asked by the inspector between the broadcast and the re-ping, with who answered and who
+    did not; keeps its own status for the report."""
+
+    def __init__(self, deps: Deps, state: State, now: float) -> None:
+        self.deps = deps
+        self.state = state
+        self.now = now
+        self.status = OK if deps.presence is not None else off(deps, Source.PRESENCE)
+
+    def __call__(
+        self, answered: Mapping[str, WorkerSnapshot], missing: Sequence[str]
+    ) -> Mapping[str, Presence]:
+        from oomcheck.presence import Member
+        from oomcheck.sources.presence import PresenceOff
+
+        presence = self.deps.presence
+        assert presence is not None
+        members = [Member(n, self.now - s.uptime_s, True) for n, s in answered.items()]
+        members += [
+            Member(n, self.state.workers[n].boot_at, False)
+            for n in missing
+            if n in self.state.workers
+        ]
+
+        def judge() -> Mapping[str, Presence] | SourceStatus:
+            try:
+                return presence.judge(members)
+            except PresenceOff as exc:  # denied by an ACL: off, as if not configured
+                return SourceStatus(SourceState.OFF, str(exc))
+
+        found, self.status = guard(judge, self.deps.settings.secrets())
+        if isinstance(found, SourceStatus):
+            self.status = found
+            return {}
+        return found or {}
+
+
+def reping_strangers(
+    deps: Deps,
+    state: State,
+    workers: Mapping[str, WorkerSnapshot],
+    started: tuple[StartedTask, ...],
+) -> dict[str, WorkerSnapshot]:
+    """Workers named by STARTED records that neither answered nor are on the roster, pinged by
+    name once before their tasks count as orphans (they may have missed a limited broadcast)."""
+    inspector = deps.inspector
+    if inspector is None:
+        return {}
+    strangers = sorted({t.worker for t in started if t.worker} - set(workers) - set(state.workers))[
+        :MAX_STRANGERS
+    ]
+    if not strangers:
+        return {}
+    # same broker as inspect, which answered: not a source status of its own
+    found = guard(lambda: inspector.ping_direct(strangers), deps.settings.secrets())[0]
+    return dict(found or {})
