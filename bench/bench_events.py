@@ -158,7 +158,6 @@ def _warm_series(
     from oomcheck.demo.arrivals import sqs_batch
     from oomcheck.demo.workers import WorkerProcess
 
-    ctx = _context()
     latencies: list[float] = []
     alerts = 0
     sample: Path | None = None
@@ -167,7 +166,7 @@ def _warm_series(
         if getattr(app, "_deps", None) is not None and app._deps.inspector is not None:
             app._deps.inspector.close()
         app._deps = None
-        app.handler({"mode": "check"}, ctx)  # clients, discovery: not measured
+        app.handler({"mode": "check"}, _context())  # clients, discovery: not measured
         timed = _Timed(app._deps.publisher)
         app._deps.publisher = timed
         control = app._deps.inspector.app.control
@@ -183,14 +182,14 @@ def _warm_series(
                 worker.start()
             for worker in workers:
                 worker.wait_ready(control)
-            app.handler({"mode": "check"}, ctx)  # the roster knows them
+            app.handler({"mode": "check"}, _context())  # the roster knows them
             for worker, (_, event) in zip(workers, batch_of, strict=True):
                 worker.kill(signal.SIGKILL)
                 worker.wait(10)
                 batch = sqs_batch([event], sent_at=time.time())
                 before = len(timed.accepted)
                 arrived = time.perf_counter()
-                response = app.handler(batch, ctx)
+                response = app.handler(batch, _context())  # each invocation has its own deadline
                 assert response == {"batchItemFailures": []}, response
                 if len(timed.accepted) > before:
                     alerts += 1
