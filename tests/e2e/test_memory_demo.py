@@ -19,7 +19,7 @@ def test_memory_demo_warns_before_the_kill_and_names_the_task() -> None:
     task = re.search(r"sent demo.grow as task (\S+):", text)
     assert task, text
     # the warning came (and was alerted) before the worker died
-    warned = text.index("[oomcheck] WARNING: memory_pressure")
+    warned = text.index("near its memory limit: demo.grow")
     assert text.index("findings ['memory_pressure']") < text.index("[6/6] the worker died")
     assert f"running: demo.grow {task.group(1)}" in text[warned:]
     assert f"growing in it: demo.grow {task.group(1)}" in text

@@ -231,3 +231,28 @@ def test_publish_errors_say_whether_they_can_ever_pass(code, permanent):
                 render(incident(1), Action.OPEN, T0)
             )
     assert caught.value.permanent is permanent and code in str(caught.value)
+
+
+def test_memory_and_queue_subjects_name_the_worker_task_and_queue():
+    from oomcheck.model import Finding, IncidentKey, Kind, Severity, TaskFate, Verdict
+
+    running = TaskFate("t1", "reports.build", "STARTED", None, Verdict.RUNNING)
+    pressure = Finding(
+        kind=Kind.MEMORY_PRESSURE,
+        severity=Severity.WARNING,
+        worker="celery@w1",
+        tasks=(running,),
+        key=IncidentKey(Kind.MEMORY_PRESSURE, "celery@w1"),
+    )
+    assert subject_for(pressure, Action.OPEN) == (
+        "[oomcheck] WARNING: celery@w1 near its memory limit: reports.build"
+    )
+    orphaned = Finding(
+        kind=Kind.QUEUE_ORPHANED,
+        severity=Severity.CRITICAL,
+        worker=None,
+        key=IncidentKey(Kind.QUEUE_ORPHANED, "reports"),
+    )
+    assert subject_for(orphaned, Action.OPEN) == (
+        "[oomcheck] CRITICAL: queue reports has no live consumer"
+    )

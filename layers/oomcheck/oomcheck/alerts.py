@@ -85,6 +85,8 @@ _HEADLINES = {
     "poison_task": "poison task in a kill loop{cause}",
     "oom_kill": "OOM kill on an unknown worker",
     "source_unavailable": "a source is unavailable",
+    "memory_pressure": "{worker} near its memory limit",
+    "queue_orphaned": "queue {subject} has no live consumer",
 }
 _GROUP_HEADLINES = {
     "worker_lost": "{n} workers died{cause}",
@@ -95,6 +97,8 @@ _GROUP_HEADLINES = {
     "poison_task": "{n} poison tasks in kill loops{cause}",
     "oom_kill": "{n} OOM kills on unknown workers",
     "source_unavailable": "{n} sources unavailable",
+    "memory_pressure": "{n} workers near their memory limit",
+    "queue_orphaned": "{n} queues with no live consumer",
 }
 _COUNTS_TASKS = ("worker_lost", "worker_restarted", "child_killed", "task_orphaned")
 
@@ -112,9 +116,11 @@ def _headline(findings: tuple[Finding, ...], *, brief: bool = False) -> str:
     cause = "" if brief else cause_suffix(first.cause, _shared_exit_code(findings))
     if len(findings) == 1:
         text = _HEADLINES.get(kind, kind).format(
-            worker=first.worker or "unknown worker", cause=cause
+            worker=first.worker or "unknown worker",
+            cause=cause,
+            subject=first.key.subject if first.key else "",
         )
-        if kind == "poison_task" and first.tasks:
+        if kind in ("poison_task", "memory_pressure") and first.tasks:
             text += f": {first.tasks[0].name or first.tasks[0].id}"
     else:
         text = _GROUP_HEADLINES.get(kind, "{n} x " + kind).format(n=len(findings), cause=cause)
