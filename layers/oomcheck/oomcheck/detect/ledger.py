@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from oomcheck import text
 from oomcheck.detect.context import Context
-from oomcheck.detect.signals import Outcome, Resolution, Signal
+from oomcheck.detect.signals import Outcome, Signal
 from oomcheck.model import (
     Action,
     Finding,
@@ -209,4 +209,4 @@ def _ordered(findings: list[Finding]) -> list[Finding]:
     )
 
 
-__all__ = ["EVENT_KINDS", "Resolution", "incident_id_for", "material_change", "settle"]
+__all__ = ["EVENT_KINDS", "incident_id_for", "material_change", "settle"]

@@ -11,7 +11,7 @@ NOT_FOUND once its process is dead: exact, per nodename (FACTS.md, "Broker prese
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from oomcheck.model import Presence
@@ -118,10 +118,3 @@ def _close_quietly(channel: Any) -> None:
     # the broker closes the channel itself after a 404/405; closing it again may raise
     with contextlib.suppress(Exception):
         channel.close()
-
-
-def members_of(
-    roster: Mapping[str, tuple[float, bool]],
-) -> list[Member]:
-    """(boot_at, answered) per worker name -> members, sorted by name."""
-    return [Member(name, boot, answered) for name, (boot, answered) in sorted(roster.items())]

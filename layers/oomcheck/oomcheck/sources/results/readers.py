@@ -8,6 +8,7 @@ budget runs out and return the position to resume from.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -127,16 +128,35 @@ class ScanPass:
 # -- the script -----------------------------------------------------------------------------
 
 
+@dataclass
+class _Borrowed:
+    # The connection API is untyped in redis-py; it is used for send/read only.
+    conn: Any
+    settled: bool = False  # every reply sent for has been read
+
+
+@contextlib.contextmanager
+def _borrowed(client: redis.Redis) -> Iterator[_Borrowed]:
+    """A pooled connection for hand-pipelined commands. Unless the caller marks it settled, it
+    is disconnected before it goes back: a reply may still be on its way, and the next user
+    would read it as its own."""
+    pool = client.connection_pool
+    borrowed = _Borrowed(pool.get_connection())
+    try:
+        yield borrowed
+    finally:
+        if not borrowed.settled:
+            borrowed.conn.disconnect()
+        pool.release(borrowed.conn)
+
+
 def read_scripted(client: redis.Redis, position: int, run: ScanPass) -> int | None:
     """Scan one server from ``position`` with the script: None when it is done, else the
     position to resume from. Raises Refused when the server will not run it."""
     if run.exhausted():
         return position
-    pool = client.connection_pool
-    # The connection API is untyped in redis-py; it is used for send/read only.
-    conn: Any = pool.get_connection()
-    settled = False
-    try:
+    with _borrowed(client) as borrowed:
+        conn = borrowed.conn
         conn.send_command("EVALSHA", SCAN_SCRIPT_SHA, 0, *_script_args(position, run))
         reloads = 0
         while True:
@@ -151,13 +171,8 @@ def read_scripted(client: redis.Redis, position: int, run: ScanPass) -> int | No
                 conn.send_command("EVALSHA", SCAN_SCRIPT_SHA, 0, *_script_args(position, run))
             run.take_records(batch)
             if not more:
-                settled = True
+                borrowed.settled = True
                 return None if position == 0 else position
-    finally:
-        if not settled:
-            # A reply may still be on its way: this connection must not be reused.
-            conn.disconnect()
-        pool.release(conn)
 
 
 def _script_reply(conn: Any, position: int, run: ScanPass, reloads: int) -> tuple[Any, int]:
@@ -216,10 +231,8 @@ def read_plain(client: redis.Redis, position: int, run: ScanPass) -> int | None:
     they arrive. The few candidates are then read through an ordinary pipeline."""
     if run.exhausted():
         return position
-    pool = client.connection_pool
-    conn: Any = pool.get_connection()
-    settled = False
-    try:
+    with _borrowed(client) as borrowed:
+        conn = borrowed.conn
         conn.send_packed_command([_scan_command(position, run.pattern, run.count())])
         while True:
             reply_cursor, reply_keys = conn.read_response()
@@ -239,12 +252,8 @@ def read_plain(client: redis.Redis, position: int, run: ScanPass) -> int | None:
             run.take_records(batch)
             position = following
             if not more:
-                settled = True
+                borrowed.settled = True
                 return None if position == 0 else position
-    finally:
-        if not settled:
-            conn.disconnect()
-        pool.release(conn)
 
 
 def _read_probes(conn: Any, keys: list[bytes], run: ScanPass) -> list[bytes]:
