@@ -65,3 +65,19 @@ def test_the_floors_hold_what_the_code_uses() -> None:
     for name, version in needs.items():
         floor = floors[name]
         assert floor is not None and floor >= version, f"{name} floor {floor} < {version}"
+
+
+def test_the_tests_run_the_versions_the_layer_ships() -> None:
+    """`make` installs the development virtualenv with the lock as constraints: a library the
+    layer ships at one version and the tests import at another tests something that never runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    differ = {}
+    for name, locked in lockfile.pins().items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue  # a dependency of another platform or Python only
+        if installed != locked:
+            differ[name] = (locked, installed)
+    assert not differ, f"locked -> installed (run make, which installs with the lock): {differ}"
