@@ -53,14 +53,14 @@ SSM_BROKER = "/oomcheck/bench/broker-url"
 SSM_BACKEND = "/oomcheck/bench/result-backend"
 # Functions whose cumulative time splits the first invocation (file suffix:function name).
 PROFILED = (
-    "oomcheck/settings.py:resolve_reference",
+    "oomcheck/config/settings.py:resolve_reference",
     "botocore/session.py:create_client",
     "oomcheck/sources/inspector.py:_make_app",
     "oomcheck/wiring.py:build_deps",
     "app.py:_get_deps",
     "oomcheck/runner.py:run_once",
     "oomcheck/sources/inspector.py:observe",
-    "oomcheck/state.py:load",
+    "oomcheck/store/dynamodb.py:load",
 )
 
 # The measuring child. Only sys/os/time are loaded before the timed import; everything after it
@@ -317,8 +317,8 @@ def _send_work(broker: str, backend: str, workers: int, done_tasks: int) -> Any:
 def _healthy(
     n: int, broker: str, backend: str, workdir: Path, *, repeats: int, pings: int
 ) -> dict[str, Any]:
+    from oomcheck.config.settings import Settings
     from oomcheck.runner import run_once
-    from oomcheck.settings import Settings
     from oomcheck.wiring import build_deps
 
     settings = Settings(

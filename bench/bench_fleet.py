@@ -386,10 +386,10 @@ def _measure(size: int, repeats: int) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    from oomcheck.runner import Deps
-    from oomcheck.settings import Settings
+    from oomcheck.config.settings import Settings
+    from oomcheck.ports import Deps
     from oomcheck.sources.inspector import CeleryInspector
-    from oomcheck.state import DynamoDBStateStore, table_definition
+    from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
 
     clock = FakeClock(1_790_000_000.0)
     fleet = FleetControl(size, clock)

@@ -417,8 +417,8 @@ def run(quick: bool = False) -> Result:
             from celery import Celery
 
             from oomcheck.aws import client
+            from oomcheck.config.settings import Settings
             from oomcheck.provision import setup
-            from oomcheck.settings import Settings
             from oomcheck.wiring import build_deps
 
             broker, backend = f"{base}/1", f"{base}/2"

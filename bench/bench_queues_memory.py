@@ -23,11 +23,11 @@ import redis
 from celery import Celery
 
 from bench.common import Result, moto_server, progress
+from oomcheck.config.settings import Settings
 from oomcheck.demo import services
 from oomcheck.demo.workers import WorkerProcess
 from oomcheck.exitparse import parse_message
 from oomcheck.runner import run_once
-from oomcheck.settings import Settings
 from oomcheck.sources.queues import AmqpQueueDepths, RedisQueueDepths
 from oomcheck.wiring import build_deps
 

@@ -15,17 +15,18 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from oomcheck.alerting.delivery import UNDELIVERABLE
 from oomcheck.deadline import Deadline
-from oomcheck.delivery import UNDELIVERABLE
-from oomcheck.invocation import parse_invocation
-from oomcheck.lambdalog import bind_run, route_library_logs
-from oomcheck.report import Report
-from oomcheck.runner import Deps, combine, run_once, watch
+from oomcheck.entry.invocation import parse_invocation
+from oomcheck.entry.lambdalog import bind_run, route_library_logs
+from oomcheck.ports import Deps
+from oomcheck.report.document import Report
+from oomcheck.runner import combine, run_once, watch
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
-    from oomcheck.arrivals import Arrival
+    from oomcheck.entry.arrivals import Arrival
 
 logger = Logger()
 metrics = Metrics()
@@ -40,7 +41,7 @@ _HANDLER_MARGIN_S = 1.0
 def _get_deps(context: LambdaContext) -> Deps:
     global _deps  # noqa: PLW0603 - one set of clients per container, reused across invocations
     if _deps is None:
-        from oomcheck.settings import from_env
+        from oomcheck.config.settings import from_env
         from oomcheck.wiring import build_deps
 
         # The first invocation's remaining time is the function's timeout: the clients' timeouts
@@ -143,7 +144,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 def _arrival(event: dict[str, Any], shape: str, deps: Deps) -> Arrival:
-    from oomcheck.arrivals import Shape, parse_arrival
+    from oomcheck.entry.arrivals import Shape, parse_arrival
 
     arrival = parse_arrival(event, Shape(shape), containers=deps.settings.containers)
     logger.append_keys(arrival=arrival.shape.value)

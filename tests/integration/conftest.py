@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 import redis
 
-from oomcheck.alerts import AlertMessage
+from oomcheck.alerting.render import AlertMessage
+from oomcheck.config.settings import Settings
 from oomcheck.demo import services
 from oomcheck.demo.workers import MemoryCgroup, WorkerProcess, memory_cgroup_available, wait_for
-from oomcheck.report import Report
-from oomcheck.runner import Deps, run_once
-from oomcheck.settings import Settings
+from oomcheck.ports import Deps
+from oomcheck.report.document import Report
+from oomcheck.runner import run_once
 from oomcheck.wiring import build_deps
 
 

@@ -92,7 +92,8 @@ def test_one_of_several_workers_on_one_host_killed_is_exactly_that_one(fleet: Fl
     workers = []
     for i, name in enumerate(names):
         if i:
-            time.sleep(8.5)  # oomcheck.presence tells workers apart when 8 s or more apart
+            # oomcheck.sources.presence.owners tells workers apart when 8 s or more apart
+            time.sleep(8.5)
         workers.append(fleet.start(name, pool="solo"))
     fleet.check()
     tasks = [fleet.send("demo.sleepy", 60) for _ in names]

@@ -19,14 +19,17 @@ from typing import Any
 import boto3
 import pytest
 
-from oomcheck import aws, delivery
+from oomcheck import aws
+from oomcheck.alerting import delivery
+from oomcheck.alerting.outbox import SentJournal
+from oomcheck.alerting.sns import SnsAlerter
 from oomcheck.deadline import Deadline
 from oomcheck.model import StartedTask
+from oomcheck.ports import Deps
 from oomcheck.provision import subscribe_queue
-from oomcheck.report import Report
-from oomcheck.runner import Deps, run_once
-from oomcheck.sns import SnsAlerter
-from oomcheck.state import DynamoDBStateStore, table_definition
+from oomcheck.report.document import Report
+from oomcheck.runner import run_once
+from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
 from tests.awsfaults import FaultProxy, serial_moto
 from tests.unit.incidents import T0, incident, state_of
 from tests.unit.test_runner import Clock, FakeControl, FakeResults, FlakyPublisher, W, _deps
@@ -278,7 +281,7 @@ def test_120_separate_alerts_with_slow_sns_each_arrive_once_over_runs(tmp_path, 
     store.release("seed", apart)
     env.sns.mode = "delay"
     publisher = env.publisher(budget)
-    journal = delivery.SentJournal()
+    journal = SentJournal()
     runs, durations = 0, []
     while runs < 40:
         # When runs deliver, each inside its deadline

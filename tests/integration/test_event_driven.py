@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from oomcheck.arrivals import Shape, parse_arrival
 from oomcheck.demo.arrivals import sqs_batch, sqs_record, subscription_payload
 from oomcheck.demo.ecs import ecs_task_stopped_event
+from oomcheck.entry.arrivals import Shape, parse_arrival
 from oomcheck.model import Cause, Kind, Verdict
-from oomcheck.report import Report
+from oomcheck.report.document import Report
 from oomcheck.runner import run_once
 from tests.integration.conftest import Fleet
 

@@ -18,7 +18,7 @@ from moto import mock_aws
 
 from oomcheck.demo.workers import MemoryCgroup, wait_for
 from oomcheck.model import Cause, Kind, Policy
-from oomcheck.report import Report
+from oomcheck.report.document import Report
 from tests.integration.conftest import Fleet, poll_checks
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -8,7 +8,7 @@ import signal
 import uuid
 
 from oomcheck.model import Kind
-from oomcheck.report import Report
+from oomcheck.report.document import Report
 from tests.integration.conftest import Fleet, poll_checks
 
 

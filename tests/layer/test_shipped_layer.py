@@ -129,7 +129,9 @@ def test_the_built_layer_imports_everything_and_runs_a_scheduled_check(
     assert out["error"] is None, out["error"]
     report = out["result"]
     assert report["mode"] == "check"
-    assert {k: report["sources"][k] for k in ("inspect", "broker", "results", "state", "exits")} == {
+    assert {
+        k: report["sources"][k] for k in ("inspect", "broker", "results", "state", "exits")
+    } == {
         "inspect": "ok",
         "broker": "ok",
         "results": "ok",

@@ -10,7 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools.shared import constants as powertools_constants
 
-from oomcheck.settings import ENV_VARS
+from oomcheck.config.settings import ENV_VARS
 from tests.template import cfn
 
 # Read by oomcheck, deliberately not set by the template.
@@ -47,14 +47,14 @@ def _names_in_code() -> set[str]:
 def test_every_setting_the_code_reads_is_set(template: dict[str, Any]) -> None:
     env = _environment(template)
     missing = sorted(set(ENV_VARS) - set(env) - set(NOT_SET))
-    assert not missing, f"read by oomcheck.settings but not set in template.yaml: {missing}"
+    assert not missing, f"read by oomcheck.config.settings but not set in template.yaml: {missing}"
 
 
 def test_the_template_sets_nothing_the_code_does_not_read(template: dict[str, Any]) -> None:
     env = _environment(template)
     ours = {k for k in env if not k.startswith("POWERTOOLS_")}
     unread = sorted(ours - set(ENV_VARS))
-    assert not unread, f"set in template.yaml but not read by oomcheck.settings: {unread}"
+    assert not unread, f"set in template.yaml but not read by oomcheck.config.settings: {unread}"
     powertools = {v for k, v in vars(powertools_constants).items() if k.endswith("_ENV")}
     unknown = sorted(k for k in env if k.startswith("POWERTOOLS_") and k not in powertools)
     assert not unknown, f"not Powertools variables: {unknown}"
@@ -102,7 +102,7 @@ def test_urls_are_references_to_ssm(template: dict[str, Any]) -> None:
 def test_every_tuning_default_is_the_code_default(template: dict[str, Any]) -> None:
     """Empty tuning parameters pass '' through, which oomcheck reads as its own default: the
     template repeats no default that could drift from the code's."""
-    from oomcheck.settings import from_env
+    from oomcheck.config.settings import from_env
 
     stack = cfn.Stack(
         template, {"BrokerUrlParameter": "/oomcheck/broker-url"}, physical=_stand_ins()

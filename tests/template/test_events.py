@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from oomcheck.invocation import parse_invocation
+from oomcheck.entry.invocation import parse_invocation
 from tests.template import cfn
 
 EVENTS = cfn.ROOT / "events"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from oomcheck.settings import SettingsError, from_env
+from oomcheck.config.settings import SettingsError, from_env
 from tests.template import cfn
 
 VALUES = ["", "0.5", ".9", "0.95", "1", "1.0", "50", "90", "90%", "99.5", "100", "100%"]

@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from oomcheck import provision
-from oomcheck.state import TTL_ATTRIBUTE, table_definition
+from oomcheck.store.dynamodb import TTL_ATTRIBUTE, table_definition
 from tests.template import cfn
 
 

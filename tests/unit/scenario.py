@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from oomcheck.alerts import due, mark_sent
+from oomcheck.alerting.outbox import due, mark_sent
 from oomcheck.detect import evaluate
 from oomcheck.model import (
     ActiveTask,

@@ -10,7 +10,8 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from oomcheck.alerts import (
+from oomcheck.alerting.outbox import batches
+from oomcheck.alerting.render import (
     SNS_MAX_BYTES,
     PublishError,
     fit,
@@ -19,10 +20,9 @@ from oomcheck.alerts import (
     sns_request,
     subject_for,
 )
+from oomcheck.alerting.sns import SnsAlerter
 from oomcheck.model import Action, Cause, Finding, Kind, PendingAlert, Severity, TaskFate, Verdict
-from oomcheck.outbox import batches
 from oomcheck.provision import subscribe_queue
-from oomcheck.sns import SnsAlerter
 from tests.unit.incidents import incident, state_of
 from tests.unit.scenario import LIMITS, T0, Replay, obs, snap, started, task
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from oomcheck.arrivals import Arrival, Shape, merged, parse_arrival, shape_of
 from oomcheck.demo.arrivals import pack, sqs_batch, sqs_record, subscription_payload
+from oomcheck.entry.arrivals import Arrival, Shape, merged, parse_arrival, shape_of
+from oomcheck.entry.invocation import parse_invocation
 from oomcheck.exitparse import parse_message
-from oomcheck.invocation import parse_invocation
 from oomcheck.model import Cause, Observation
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

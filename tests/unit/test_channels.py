@@ -11,15 +11,15 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from oomcheck import delivery
-from oomcheck.alerts import PublishError, fit
-from oomcheck.channels import FanoutPublisher
+from oomcheck.alerting import delivery
+from oomcheck.alerting.channels import FanoutPublisher
+from oomcheck.alerting.eventbridge import DETAIL_TYPES, EventBridgeAlerter
+from oomcheck.alerting.outbox import SentJournal, batches
+from oomcheck.alerting.render import PublishError, fit
+from oomcheck.config.settings import from_env
 from oomcheck.deadline import Deadline
-from oomcheck.events import DETAIL_TYPES, EventBridgeAlerter
 from oomcheck.model import Action
-from oomcheck.outbox import batches
-from oomcheck.settings import from_env
-from oomcheck.state import FileStateStore
+from oomcheck.store.file import FileStateStore
 from oomcheck.wiring import build_deps
 from tests.unit.incidents import T0, incident, state_of
 from tests.unit.test_delivery import FakeClock, Topic
@@ -41,7 +41,7 @@ class Named(Topic):
         return self.name
 
 
-def _commit(tmp_path: Any, publisher: Any, journal: delivery.SentJournal) -> delivery.Committed:
+def _commit(tmp_path: Any, publisher: Any, journal: SentJournal) -> delivery.Committed:
     store = FileStateStore(str(tmp_path / "state.json"))
     store.acquire("run-1", T0, 60)
     loaded = store.load()
@@ -67,7 +67,7 @@ def test_a_failing_channel_is_retried_alone_and_the_alert_is_sent_once_all_took_
     alerts, chat, bus = Named("sns"), Named("chat"), Named("events")
     chat.fail_with = PublishError("sns publish: Throttling")
     fanout = FanoutPublisher([alerts, chat, bus])
-    journal = delivery.SentJournal()
+    journal = SentJournal()
     # When a run delivers
     first = _commit(tmp_path, fanout, journal)
     # Then the alert stays pending, the report says which channel failed

@@ -10,12 +10,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from oomcheck.alerts import SNS_MAX_BYTES, fit, reduced, request_size
-from oomcheck.chat import DESCRIPTION_MAX, TITLE_MAX, chat_message, chat_request
+from oomcheck.alerting.chat import DESCRIPTION_MAX, TITLE_MAX, chat_message, chat_request
+from oomcheck.alerting.outbox import Batch, batches
+from oomcheck.alerting.render import SNS_MAX_BYTES, fit, reduced, request_size
+from oomcheck.alerting.sns import ChatAlerter
 from oomcheck.model import Action, PendingAlert
-from oomcheck.outbox import Batch, batches
 from oomcheck.provision import subscribe_queue
-from oomcheck.sns import ChatAlerter
 from tests.unit.chatschema import violations
 from tests.unit.incidents import T0, incident, state_of
 

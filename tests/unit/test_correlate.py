@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from oomcheck.correlate import WorkerIdentity, host_keys, is_celery_process, match_evidence
+from oomcheck.detect.correlate import WorkerIdentity, host_keys, is_celery_process, match_evidence
 from oomcheck.exitparse import parse_message
 from oomcheck.model import Cause, ExitEvidence
 

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
-from oomcheck import delivery
-from oomcheck.alerts import AlertMessage, PublishError
+from oomcheck.alerting import delivery
+from oomcheck.alerting.outbox import SentJournal
+from oomcheck.alerting.render import AlertMessage, PublishError
 from oomcheck.deadline import Deadline
 from oomcheck.model import Action, PendingAlert, State
-from oomcheck.state import FileStateStore, StateError
+from oomcheck.store.base import StateError
+from oomcheck.store.file import FileStateStore
 from tests.unit.incidents import T0, incident, state_of
 
 
@@ -70,7 +72,7 @@ def _run(
     *,
     budget: float = 30.0,
     publish_s: float = 0.0,
-    journal: delivery.SentJournal | None = None,
+    journal: SentJournal | None = None,
     store: Any = None,
     owner: str = "run-1",
     state: State | None = None,
@@ -80,7 +82,7 @@ def _run(
     store = store or FileStateStore(str(tmp_path / "state.json"))
     store.acquire(owner, T0, 60)
     loaded = store.load()
-    journal = journal or delivery.SentJournal()
+    journal = journal or SentJournal()
     box = delivery.Outbox(
         publisher=topic,
         store=store,
@@ -207,7 +209,7 @@ class FailingSaves(FileStateStore):
 def test_a_store_failure_right_after_a_publish_does_not_send_it_again(tmp_path):
     # Given the first save (the new incidents) succeeds and the sent mark's save fails
     topic = Topic(FakeClock())
-    journal = delivery.SentJournal()
+    journal = SentJournal()
     path = str(tmp_path / "state.json")
     out = _run(tmp_path, topic, journal=journal, store=FailingSaves(path, 2), state=_apart(2))
     assert str(out.status).startswith("error: dynamodb transact_write_items: ThrottlingException")

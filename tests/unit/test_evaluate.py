@@ -420,7 +420,7 @@ def test_unmatched_oom_evidence_is_its_own_finding():
 
 
 def test_failed_publish_stays_pending_and_is_retried():
-    from oomcheck.alerts import due, mark_failed, mark_sent
+    from oomcheck.alerting.outbox import due, mark_failed, mark_sent
 
     replay = Replay(deliver=False)
     replay.step(obs(T0, [snap(W, active=[task("t1")], limits=LIMITS)], started_=[started("t1", W)]))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from oomcheck.invocation import InvocationError, parse_invocation
+from oomcheck.entry.invocation import InvocationError, parse_invocation
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Logger
 
-from oomcheck.lambdalog import LIBRARY_LOGGERS, bind_run, route_library_logs
+from oomcheck.entry.lambdalog import LIBRARY_LOGGERS, bind_run, route_library_logs
 
 SECRET = "s3cr3t-pa55"
 

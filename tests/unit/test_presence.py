@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oomcheck.presence import Connection, Member, attribute, parse_client_list
+from oomcheck.sources.presence.owners import Connection, Member, attribute, parse_client_list
 
 NOW = 10_000.0
 

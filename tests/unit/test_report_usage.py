@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from oomcheck.model import QueueDepth, WorkerRecord, WorkerStatus
-from oomcheck.report import Report, render_table
-from oomcheck.usage import TOP_MEMORY, memory_rows, queue_rows
+from oomcheck.report.document import Report
+from oomcheck.report.table import render_table
+from oomcheck.report.usage import TOP_MEMORY, memory_rows, queue_rows
 from tests.unit.scenario import T0, mem, snap, task
 
 

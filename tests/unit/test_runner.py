@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from oomcheck.config.settings import Settings
 from oomcheck.model import Kind, StartedTask
-from oomcheck.runner import Deps, run_once, watch
-from oomcheck.settings import Settings
+from oomcheck.ports import Deps
+from oomcheck.runner import run_once, watch
 from oomcheck.sources.inspector import CeleryInspector
-from oomcheck.state import FileStateStore
+from oomcheck.store.file import FileStateStore
 
 SECRET = "s3cr3t-pa55"
 W = "celery@w1"
@@ -265,7 +266,7 @@ def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
     import boto3
     from moto import mock_aws
 
-    from oomcheck.state import DynamoDBStateStore, table_definition
+    from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
 
     with mock_aws():
         dynamo = boto3.client("dynamodb", region_name="us-east-1")
@@ -325,7 +326,7 @@ def test_the_lease_outlives_the_runs_deadline_by_seconds_not_minutes(tmp_path):
     from moto import mock_aws
 
     from oomcheck.deadline import Deadline
-    from oomcheck.state import DynamoDBStateStore, table_definition
+    from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
 
     with mock_aws():
         dynamo = boto3.client("dynamodb", region_name="us-east-1")

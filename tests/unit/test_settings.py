@@ -6,9 +6,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from oomcheck.invocation import InvocationError, parse_invocation
+from oomcheck.config.settings import ENV_VARS, VARIABLES, SettingsError, from_env, resolve_reference
+from oomcheck.entry.invocation import InvocationError, parse_invocation
 from oomcheck.redact import scrub
-from oomcheck.settings import ENV_VARS, VARIABLES, SettingsError, from_env, resolve_reference
 from oomcheck.sources.inspector import parse_active, parse_registered, pool_kind, snapshot_from
 
 

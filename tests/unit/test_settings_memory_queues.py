@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oomcheck.settings import SettingsError, from_env
+from oomcheck.config.settings import SettingsError, from_env
 
 BROKER = {"OOMCHECK_BROKER_URL": "redis://127.0.0.1:6379/0"}
 

@@ -9,16 +9,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from oomcheck import codec
 from oomcheck.model import Action, PendingAlert, State, WorkerStatus
-from oomcheck.state import (
-    DynamoDBStateStore,
-    FileStateStore,
-    LeaseBusy,
-    LeaseLost,
-    StateError,
-    table_definition,
-)
+from oomcheck.store import codec
+from oomcheck.store.base import LeaseBusy, LeaseLost, StateError
+from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
+from oomcheck.store.file import FileStateStore
 from tests.unit.scenario import LIMITS, T0, Replay, obs, snap, started, task
 
 W = "celery@ip-10-0-1-5"
@@ -105,7 +100,8 @@ def test_dynamodb_lease_blocks_an_overlapping_run(dynamo):
 _RACER = """
 import sys, time
 import boto3
-from oomcheck.state import DynamoDBStateStore, LeaseBusy
+from oomcheck.store.dynamodb import DynamoDBStateStore
+from oomcheck.store.base import LeaseBusy
 endpoint, name, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
 client.describe_table(TableName="oomcheck-race")  # connected and warm before the start

@@ -16,10 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from importlib import metadata
 
+from oomcheck.config.parsers import DAY, seconds
+from oomcheck.config.settings import Settings, SettingsError, from_env
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
-from oomcheck.parsers import DAY, seconds
-from oomcheck.report import Report, SettingOrigin, render_table
-from oomcheck.settings import Settings, SettingsError, from_env
+from oomcheck.report.document import Report, SettingOrigin
+from oomcheck.report.table import render_table
 
 EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
 
@@ -129,7 +130,7 @@ def version_text() -> str:
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, SettingOrigin]]:
     """Settings from the app (``-A``), the environment and the flags, and where each came from."""
-    from oomcheck import celeryconf
+    from oomcheck.config import celery_app
 
     env = dict(os.environ)
     flags: dict[str, str] = {}
@@ -142,10 +143,10 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, SettingOrig
     app_vars: dict[str, str] = {}
     labels = dict(flags)
     if args.app:
-        app_vars = celeryconf.app_variables(celeryconf.load_app(args.app))
-        labels = {**celeryconf.app_labels(args.app, env, app_vars), **flags}
-    settings = from_env(celeryconf.merge(env, app_vars), labels=labels)
-    return settings, celeryconf.origins(settings, env, app_vars, flags)
+        app_vars = celery_app.app_variables(celery_app.load_app(args.app))
+        labels = {**celery_app.app_labels(args.app, env, app_vars), **flags}
+    settings = from_env(celery_app.merge(env, app_vars), labels=labels)
+    return settings, celery_app.origins(settings, env, app_vars, flags)
 
 
 def _duration(raw: str) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from oomcheck.state import TTL_ATTRIBUTE, table_definition
+from oomcheck.store.dynamodb import TTL_ATTRIBUTE, table_definition
 
 # Encrypted with the AWS-managed key. template.yaml uses a key of its own instead, because its
 # CloudWatch alarms publish to the topic and aws/sns's key policy cannot admit CloudWatch; setup

@@ -9,75 +9,30 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
-from oomcheck import alerts as alerting
-from oomcheck import delivery, usage
-from oomcheck.arrivals import Arrival, merged
-from oomcheck.audit import config_risks
+from oomcheck.alerting import delivery
+from oomcheck.config.advice import config_risks
+from oomcheck.config.settings import Settings
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
 from oomcheck.detect import evaluate
+from oomcheck.entry.arrivals import Arrival, merged
 from oomcheck.model import (
     Observation,
     Source,
     SourceState,
     SourceStatus,
     State,
-    UnackedMessage,
     WorkerRecord,
 )
-from oomcheck.observe import QueueSource, ReferenceClock, observe
+from oomcheck.observe import observe
+from oomcheck.ports import Deps
 from oomcheck.redact import scrub
-from oomcheck.report import Report, source_texts, worker_rows
-from oomcheck.settings import Settings
-from oomcheck.sources.inspector import CeleryInspector
-from oomcheck.sources.presence import BrokerPresence
-from oomcheck.state import LeaseBusy, StateError, StateStore
-
-
-class ResultSource(Protocol):
-    def scan(self, now: float, *, budget: int | None = None, cursor: str | None = None) -> Any: ...
-
-    def lookup(self, task_ids: list[str]) -> dict[str, str]: ...
-
-
-class BrokerSource(Protocol):
-    def unacked(self, now: float) -> tuple[UnackedMessage, ...]: ...
-
-
-class ExitSource(Protocol):
-    def read(self, since: float | None, now: float) -> Any: ...
-
-
-@dataclass
-class Deps:
-    """Everything a run talks to; built once per process (Lambda container, CLI invocation)."""
-
-    settings: Settings
-    store: StateStore
-    publisher: alerting.Publisher
-    inspector: CeleryInspector | None = None
-    results: ResultSource | None = None
-    broker: BrokerSource | None = None
-    exits: ExitSource | None = None
-    presence: BrokerPresence | None = None
-    queues: QueueSource | None = None
-    clock: Callable[[], float] = time.time
-    off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
-    # Deadlines and budgets are measured on this clock, never on the wall clock.
-    monotonic: Callable[[], float] = time.monotonic
-    # The lease owner: one per process, so a run may take back a lease its process's previous
-    # run could not release.
-    owner: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:12]}")
-    # Worst cases of one publish and one state-store call (oomcheck.aws.CallLimits.worst_s).
-    publish_s: float = 0.0
-    store_s: float = 0.0
-    journal: delivery.SentJournal = field(default_factory=delivery.SentJournal)
-    # the workers' side of the clock (the broker's Redis TIME); None: the local clock is used
-    reference_clock: ReferenceClock | None = None
+from oomcheck.report import usage
+from oomcheck.report.document import Report, source_texts, worker_rows
+from oomcheck.store.base import LeaseBusy, StateError
 
 
 def run_once(

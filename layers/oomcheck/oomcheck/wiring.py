@@ -5,16 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from oomcheck.alerts import Publisher
+from oomcheck.alerting.channels import FanoutPublisher
+from oomcheck.alerting.sns import ChatAlerter, PrintAlerter, SnsAlerter
 from oomcheck.aws import CallLimits
-from oomcheck.channels import FanoutPublisher
+from oomcheck.config.settings import Settings
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
-from oomcheck.runner import Deps
-from oomcheck.settings import Settings
-from oomcheck.sns import ChatAlerter, PrintAlerter, SnsAlerter
+from oomcheck.ports import BrokerPresence, Deps, Publisher, StateStore
 from oomcheck.sources.inspector import CeleryInspector
-from oomcheck.sources.presence import BrokerPresence
-from oomcheck.state import DynamoDBStateStore, FileStateStore, StateStore
+from oomcheck.store.dynamodb import DynamoDBStateStore
+from oomcheck.store.file import FileStateStore
 
 
 def build_deps(
@@ -93,7 +92,7 @@ def build_deps(
             else "unacked messages are read from Redis brokers only"
         )
     if settings.broker_transport == "amqp":
-        from oomcheck.sources.presence import AmqpBrokerPresence
+        from oomcheck.sources.presence.brokers import AmqpBrokerPresence
         from oomcheck.sources.queues import AmqpQueueDepths
 
         deps.presence = AmqpBrokerPresence(_amqp_connection(settings), deps.clock)
@@ -132,14 +131,14 @@ def _channels(
     if not settings.topic_arn:
         channels.insert(0, PrintAlerter(write or sys.stderr.write))
     if settings.event_bus:
-        from oomcheck.events import EventBridgeAlerter
+        from oomcheck.alerting.eventbridge import EventBridgeAlerter
 
         channels.append(EventBridgeAlerter(settings.event_bus, aws.client("events", limits=limits)))
     return channels
 
 
 def _redis_presence(broker: object) -> BrokerPresence:
-    from oomcheck.sources.presence import RedisBrokerPresence
+    from oomcheck.sources.presence.brokers import RedisBrokerPresence
 
     pool = getattr(broker, "connection_pool", None)
     db = getattr(pool, "connection_kwargs", {}).get("db") if pool is not None else None

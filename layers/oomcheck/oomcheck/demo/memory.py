@@ -202,8 +202,8 @@ def _cgroup(stack: contextlib.ExitStack, use_cgroup: bool) -> tuple[MemoryCgroup
 
 
 def _checker(stage: Any) -> tuple[Any, run.TimedPublisher]:
+    from oomcheck.config.settings import Settings
     from oomcheck.model import Policy
-    from oomcheck.settings import Settings
     from oomcheck.wiring import build_deps
 
     settings = Settings(

@@ -288,7 +288,7 @@ def _cgroup(
 
 
 def _checker(stage: _Stage) -> tuple[Any, TimedPublisher]:
-    from oomcheck.settings import Settings
+    from oomcheck.config.settings import Settings
     from oomcheck.wiring import build_deps
 
     settings = Settings(
@@ -376,7 +376,7 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
         say("")
         say(item["payload"]["text"])
         say("")
-    from oomcheck.report import render_table
+    from oomcheck.report.table import render_table
 
     say(render_table(result.report))
     if show_json:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from oomcheck.correlate import WorkerIdentity, match_evidence, workers_for_hosts
+from oomcheck.detect.correlate import WorkerIdentity, match_evidence, workers_for_hosts
 from oomcheck.model import (
     ExitEvidence,
     Incident,

@@ -13,18 +13,10 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from oomcheck import text
+from oomcheck.detect import text
 from oomcheck.detect.context import Context
 from oomcheck.detect.signals import Outcome, Signal
-from oomcheck.model import (
-    Action,
-    Finding,
-    Incident,
-    IncidentKey,
-    Kind,
-    PendingAlert,
-    Severity,
-)
+from oomcheck.model import Action, Finding, Incident, IncidentKey, Kind, PendingAlert, Severity
 
 # Kinds whose incident closes as soon as its alert is out: the event is over when we see it.
 EVENT_KINDS = frozenset({Kind.WORKER_RESTARTED, Kind.CHILD_KILLED, Kind.OOM_KILL})

@@ -18,21 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
-from oomcheck.observe.base import (
-    ClockRead,
-    QueueSource,
-    Read,
-    ReferenceClock,
-    ResultsRead,
-    T,
-    guard,
-    read_clock,
-)
+from oomcheck.observe.base import ClockRead, Read, ResultsRead, T, guard, read_clock
 from oomcheck.observe.reads import read_broker, read_logs, read_queues, read_results
 from oomcheck.observe.workers import read_inspect, reping_strangers
+from oomcheck.ports import QueueSource, ReferenceClock
 
 if TYPE_CHECKING:
-    from oomcheck.runner import Deps
+    from oomcheck.ports import Deps
 
 __all__ = [
     "ClockRead",

@@ -3,42 +3,21 @@ into a status (scrubbing secrets once), the reference clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from oomcheck.model import (
-    LostFailure,
-    Source,
-    SourceState,
-    SourceStatus,
-    StartedTask,
-)
+from oomcheck.model import LostFailure, Source, SourceState, SourceStatus, StartedTask
 from oomcheck.redact import scrub
-from oomcheck.sources.queues import QueueRead
 
 if TYPE_CHECKING:
-    from oomcheck.runner import Deps
+    from oomcheck.ports import Deps, ReferenceClock
 
 T = TypeVar("T")
 OK = SourceStatus(SourceState.OK)
 # strangers pinged by name per run: a flood of unknown names must not stall the run
 MAX_STRANGERS = 50
 MAX_ERROR_CHARS = 500
-
-
-class QueueSource(Protocol):
-    """Backlogs of the named queues (oomcheck.sources.queues)."""
-
-    def depths(self, names: Sequence[str]) -> QueueRead: ...
-
-
-class ReferenceClock(Protocol):
-    """A clock shared with the workers' side (Redis ``TIME``); ``name`` says whose it is."""
-
-    name: str
-
-    def __call__(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)

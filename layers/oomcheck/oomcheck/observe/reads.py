@@ -20,7 +20,7 @@ from oomcheck.model import (
 from oomcheck.sources.queues import queue_names
 
 if TYPE_CHECKING:
-    from oomcheck.runner import Deps, ExitSource
+    from oomcheck.ports import Deps, ExitSource
 from oomcheck.observe.base import OK, Read, ResultsRead, error, guard, off
 
 

@@ -19,7 +19,7 @@ from oomcheck.model import (
 from oomcheck.sources.inspector import InspectResult
 
 if TYPE_CHECKING:
-    from oomcheck.runner import Deps
+    from oomcheck.ports import Deps
 from oomcheck.observe.base import MAX_STRANGERS, OK, Read, guard, off
 
 
@@ -81,8 +81,8 @@ class _PresenceProbe:
     def __call__(
         self, answered: Mapping[str, WorkerSnapshot], missing: Sequence[str]
     ) -> Mapping[str, Presence]:
-        from oomcheck.presence import Member
-        from oomcheck.sources.presence import PresenceOff
+        from oomcheck.sources.presence.brokers import PresenceOff
+        from oomcheck.sources.presence.owners import Member
 
         presence = self.deps.presence
         assert presence is not None

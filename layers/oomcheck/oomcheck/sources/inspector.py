@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oomcheck.model import ActiveTask, Presence, TaskLimits, WorkerSnapshot
-from oomcheck.presence import OWN_NAME
+from oomcheck.sources.presence.owners import OWN_NAME
 
 # (snapshots that answered, names that did not) -> what the broker shows of the latter
 PresenceProbe = Callable[[Mapping[str, WorkerSnapshot], Sequence[str]], Mapping[str, Presence]]

@@ -17,7 +17,7 @@ Accepted URL forms (the ones ``broker_url`` / ``result_backend`` use, plus clust
   This is the only way to ask for a cluster client: a plain ``redis://`` URL that points at a
   cluster node gives a single-node client, which would only see that node's keys.
 
-A password may hold any character, encoded or not (see :mod:`oomcheck.urls`). No error raised
+A password may hold any character, encoded or not (see :mod:`oomcheck.config.urls`). No error raised
 here quotes the URL: messages say what is wrong and the form expected, so a password that a typo
 pushed into the host or the path cannot leak through them.
 """
@@ -34,9 +34,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from oomcheck.presence import OWN_NAME
+from oomcheck.config.urls import credentials, scheme_of, split_urls, userinfo_and_rest
 from oomcheck.redact import redact, scrub
-from oomcheck.urls import credentials, scheme_of, split_urls, userinfo_and_rest
+from oomcheck.sources.presence.owners import OWN_NAME
 
 __all__ = ["RedisClient", "RedisClock", "check_url", "make_redis", "redact", "server_time"]
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from oomcheck import text
-from oomcheck.detect import keys
+from oomcheck.detect import keys, text
 from oomcheck.detect.context import Context, Place
 from oomcheck.detect.fates import cause_from, fate_of, unique
 from oomcheck.detect.signals import KillSeen, Outcome, Signal

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 
 from oomcheck.detect.context import ALIVE, Context
 from oomcheck.detect.signals import Outcome, Resolution, Signal
+from oomcheck.detect.text import short_utc
 from oomcheck.model import (
     ActiveTask,
     Finding,
@@ -19,7 +20,6 @@ from oomcheck.model import (
     Verdict,
     WorkerRecord,
 )
-from oomcheck.text import short_utc
 
 KINDS = frozenset({Kind.MEMORY_PRESSURE})
 # points kept per worker while above the threshold: enough for a trend

@@ -3,8 +3,7 @@ before oomcheck saw them, or before its first run."""
 
 from __future__ import annotations
 
-from oomcheck import text
-from oomcheck.detect import keys
+from oomcheck.detect import keys, text
 from oomcheck.detect.context import Context, Place
 from oomcheck.detect.fates import fate_of
 from oomcheck.detect.signals import Outcome, Resolution, Signal

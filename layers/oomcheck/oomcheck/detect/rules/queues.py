@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from oomcheck.detect.context import ALIVE, Context
 from oomcheck.detect.signals import Outcome, Resolution, Signal
+from oomcheck.detect.text import short_utc
 from oomcheck.model import (
     Finding,
     IncidentKey,
@@ -16,7 +17,6 @@ from oomcheck.model import (
     WorkerRecord,
     WorkerStatus,
 )
-from oomcheck.text import short_utc
 
 KINDS = frozenset({Kind.QUEUE_ORPHANED})
 

@@ -9,17 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from oomcheck import text
-from oomcheck.detect import keys
+from oomcheck.detect import keys, text
 from oomcheck.detect.context import ALIVE, QUIET_POOLS, Context
 from oomcheck.detect.fates import cause_from, fates, rejudge_all, tasks_of_dead_instance
-from oomcheck.detect.roster import (
-    Change,
-    Transition,
-    record_from,
-    refreshed,
-    with_status,
-)
+from oomcheck.detect.roster import Change, Transition, record_from, refreshed, with_status
 from oomcheck.detect.rules import memory, stalls
 from oomcheck.detect.signals import KillSeen, Outcome, Resolution, Signal
 from oomcheck.model import (

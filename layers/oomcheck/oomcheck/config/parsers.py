@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from oomcheck import urls
+from oomcheck.config import urls
 
 Parser = Callable[[str], Any]
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0

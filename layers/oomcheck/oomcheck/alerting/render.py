@@ -1,8 +1,8 @@
 """Alerts: what a person on call reads (email) and what a machine reads (JSON), sized to SNS.
 
 Pure: how a message reads (``render_batch``) and the fullest form of it that fits SNS's limits
-(``fit``). Which alerts go out together is oomcheck.outbox's, the SNS adapter oomcheck.sns's,
-the delivery loop oomcheck.delivery's.
+(``fit``). Which alerts go out together is decided in oomcheck.alerting.outbox, the SNS adapter
+is oomcheck.alerting.sns, the delivery loop oomcheck.alerting.delivery.
 """
 
 from __future__ import annotations
@@ -10,24 +10,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
-from oomcheck.codec import finding_to_json
+from oomcheck.alerting.outbox import Batch, batch_key, dedup_key
+from oomcheck.detect.text import cause_suffix, cause_words, fate_line, fates_text, utc
 from oomcheck.model import Action, Finding, Incident, IncidentKey, PendingAlert, Severity
-from oomcheck.outbox import Batch, batch_key, dedup_key, due, mark_failed, mark_sent
-from oomcheck.text import cause_suffix, cause_words, fate_line, fates_text, utc
+from oomcheck.store.codec import finding_to_json
 
-# due / mark_sent / mark_failed live in oomcheck.outbox; callers have always found them here.
 __all__ = [
     "SNS_MAX_BYTES",
     "AlertMessage",
     "PublishError",
-    "Publisher",
     "batch_subject",
-    "due",
     "fit",
-    "mark_failed",
-    "mark_sent",
     "reduced",
     "render",
     "render_batch",
@@ -57,12 +52,6 @@ class AlertMessage:
     payload: dict[str, Any]
     dedup_key: str = ""
     incident_ids: tuple[str, ...] = ()
-
-
-class Publisher(Protocol):
-    def publish(self, message: AlertMessage) -> str: ...
-
-    def describe(self) -> str: ...
 
 
 class PublishError(RuntimeError):

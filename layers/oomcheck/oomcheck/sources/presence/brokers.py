@@ -1,9 +1,9 @@
 """Broker presence: does a worker that did not answer remote control still hold its broker
 connections? One command per run on Redis, one passive declare per silent worker on RabbitMQ.
 
-Redis: ``TIME`` and ``CLIENT LIST`` in one round trip (ages are the server's, so the server's
-clock dates them); oomcheck.presence decides whose each connection is. RabbitMQ: a worker's pidbox
-queue ``<nodename>.celery.pidbox`` is exclusive to its connection, so a passive declare from
+Redis: ``TIME`` and ``CLIENT LIST`` in one round trip (ages are the server's, so the server's clock
+dates them); oomcheck.sources.presence.owners decides whose each connection is. RabbitMQ: a worker's
+pidbox queue ``<nodename>.celery.pidbox`` is exclusive to its connection, so a passive declare from
 another connection answers 405 RESOURCE_LOCKED while the worker lives (busy or not) and 404
 NOT_FOUND once its process is dead: exact, per nodename (FACTS.md, "Broker presence").
 """
@@ -12,24 +12,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from oomcheck.model import Presence
-from oomcheck.presence import Member, attribute, parse_client_list
+from oomcheck.sources.presence.owners import Member, attribute, parse_client_list
 
 
 class PresenceOff(RuntimeError):
     """The broker will not show its connections (an ACL denies CLIENT LIST): the source is off."""
-
-
-class BrokerPresence(Protocol):
-    def judge(self, members: Sequence[Member]) -> dict[str, Presence]: ...
-
-    def describe(self) -> str: ...
-
-    def subscriptions(self) -> frozenset[str] | None:
-        """Ids of the workers' long-lived pub/sub connections (one cheap command), for watch
-        mode to notice a death between checks; None where the broker cannot say."""
 
 
 class RedisBrokerPresence:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from oomcheck.correlate import WorkerIdentity, workers_for_hosts
+from oomcheck.detect.correlate import WorkerIdentity, workers_for_hosts
 from oomcheck.model import (
     ActiveTask,
     MemorySample,

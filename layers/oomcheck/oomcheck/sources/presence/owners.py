@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from oomcheck.correlate import host_forms
+from oomcheck.detect.correlate import host_forms
 from oomcheck.model import Presence
 
 OWN_NAME = "oomcheck"

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from oomcheck.alerts import (
+from oomcheck.alerting.chat import chat_request
+from oomcheck.alerting.render import (
     SNS_MAX_BYTES,
     AlertMessage,
     PublishError,
     request_size,
     sns_request,
 )
-from oomcheck.chat import chat_request
 
 # Errors about the message itself: sending the same message again can never succeed.
 PERMANENT_CODES = frozenset({"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid"})
@@ -36,7 +36,8 @@ class SnsAlerter:
 
 class ChatAlerter(SnsAlerter):
     """The chat topic: custom notifications for Amazon Q Developer in chat applications
-    (oomcheck.chat), on a topic of their own so the alert topic's subscribers keep their shape."""
+    (oomcheck.alerting.chat), on a topic of their own so the alert topic's subscribers keep their
+    shape."""
 
     def describe(self) -> str:
         return f"chat:{self.topic_arn}"

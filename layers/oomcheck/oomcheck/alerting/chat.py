@@ -3,7 +3,7 @@
 A chat channel subscribed to an SNS topic renders only messages in its custom-notification
 schema (version "1.0", source "custom", content, metadata); anything else shows as raw text or
 not at all. So chat gets a topic of its own with this shape on it, and the alert topic keeps the
-email text and the machine JSON (oomcheck.alerts).
+email text and the machine JSON (oomcheck.alerting.render).
 
 Pure: built from the rendered AlertMessage (its JSON payload is the contract, the reduced form
 included). Updates, reminders and the resolve of an incident carry its id as the thread id, so
@@ -17,9 +17,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from oomcheck.alerts import WHERE_TO_READ, AlertMessage
+from oomcheck.alerting.render import WHERE_TO_READ, AlertMessage
+from oomcheck.detect.text import cause_words, utc
 from oomcheck.model import Action, Cause
-from oomcheck.text import cause_words, utc
 
 __all__ = ["DESCRIPTION_MAX", "TITLE_MAX", "chat_message", "chat_request"]
 

@@ -1,10 +1,10 @@
 """Several channels for one alert: the alert topic, the chat topic, an EventBridge bus.
 
-An alert is marked sent (oomcheck.delivery) once every configured channel took it. A channel that
-fails leaves the alert pending, and the next run retries it; the channels that took it already
-are remembered by this process (per dedup key), so a warm Lambda container or a watch retries
-the failing channel alone. After a cold start that memory is gone and the retry goes to every
-channel again, with the same dedup key, which subscribers (and PagerDuty) deduplicate on.
+An alert is marked sent (oomcheck.alerting.delivery) once every configured channel took it. A
+channel that fails leaves the alert pending, and the next run retries it; the channels that took it
+already are remembered by this process (per dedup key), so a warm Lambda container or a watch
+retries the failing channel alone. After a cold start that memory is gone and the retry goes to
+every channel again, with the same dedup key, which subscribers (and PagerDuty) deduplicate on.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from oomcheck.alerts import AlertMessage, Publisher, PublishError
+from oomcheck.alerting.render import AlertMessage, PublishError
+from oomcheck.ports import Publisher
 
 # Dedup keys whose channels are remembered; the oldest are forgotten first (a retry then
 # repeats channels, which the dedup key makes harmless).

@@ -4,8 +4,8 @@ setting the report shows came from.
 Precedence, highest first: a flag, an ``OOMCHECK_*`` variable, Celery's ``CELERY_BROKER_URL`` /
 ``CELERY_RESULT_BACKEND`` (the workers themselves let those beat the app's configuration), the
 app's ``app.conf``, oomcheck's default. The app's values go through the same parsers as the
-variables (:func:`oomcheck.settings.from_env`): a bad one is a one-line error naming the Celery
-setting, never quoting a URL.
+variables (:func:`oomcheck.config.settings.from_env`): a bad one is a one-line error naming the
+Celery setting, never quoting a URL.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from oomcheck.config.settings import VARIABLES, Settings, SettingsError
 from oomcheck.redact import redact
-from oomcheck.report import SettingOrigin
-from oomcheck.settings import VARIABLES, Settings, SettingsError
+from oomcheck.report.document import SettingOrigin
 
 # OOMCHECK_* variable -> the Celery setting it mirrors (named in messages and in the report)
 CELERY_NAMES: Mapping[str, str] = {

@@ -19,47 +19,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from oomcheck import alerts as alerting
-from oomcheck import outbox
+from oomcheck.alerting import outbox
+from oomcheck.alerting import render as alerting
+from oomcheck.alerting.outbox import SentJournal, SentMark
 from oomcheck.deadline import Deadline
-from oomcheck.model import Action, SourceState, SourceStatus, State
+from oomcheck.model import SourceState, SourceStatus, State
+from oomcheck.ports import Publisher, StateStore
 from oomcheck.redact import scrub
-from oomcheck.report import AlertRecord
-from oomcheck.state import LeaseLost, StateError, StateStore
+from oomcheck.report.document import AlertRecord
+from oomcheck.store.base import LeaseLost, StateError
 
 UNDELIVERABLE = "undeliverable"
-
-
-@dataclass(frozen=True, slots=True)
-class SentMark:
-    incident_id: str
-    action: Action
-    dedup_key: str
-    at: float
-
-
-@dataclass
-class SentJournal:
-    """Sent marks not yet saved, kept by the process for its next run."""
-
-    marks: list[SentMark] = field(default_factory=list)
-
-    def apply(self, state: State) -> State:
-        """Mark sent what was sent but not saved, where the incident still waits for it."""
-        for mark in self.marks:
-            incident = state.incidents.get(mark.incident_id)
-            if incident is None or not incident.pending:
-                continue
-            if outbox.dedup_key(incident, incident.pending[0]) == mark.dedup_key:
-                state = outbox.mark_sent(state, mark.incident_id, mark.action, mark.at)
-        return state
 
 
 @dataclass(frozen=True, slots=True)
 class Outbox:
     """What delivery talks to, and the time it may take."""
 
-    publisher: alerting.Publisher
+    publisher: Publisher
     store: StateStore
     owner: str
     retention_s: float

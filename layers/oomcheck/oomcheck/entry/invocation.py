@@ -1,5 +1,5 @@
 """What a Lambda invocation asks for: a scheduled check, an audit, a watch, or a check started
-by the events that announce a death (oomcheck.arrivals). Pure.
+by the events that announce a death (oomcheck.entry.arrivals). Pure.
 
 Events come from schedules people edit by hand and from ``aws lambda invoke``: every field is
 checked here, and a bad one is a one-line InvocationError naming it (a NaN interval would
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from oomcheck.arrivals import Shape, shape_of
+from oomcheck.entry.arrivals import Shape, shape_of
 
 MODES = ("check", "audit", "watch")
 MAX_WATCH_S = 900.0  # a Lambda's own ceiling
@@ -30,7 +30,7 @@ class Invocation:
     duration_s: float = 0.0
     interval_s: float | None = None
     scheduled_time: str | None = None
-    # a check started by arriving events of this shape (parsed by oomcheck.arrivals)
+    # a check started by arriving events of this shape (parsed by oomcheck.entry.arrivals)
     arrival: Shape | None = None
 
 

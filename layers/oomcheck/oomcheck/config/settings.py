@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from oomcheck import parsers, urls
+from oomcheck.config import parsers, urls
+from oomcheck.config.parsers import DAY, HOUR, MINUTE, YEARS_10, Parser
 from oomcheck.model import Policy
-from oomcheck.parsers import DAY, HOUR, MINUTE, YEARS_10, Parser
 
 
 class SettingsError(ValueError):
@@ -62,8 +62,8 @@ class Settings:
     table: str | None = None
     target: str = "default"
     topic_arn: str | None = None
-    # Custom notifications for chat (oomcheck.chat) and alerts as EventBridge events: both off
-    # when None
+    # Custom notifications for chat (oomcheck.alerting.chat) and alerts as EventBridge events:
+    # both off when None
     chat_topic_arn: str | None = None
     event_bus: str | None = None
     log_groups: tuple[str, ...] = ()

@@ -1,10 +1,4 @@
-"""Where State lives between runs: a DynamoDB table (Lambda) or a local JSON file (CLI, cron).
-
-Two overlapping runs must never both alert. Each run that writes first takes a lease (a
-conditional write on one item); every later write of that run is fenced by a condition on the
-lease, so a run that lost its lease (it stalled past the lease time and another run took over)
-cannot write or mark an alert as sent. A run that finds the lease held reports "busy" and alerts
-nothing.
+"""State in a DynamoDB table (the Lambda), fenced by the lease (oomcheck.store.base).
 
 Table layout (single table, see template.yaml): partition key ``pk`` = the target (one per
 monitored Celery app), sort key ``sk`` = the item key from codec.state_to_items, ``data`` = the
@@ -13,65 +7,16 @@ item as a JSON string, ``expires_at`` = epoch seconds for DynamoDB TTL on finish
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import tempfile
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
 
-from oomcheck import codec
 from oomcheck.model import State
+from oomcheck.store import codec
+from oomcheck.store.base import LEASE_KEY, LeaseBusy, LeaseLost, SaveStats, StateError
 
-LEASE_KEY = "lease"
 # TransactWriteItems takes 100 actions; one of them is the lease condition.
 _TX_CHUNK = 99
-
-
-class StateError(RuntimeError):
-    """The state store could not be read or written (a degraded source, not a crash)."""
-
-
-class LeaseBusy(StateError):
-    """Another run holds the lease."""
-
-
-class LeaseLost(StateError):
-    """This run's lease expired and another run took it: its writes were refused."""
-
-
-@dataclass(frozen=True, slots=True)
-class SaveStats:
-    puts: int = 0
-    deletes: int = 0
-
-    @property
-    def writes(self) -> int:
-        return self.puts + self.deletes
-
-
-class StateStore(Protocol):
-    def acquire(self, owner: str, now: float, lease_s: float) -> None: ...
-
-    def load(self) -> State: ...
-
-    def save(self, owner: str, before: State, after: State, retention_s: float) -> SaveStats: ...
-
-    def release(self, owner: str, state: State) -> None: ...
-
-    def abandon(self, owner: str) -> None:
-        """Give the lease back without recording a state: after a run that failed between its
-        lease and its release. Readers must read the store again."""
-        ...
-
-    def describe(self) -> str: ...
-
-
-# ------------------------------------------------------------------------------ DynamoDB
 
 
 class DynamoDBStateStore:
@@ -258,114 +203,6 @@ class DynamoDBStateStore:
             )
         except ClientError as exc:
             raise LeaseLost("the state lease was taken by another run") from exc
-
-
-# ------------------------------------------------------------------------------ local file
-
-
-class FileStateStore:
-    """The whole state in one JSON file, guarded by an flock on a sibling .lock file."""
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-        self._lock: IO[str] | None = None
-        self._owner: str | None = None
-
-    def describe(self) -> str:
-        return f"file:{self.path}"
-
-    def acquire(self, owner: str, now: float, lease_s: float) -> None:
-        del now, lease_s  # an flock dies with its process: no expiry needed
-        if self._lock is not None and self._owner == owner:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = self.path.with_suffix(self.path.suffix + ".lock").open("a")
-        except OSError as exc:
-            raise StateError(f"state file {self.path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            lock.close()
-            raise LeaseBusy(f"another run holds {self.path}.lock") from exc
-        self._lock = lock
-        self._owner = owner
-
-    def _read_items(self) -> dict[str, codec.Json]:
-        try:
-            raw = self.path.read_text()
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise StateError(f"state file {self.path}: {exc.strerror}") from exc
-        try:
-            items = json.loads(raw)["items"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StateError(f"state file {self.path} is not oomcheck state: {exc}") from exc
-        if not isinstance(items, dict):
-            raise StateError(
-                f"state file {self.path} is not oomcheck state: items is not an object"
-            )
-        return items
-
-    def load(self) -> State:
-        try:
-            return codec.state_from_items(self._read_items())
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(
-                f"state file {self.path} holds an item oomcheck cannot read: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-
-    def _write(self, items: Mapping[str, codec.Json]) -> None:
-        payload = json.dumps({"schema": codec.SCHEMA, "items": items}, sort_keys=True, indent=1)
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(tmp).replace(self.path)
-        except OSError as exc:
-            raise StateError(f"state file {self.path}: {exc.strerror}") from exc
-
-    def _check_owner(self, owner: str) -> None:
-        if self._owner != owner or self._lock is None:
-            raise LeaseLost(f"{owner} does not hold the lock on {self.path}")
-
-    def save(self, owner: str, before: State, after: State, retention_s: float) -> SaveStats:
-        del retention_s  # pruning is done by evaluate(); a file has no TTL
-        self._check_owner(owner)
-        puts, deletes = codec.changed_items(before, after)
-        if not puts and not deletes:
-            return SaveStats()
-        items = self._read_items()
-        items.update(puts)
-        for key in deletes:
-            items.pop(key, None)
-        self._write(items)
-        return SaveStats(puts=len(puts), deletes=len(deletes))
-
-    def release(self, owner: str, state: State) -> None:
-        self._check_owner(owner)
-        try:
-            items = self._read_items()
-            items["meta"] = codec.meta_to_json(state)
-            self._write(items)
-        finally:
-            self._unlock()
-
-    def abandon(self, owner: str) -> None:
-        if self._owner == owner:
-            self._unlock()
-
-    def _unlock(self) -> None:
-        if self._lock is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-        self._lock = None
-        self._owner = None
 
 
 def table_definition(table: str) -> dict[str, Any]:

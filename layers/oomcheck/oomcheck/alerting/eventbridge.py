@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from oomcheck.alerts import AlertMessage, PublishError
+from oomcheck.alerting.render import AlertMessage, PublishError
 from oomcheck.model import Action
 
 SOURCE = "oomcheck"

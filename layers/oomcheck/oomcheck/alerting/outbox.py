@@ -8,7 +8,7 @@ Incidents opened in the same run with the same kind, severity and cause go out a
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from oomcheck.model import Action, Incident, PendingAlert, State
 
@@ -99,3 +99,28 @@ def mark_undeliverable(state: State, incident_id: str, action: Action) -> State:
         return state
     updated = replace(incident, pending=incident.pending[1:])
     return replace(state, incidents={**state.incidents, incident_id: updated})
+
+
+@dataclass(frozen=True, slots=True)
+class SentMark:
+    incident_id: str
+    action: Action
+    dedup_key: str
+    at: float
+
+
+@dataclass
+class SentJournal:
+    """Sent marks not yet saved, kept by the process for its next run."""
+
+    marks: list[SentMark] = field(default_factory=list)
+
+    def apply(self, state: State) -> State:
+        """Mark sent what was sent but not saved, where the incident still waits for it."""
+        for mark in self.marks:
+            incident = state.incidents.get(mark.incident_id)
+            if incident is None or not incident.pending:
+                continue
+            if dedup_key(incident, incident.pending[0]) == mark.dedup_key:
+                state = mark_sent(state, mark.incident_id, mark.action, mark.at)
+        return state

@@ -1,0 +1,94 @@
+"""The report as a readable table (the CLI without --json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oomcheck.detect.text import utc
+from oomcheck.model import Severity
+from oomcheck.report.document import Report
+
+_MARK = {Severity.CRITICAL: "CRIT", Severity.WARNING: "WARN", Severity.INFO: "info"}
+
+
+def render_table(report: Report) -> str:
+    lines = [
+        f"oomcheck {report.mode} at {utc(report.checked_at)} in {report.duration_ms} ms",
+        "sources: " + ", ".join(f"{k} {v}" for k, v in report.sources.items()),
+        "",
+    ]
+    lines.append(f"{'WORKER':<40} {'STATUS':<9} {'PID':>8} {'UPTIME':>8} {'ACTIVE':>6}  POOL")
+    for row in report.workers:
+        uptime = "-" if row["uptime_s"] is None else f"{row['uptime_s']}s"
+        pool = ",".join(str(p) for p in row["pool_pids"][:8])
+        lines.append(
+            f"{row['name'][:40]:<40} {row['status']:<9} {row['pid']:>8} {uptime:>8} "
+            f"{row['active']:>6}  {pool}"
+        )
+    if not report.workers:
+        lines.append("(no workers answered and none are remembered)")
+    lines.append("")
+    if report.findings:
+        lines.append("FINDINGS")
+        for finding in report.findings:
+            lines.append(f"  {_MARK[finding.severity]} {finding.kind.value:<18} {finding.summary}")
+            for fate in finding.tasks[:10]:
+                lines.append(
+                    f"       task {fate.name or '?'} [{fate.id}] {fate.state} -> "
+                    f"{fate.verdict.value}"
+                )
+    else:
+        lines.append("no findings")
+    lines += _memory_table(report.memory)
+    lines += _queue_table(report.queues)
+    if report.alerts:
+        lines.append("")
+        lines.append("ALERTS")
+        for alert in report.alerts:
+            status = "published" if alert.published else f"NOT published ({alert.error})"
+            lines.append(f"  {alert.action:<8} {alert.incident_id} {status}: {alert.subject}")
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    for name, setting in report.settings.items():
+        if setting.source != "default":
+            lines.append(f"setting {name}: {setting.value} (from {setting.source})")
+    stats = ", ".join(f"{k}={v}" for k, v in report.stats.items())
+    lines.append(f"stats: {stats}")
+    return "\n".join(lines)
+
+
+def _memory_table(rows: tuple[dict[str, Any], ...] | None) -> list[str]:
+    if rows is None:
+        return []
+    lines = ["", f"{'MEMORY (top users)':<40} {'USED MiB':>9} {'LIMIT':>9} {'SHARE':>6}  RUNNING"]
+    for row in rows:
+        limit = "-" if row["limit_mb"] is None else f"{row['limit_mb']:,.0f}"
+        share = "-" if row["share"] is None else f"{row['share']:.0%}"
+        tasks = ", ".join(
+            f"{t['name'] or '?'} [{t['id']}]"
+            + (f" {t['running_s']}s" if t["running_s"] is not None else "")
+            for t in row["tasks"][:3]
+        )
+        basis = "" if row["basis"] == "hard limit" else f" (of {row['basis']})"
+        lines.append(
+            f"{row['worker'][:40]:<40} {row['used_mb']:>9,.0f} {limit:>9} {share:>6}  "
+            f"{tasks or '-'}{basis}"
+        )
+    if not rows:
+        lines.append("(no memory sample matched a worker this run)")
+    return lines
+
+
+def _queue_table(rows: tuple[dict[str, Any], ...] | None) -> list[str]:
+    if rows is None:
+        return []
+    lines = ["", f"{'QUEUE':<40} {'MESSAGES':>9} {'OLDEST':>8}  CONSUMERS"]
+    for row in rows:
+        oldest = "-" if row["oldest_s"] is None else f"{row['oldest_s']}s"
+        who = ", ".join(row["consumers"][:4]) or "NONE"
+        if row["broker_consumers"] is not None:
+            who += f" (broker counts {row['broker_consumers']})"
+        lines.append(f"{row['name'][:40]:<40} {row['messages']:>9,} {oldest:>8}  {who}")
+    if not rows:
+        lines.append("(no queue measured)")
+    return lines
