@@ -19,6 +19,51 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 @pytest.mark.parametrize(
+    ("event", "mode", "duration"),
+    [
+        (None, "check", 0.0),
+        (
+            {
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "time": "2026-11-24T10:00:00Z",
+                "id": "1",
+                "detail": {},
+                "region": "us-east-1",
+                "resources": [],
+                "account": "1",
+                "version": "0",
+            },
+            "check",
+            0.0,
+        ),
+        ({"mode": "check", "scheduled_time": "2026-11-24T10:00:00Z"}, "check", 0.0),
+        ({"mode": "audit"}, "audit", 0.0),
+        ({"mode": "watch"}, "watch", 50.0),
+        ({"mode": "watch", "duration_s": "20"}, "watch", 20.0),
+    ],
+)
+def test_invocations(event, mode, duration):
+    invocation = parse_invocation(event)
+    assert (invocation.mode, invocation.duration_s) == (mode, duration)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        [1],
+        {"mode": "delete-everything"},
+        {"mode": "watch", "duration_s": 5000},
+        {"mode": "watch", "duration_s": True},
+        {"mode": "watch", "duration_s": "soon"},
+    ],
+)
+def test_bad_invocations_are_refused(event):
+    with pytest.raises(InvocationError):
+        parse_invocation(event)
+
+
+@pytest.mark.parametrize(
     ("event", "wanted"),
     [
         ({"mode": "watch", "interval_s": float("nan")}, "interval_s must be a finite number"),
