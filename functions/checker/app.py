@@ -92,8 +92,8 @@ def _emit(report: Report) -> None:
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    invocation = parse_invocation(event)
     deps = _get_deps(context)
+    invocation = parse_invocation(event, containers=deps.settings.containers)
     route_library_logs(logger, deps.settings.secrets())
     remaining = context.get_remaining_time_in_millis() / 1000.0
     deadline = Deadline.after(remaining - _HANDLER_MARGIN_S, deps.monotonic)
@@ -104,7 +104,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         owner=deps.owner,
         scheduled_time=invocation.scheduled_time,
     )
-    arrival = _arrival(event, invocation.arrival, deps) if invocation.arrival else None
+    if invocation.arrival is not None:
+        _log_arrival(invocation.arrival)
     if invocation.mode == "watch":
         duration = max(0.0, min(invocation.duration_s, remaining - _WATCH_MARGIN_S))
         reports = watch(
@@ -115,7 +116,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         report = combine(reports)
     else:
-        report = run_once(deps, invocation.mode, deadline, arrival=arrival)
+        report = run_once(deps, invocation.mode, deadline, arrival=invocation.arrival)
     _emit(report)
     body = report.to_json()
     logger.info(
@@ -138,22 +139,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                     "error": alert.error,
                 },
             )
-    if arrival is not None and arrival.shape == "sqs":
-        return dict(_batch_response(report, arrival))
+    if invocation.batch is not None:
+        return dict(_batch_response(report, invocation.batch))
     return body
 
 
-def _arrival(event: dict[str, Any], shape: str, deps: Deps) -> Arrival:
-    from oomcheck.entry.arrivals import Shape, parse_arrival
-
-    arrival = parse_arrival(event, Shape(shape), containers=deps.settings.containers)
+def _log_arrival(arrival: Arrival) -> None:
     logger.append_keys(arrival=arrival.shape.value)
     for line in arrival.dropped:
         logger.warning("event dropped", extra={"reason": line})
-    return arrival
 
 
-def _batch_response(report: Report, arrival: Arrival) -> PartialItemFailureResponse:
+def _batch_response(report: Report, items: tuple[str, ...]) -> PartialItemFailureResponse:
     """Every record back to the queue when the run could not act on its evidence: the lease was
     busy (another run holds the state) or the state could not be read or saved. SQS redelivers
     them after the visibility timeout; the dead-letter queue takes what keeps failing, and
@@ -162,7 +159,5 @@ def _batch_response(report: Report, arrival: Arrival) -> PartialItemFailureRespo
     state = report.sources.get("state", "")
     if not state.startswith(("busy", "error")):
         return {"batchItemFailures": []}
-    logger.warning(
-        "batch handed back to the queue", extra={"state": state, "records": len(arrival.items)}
-    )
-    return {"batchItemFailures": [{"itemIdentifier": item} for item in arrival.items]}
+    logger.warning("batch handed back to the queue", extra={"state": state, "records": len(items)})
+    return {"batchItemFailures": [{"itemIdentifier": item} for item in items]}

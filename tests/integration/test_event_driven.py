@@ -16,7 +16,7 @@ import pytest
 
 from oomcheck.demo.arrivals import sqs_batch, sqs_record, subscription_payload
 from oomcheck.demo.ecs import ecs_task_stopped_event
-from oomcheck.entry.arrivals import Shape, parse_arrival
+from oomcheck.entry.invocation import parse_invocation
 from oomcheck.model import Cause, Kind, Verdict
 from oomcheck.report.document import Report
 from oomcheck.runner import run_once
@@ -50,11 +50,9 @@ def _ecs(
 
 def _on_arrival(fleet: Fleet, event: dict[str, Any]) -> Report:
     """What the handler does with an arriving event: parse it, run one check with it."""
-    shape = (
-        Shape.SQS if "Records" in event else Shape.LOGS if "awslogs" in event else Shape.EVENTBRIDGE
-    )
-    arrival = parse_arrival(event, shape, containers=fleet.deps.settings.containers)
-    return run_once(fleet.deps, "check", arrival=arrival)
+    invocation = parse_invocation(event, containers=fleet.deps.settings.containers)
+    assert invocation.arrival is not None
+    return run_once(fleet.deps, invocation.mode, arrival=invocation.arrival)
 
 
 def _opened(report: Report) -> list[tuple[str, str]]:

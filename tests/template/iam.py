@@ -72,6 +72,10 @@ def _dynamo(action: str, table: str, pk: str | None, because: str) -> Need:
     return Need(f"dynamodb:{action}", _table_arn(table), tuple(context), because)
 
 
+_UNMAPPED = (
+    "the code called {op}, which tests/template/iam.py cannot map to IAM permissions: "
+    "add it here and grant it in template.yaml"
+)
 _TRANSACT = {
     "ConditionCheck": "ConditionCheckItem",
     "Put": "PutItem",
@@ -87,17 +91,9 @@ def _via(service: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     )
 
 
-def needs(call: Call, keys: KeyInfo) -> list[Need]:
-    """The permissions one call is authorized against."""
+def _dynamodb_needs(call: Call, op: str) -> list[Need]:
     p = call.params
-    op = f"{call.service}:{call.operation}"
-    region = (("aws:RequestedRegion", (REGION,)),)
-    if call.service == "dynamodb" and call.operation in (
-        "GetItem",
-        "PutItem",
-        "UpdateItem",
-        "DeleteItem",
-    ):
+    if call.operation in ("GetItem", "PutItem", "UpdateItem", "DeleteItem"):
         return [_dynamo(call.operation, p["TableName"], _pk(p.get("Key") or p.get("Item")), op)]
     if op == "dynamodb:Query":
         return [_dynamo("Query", p["TableName"], _query_pk(p), op)]
@@ -108,28 +104,48 @@ def needs(call: Call, keys: KeyInfo) -> list[Need]:
             key = body.get("Key") or body.get("Item")
             out.append(_dynamo(_TRANSACT[kind], body["TableName"], _pk(key), f"{op} {kind}"))
         return out
+    raise AssertionError(_UNMAPPED.format(op=op))
+
+
+def _publish_needs(p: Mapping[str, Any], keys: KeyInfo, op: str) -> list[Need]:
+    arn = p["TopicArn"]
+    out = [Need("sns:Publish", arn, (("aws:RequestedRegion", (REGION,)),), op)]
+    key = keys.topic_keys.get(arn)
+    if key:
+        why = f"{op} to a topic encrypted with a customer managed key"
+        out += [
+            Need("kms:GenerateDataKey", key, _via("sns"), why),
+            Need("kms:Decrypt", key, _via("sns"), why),
+        ]
+    return out
+
+
+def _parameter_needs(call: Call, keys: KeyInfo, op: str) -> list[Need]:
+    p = call.params
+    region = (("aws:RequestedRegion", (REGION,)),)
+    names = [p["Name"]] if "Name" in p else list(p["Names"])
+    out = []
+    for name in names:
+        path = name if name.startswith("/") else "/" + name
+        out.append(Need(f"ssm:{call.operation}", _arn("ssm", f"parameter{path}"), region, op))
+        key = keys.parameter_keys.get(name)
+        if key and p.get("WithDecryption"):
+            why = f"{op} of a SecureString encrypted with a customer managed key"
+            out.append(Need("kms:Decrypt", key, _via("ssm"), why))
+    return out
+
+
+def needs(call: Call, keys: KeyInfo) -> list[Need]:
+    """The permissions one call is authorized against."""
+    p = call.params
+    op = f"{call.service}:{call.operation}"
+    region = (("aws:RequestedRegion", (REGION,)),)
+    if call.service == "dynamodb":
+        return _dynamodb_needs(call, op)
     if op == "sns:Publish":
-        arn = p["TopicArn"]
-        out = [Need("sns:Publish", arn, region, op)]
-        key = keys.topic_keys.get(arn)
-        if key:
-            why = f"{op} to a topic encrypted with a customer managed key"
-            out += [
-                Need("kms:GenerateDataKey", key, _via("sns"), why),
-                Need("kms:Decrypt", key, _via("sns"), why),
-            ]
-        return out
+        return _publish_needs(p, keys, op)
     if op in ("ssm:GetParameter", "ssm:GetParameters"):
-        names = [p["Name"]] if "Name" in p else list(p["Names"])
-        out = []
-        for name in names:
-            path = name if name.startswith("/") else "/" + name
-            out.append(Need(f"ssm:{call.operation}", _arn("ssm", f"parameter{path}"), region, op))
-            key = keys.parameter_keys.get(name)
-            if key and p.get("WithDecryption"):
-                why = f"{op} of a SecureString encrypted with a customer managed key"
-                out.append(Need("kms:Decrypt", key, _via("ssm"), why))
-        return out
+        return _parameter_needs(call, keys, op)
     if op == "secretsmanager:GetSecretValue":
         secret = p["SecretId"]
         arn = secret if secret.startswith("arn:") else _arn("secretsmanager", f"secret:{secret}")
@@ -145,10 +161,7 @@ def needs(call: Call, keys: KeyInfo) -> list[Need]:
         group = p.get("logGroupName") or p["logGroupIdentifier"]
         arn = group if group.startswith("arn:") else _arn("logs", f"log-group:{group}")
         return [Need(op, arn.removesuffix(":*"), region, op)]
-    raise AssertionError(
-        f"the code called {op}, which tests/template/iam.py cannot map to IAM permissions: "
-        "add it here and grant it in template.yaml"
-    )
+    raise AssertionError(_UNMAPPED.format(op=op))
 
 
 # ---------------------------------------------------------------------- policy evaluation

@@ -10,6 +10,17 @@ from typing import Any
 from tests.template import cfn
 
 APP = cfn.ROOT / "functions" / "checker" / "app.py"
+METRICS = {"Ref": "MetricsNamespace"}
+# Every alarm template.yaml declares, by logical id: the namespace and metric it watches.
+ALARMS = {
+    "EcsEventsDeadLetterAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    "EcsEventsDeliveryAlarm": ("AWS/Events", "FailedInvocations"),
+    "CheckerErrorsAlarm": ("AWS/Lambda", "Errors"),
+    "CheckerThrottlesAlarm": ("AWS/Lambda", "Throttles"),
+    "CheckerHeartbeatAlarm": ("AWS/Lambda", "Invocations"),
+    "SourceErrorsAlarm": (METRICS, "SourceErrors"),
+    "AlertsFailedAlarm": (METRICS, "AlertsFailed"),
+}
 
 
 def _emitted() -> set[str]:
@@ -28,6 +39,12 @@ def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for k, r in template["Resources"].items()
         if r["Type"] == "AWS::CloudWatch::Alarm"
     }
+
+
+def test_the_stack_declares_its_alarms(template: dict[str, Any]) -> None:
+    """The tests below loop over the alarms: this one holds that there are the ones we mean."""
+    watched = {k: (a["Namespace"], a["MetricName"]) for k, a in _alarms(template).items()}
+    assert watched == ALARMS
 
 
 def test_custom_metric_alarms_match_what_the_handler_emits(template: dict[str, Any]) -> None:
@@ -66,7 +83,9 @@ def test_the_watcher_is_watched(template: dict[str, Any]) -> None:
 
 
 def test_every_alarm_notifies_the_alarm_topic(template: dict[str, Any]) -> None:
-    for name, alarm in _alarms(template).items():
+    alarms = _alarms(template)
+    assert alarms.keys() == ALARMS.keys()
+    for name, alarm in alarms.items():
         assert alarm["AlarmActions"] == [{"Ref": "AlarmsTopic"}], name
         assert alarm.get("OKActions", [{"Ref": "AlarmsTopic"}]) == [{"Ref": "AlarmsTopic"}], name
         assert alarm["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-"), (

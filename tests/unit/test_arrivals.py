@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from oomcheck.demo.arrivals import pack, sqs_batch, sqs_record, subscription_payload
-from oomcheck.entry.arrivals import Arrival, Shape, merged, parse_arrival, shape_of
+from oomcheck.entry.arrivals import Arrival, Shape, merged, parse_arrival
 from oomcheck.entry.invocation import parse_invocation
 from oomcheck.exitparse import parse_message
 from oomcheck.model import Cause, Observation
@@ -24,6 +24,12 @@ SENT_AT = 1_764_000_000.0
 
 def _event(name: str) -> dict:
     return json.loads((EVENTS / name).read_text())
+
+
+def _arrive(event: dict, shape: Shape, containers: tuple[str, ...] = ()) -> Arrival:
+    arrival = parse_arrival(event, containers=containers)
+    assert arrival is not None and arrival.shape is shape
+    return arrival
 
 
 def _log_read(event: dict) -> list:
@@ -43,9 +49,10 @@ def _log_read(event: dict) -> list:
     ],
 )
 def test_the_shape_of_each_invocation(event, shape):
-    assert shape_of(event) == shape
+    arrival = parse_arrival(event)
+    assert (None if arrival is None else arrival.shape) == shape
     invocation = parse_invocation(event)
-    assert invocation.mode == "check" and invocation.arrival == shape
+    assert invocation.mode == "check" and invocation.arrival == arrival
 
 
 @pytest.mark.parametrize(
@@ -59,7 +66,7 @@ def test_the_shape_of_each_invocation(event, shape):
 )
 def test_an_sqs_event_gives_the_evidence_the_log_group_gives_later(name):
     event = _event(name)
-    arrival = parse_arrival(sqs_batch([event], sent_at=SENT_AT), Shape.SQS)
+    arrival = _arrive(sqs_batch([event], sent_at=SENT_AT), Shape.SQS)
     # the same ids: the state's processed events keep the log group's copy from counting again
     assert arrival.evidence == tuple(_log_read(event))
     assert arrival.evidence  # every sample stops at least one container
@@ -68,7 +75,7 @@ def test_an_sqs_event_gives_the_evidence_the_log_group_gives_later(name):
 
 def test_an_oom_event_says_oom_killed_and_names_the_task_address():
     event = _event("ecs-task-stopped-oom.json")
-    arrival = parse_arrival(event, Shape.EVENTBRIDGE, containers=("worker",))
+    arrival = _arrive(event, Shape.EVENTBRIDGE, containers=("worker",))
     [evidence] = arrival.evidence
     assert evidence.cause == Cause.OOM_KILLED and evidence.exit_code == 137
     assert "10.0.1.5" in evidence.hosts and not evidence.clean
@@ -76,16 +83,16 @@ def test_an_oom_event_says_oom_killed_and_names_the_task_address():
 
 def test_sidecars_are_left_out_by_the_container_patterns():
     event = _event("ecs-task-stopped-oom.json")
-    arrival = parse_arrival(event, Shape.EVENTBRIDGE, containers=("log_*",))
+    arrival = _arrive(event, Shape.EVENTBRIDGE, containers=("log_*",))
     assert [e.process for e in arrival.evidence] == ["log_router"]
-    assert parse_arrival(event, Shape.EVENTBRIDGE, containers=("celery-*",)).evidence == ()
+    assert _arrive(event, Shape.EVENTBRIDGE, containers=("celery-*",)).evidence == ()
 
 
 def test_the_same_event_twice_in_a_batch_is_one_piece_of_evidence():
     event = _event("ecs-task-stopped-oom.json")
     batch = sqs_batch([event, event], sent_at=SENT_AT)
-    arrival = parse_arrival(batch, Shape.SQS)
-    assert arrival.evidence == parse_arrival(event, Shape.EVENTBRIDGE).evidence
+    arrival = _arrive(batch, Shape.SQS)
+    assert arrival.evidence == _arrive(event, Shape.EVENTBRIDGE).evidence
     assert len(arrival.items) == 2
 
 
@@ -102,8 +109,8 @@ def test_bad_records_are_dropped_with_a_reason_and_the_rest_is_read():
             sqs_record(json.dumps(good), sent_at=SENT_AT),
         ]
     }
-    arrival = parse_arrival(batch, Shape.SQS)
-    assert arrival.evidence == parse_arrival(good, Shape.EVENTBRIDGE).evidence
+    arrival = _arrive(batch, Shape.SQS)
+    assert arrival.evidence == _arrive(good, Shape.EVENTBRIDGE).evidence
     assert arrival.items == (batch["Records"][5]["messageId"],)  # only what can be retried
     assert len(arrival.dropped) == 5 and arrival.skipped == 5
     assert all("\n" not in line and line.endswith("dropped") for line in arrival.dropped)
@@ -115,7 +122,7 @@ def test_a_kernel_line_from_a_subscription_is_the_evidence_the_log_group_gives()
     lines = (EVENTS / "kernel-oom.log").read_text().splitlines()
     [line] = [x for x in lines if "Killed process 4321 (" in x]
     payload = subscription_payload("/ec2/kernel", "ip-10-0-1-5", [(SENT_AT, line)])
-    arrival = parse_arrival(payload, Shape.LOGS)
+    arrival = _arrive(payload, Shape.LOGS)
     wanted = parse_message(line, timestamp=SENT_AT, stream="ip-10-0-1-5").evidence
     assert arrival.evidence == wanted and arrival.evidence[0].pid == 4321
     assert arrival.items == ()
@@ -124,13 +131,13 @@ def test_a_kernel_line_from_a_subscription_is_the_evidence_the_log_group_gives()
 def test_container_insights_records_give_memory_samples():
     record = json.dumps(_event("ecs-container-insights-memory.json")[0])
     payload = subscription_payload("/aws/ecs/containerinsights/c/performance", "s", [(1.0, record)])
-    arrival = parse_arrival(payload, Shape.LOGS)
+    arrival = _arrive(payload, Shape.LOGS)
     assert len(arrival.memory) == 1 and arrival.evidence == ()
 
 
 def test_a_control_message_is_nothing():
     payload = {"awslogs": {"data": pack({"messageType": "CONTROL_MESSAGE", "logEvents": []})}}
-    arrival = parse_arrival(payload, Shape.LOGS)
+    arrival = _arrive(payload, Shape.LOGS)
     assert arrival == Arrival(Shape.LOGS)
 
 
@@ -148,7 +155,7 @@ def test_a_control_message_is_nothing():
     ],
 )
 def test_a_hostile_logs_payload_is_dropped_with_one_line(data):
-    arrival = parse_arrival({"awslogs": {"data": data}}, Shape.LOGS)
+    arrival = _arrive({"awslogs": {"data": data}}, Shape.LOGS)
     assert arrival.evidence == () and arrival.skipped == 1
     [line] = arrival.dropped
     assert "\n" not in line and len(line) < 200
@@ -157,7 +164,7 @@ def test_a_hostile_logs_payload_is_dropped_with_one_line(data):
 def test_arrived_evidence_joins_the_log_read_and_the_log_copy_stands():
     event = _event("ecs-task-stopped-oom.json")
     read = _log_read(event)[0]
-    arrival = parse_arrival(event, Shape.EVENTBRIDGE)
+    arrival = _arrive(event, Shape.EVENTBRIDGE)
     arrived = arrival.evidence[0]
     other = replace(arrived, event_id="kernel:x:1:abc", at=arrived.at - 5)
     observation = Observation(at=SENT_AT, workers={}, exits=(read,))

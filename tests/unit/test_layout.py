@@ -1,6 +1,6 @@
 """The package's layout holds: no import cycle between oomcheck's modules (type-only imports
 included: a cycle that only the type checker walks still ties two modules together), a root of a
-handful of modules, and every package named in the README's Layout."""
+handful of modules, no module over 450 lines, and every package named in the README's Layout."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "layers" / "oomcheck" / "oomcheck"
+# A module a reader can hold whole: past this, it holds two jobs and is split by job.
+MAX_MODULE_LINES = 450
 
 
 def _module_name(path: Path) -> str:
@@ -100,6 +102,16 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_the_root_keeps_a_handful_of_modules() -> None:
     root = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
     assert len(root) <= 10, root
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    # counted as `wc -l` counts them: the team's before-stop check uses the same figure
+    sizes = {
+        str(p.relative_to(PACKAGE)): p.read_bytes().count(b"\n") for p in PACKAGE.rglob("*.py")
+    }
+    assert len(sizes) > 50  # the package was found
+    big = {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
+    assert not big, f"modules over {MAX_MODULE_LINES} lines: {big}"
 
 
 def test_the_readme_names_every_package() -> None:

@@ -1,4 +1,4 @@
-"""Settings, invocation events, redaction, inspector reply parsing: the edges of the system."""
+"""Settings, redaction, inspector reply parsing: the edges of the system."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from moto import mock_aws
 
 from oomcheck.config.settings import ENV_VARS, VARIABLES, SettingsError, from_env, resolve_reference
-from oomcheck.entry.invocation import InvocationError, parse_invocation
 from oomcheck.redact import scrub
 from oomcheck.sources.inspector import parse_active, parse_registered, pool_kind, snapshot_from
 
@@ -87,51 +86,6 @@ def test_scrub_masks_url_passwords_and_known_secrets():
     assert scrub("sentinel://:pw1@a:26379;sentinel://:pw1@b:26379") == (
         "sentinel://:***@a:26379;sentinel://:***@b:26379"
     )
-
-
-@pytest.mark.parametrize(
-    ("event", "mode", "duration"),
-    [
-        (None, "check", 0.0),
-        (
-            {
-                "detail-type": "Scheduled Event",
-                "source": "aws.events",
-                "time": "2026-11-24T10:00:00Z",
-                "id": "1",
-                "detail": {},
-                "region": "us-east-1",
-                "resources": [],
-                "account": "1",
-                "version": "0",
-            },
-            "check",
-            0.0,
-        ),
-        ({"mode": "check", "scheduled_time": "2026-11-24T10:00:00Z"}, "check", 0.0),
-        ({"mode": "audit"}, "audit", 0.0),
-        ({"mode": "watch"}, "watch", 50.0),
-        ({"mode": "watch", "duration_s": "20"}, "watch", 20.0),
-    ],
-)
-def test_invocations(event, mode, duration):
-    invocation = parse_invocation(event)
-    assert (invocation.mode, invocation.duration_s) == (mode, duration)
-
-
-@pytest.mark.parametrize(
-    "event",
-    [
-        [1],
-        {"mode": "delete-everything"},
-        {"mode": "watch", "duration_s": 5000},
-        {"mode": "watch", "duration_s": True},
-        {"mode": "watch", "duration_s": "soon"},
-    ],
-)
-def test_bad_invocations_are_refused(event):
-    with pytest.raises(InvocationError):
-        parse_invocation(event)
 
 
 def test_registered_strings_become_limits():

@@ -8,7 +8,8 @@ One evaluation:
  2. roster transitions, from those two alone (new, alive, restarted, returned, missing,
     still lost, still departed);
  3. rule families, each a pure function returning signals, resolutions and kills: sources,
-    workers, children, stalls, orphans, poison (on the kill counts after this run), evidence;
+    workers, children, stalls, orphans, poison (on the kill counts after this run), evidence,
+    memory and queues (on the roster after this run);
  4. the ledger turns those into incident transitions (open, update, remind, expire, resolve);
  5. the next state is written once, at the end; unchanged records stay the same objects.
 """

@@ -25,11 +25,14 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomcheck.exitparse import Format, Parsed, parse_ecs_event, parse_message
 from oomcheck.model import ExitEvidence, MemorySample, Observation
 from oomcheck.safejson import loads
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 ECS_DETAIL_TYPE = "ECS Task State Change"
 # A subscription payload holds at most one PutLogEvents batch (1 MiB of messages); a payload
@@ -74,8 +77,24 @@ class Arrival:
         }
 
 
-def shape_of(event: Mapping[str, Any]) -> Shape | None:
-    """The arrival shape of an invocation event, or None for a schedule or a manual invoke."""
+def parse_arrival(event: Mapping[str, Any], *, containers: Sequence[str] = ()) -> Arrival | None:
+    """The evidence the events of an invocation carry, or None when the invocation is no arrival
+    (a schedule or a manual invoke); never raises on bad input (see the module docstring).
+    ``containers``: glob patterns of the container names that count (empty: all)."""
+    shape = _shape_of(event)
+    if shape is None:
+        return None
+    acc = _Accumulator(containers)
+    if shape is Shape.SQS:
+        _read_sqs(event, acc)
+    elif shape is Shape.LOGS:
+        _read_logs(event, acc)
+    else:
+        acc.event(dict(event), None, "the event")
+    return acc.arrival(shape)
+
+
+def _shape_of(event: Mapping[str, Any]) -> Shape | None:
     records = event.get("Records")
     if isinstance(records, list) and records:
         first = records[0]
@@ -86,21 +105,6 @@ def shape_of(event: Mapping[str, Any]) -> Shape | None:
     if event.get("detail-type") == ECS_DETAIL_TYPE:
         return Shape.EVENTBRIDGE
     return None
-
-
-def parse_arrival(
-    event: Mapping[str, Any], shape: Shape, *, containers: Sequence[str] = ()
-) -> Arrival:
-    """The evidence the events carry; never raises on bad input (see the module docstring).
-    ``containers``: glob patterns of the container names that count (empty: all)."""
-    acc = _Accumulator(containers)
-    if shape is Shape.SQS:
-        _read_sqs(event, acc)
-    elif shape is Shape.LOGS:
-        _read_logs(event, acc)
-    else:
-        acc.event(dict(event), None, "the event")
-    return acc.arrival(shape)
 
 
 def merged(observation: Observation, arrival: Arrival) -> Observation:
@@ -183,13 +187,12 @@ class _Accumulator:
 def _read_sqs(event: Mapping[str, Any], acc: _Accumulator) -> None:
     from aws_lambda_powertools.utilities.data_classes import SQSEvent
 
-    for index, raw in enumerate(event.get("Records") or ()):
+    for index, record in enumerate(SQSEvent(dict(event)).records):
         where = f"SQS record {index}"
-        if not isinstance(raw, dict) or not isinstance(raw.get("messageId"), str):
+        if not isinstance(record.raw_event, dict) or not isinstance(record.get("messageId"), str):
             acc.events += 1
             acc.drop(where, "no messageId")
             continue
-        record = next(iter(SQSEvent({"Records": [raw]}).records))
         where = f"SQS message {_show(record.message_id)}"
         body = record.get("body")
         if not isinstance(body, str) or len(body) > MAX_BODY_CHARS:
@@ -202,12 +205,15 @@ def _read_sqs(event: Mapping[str, Any], acc: _Accumulator) -> None:
             acc.events += 1
             acc.drop(where, "body is not JSON (or nested too deep)")
             continue
-        if acc.event(value, _sent_at(record.get("attributes")), where):
+        if acc.event(value, _sent_at(record), where):
             acc.items.append(record.message_id)
 
 
-def _sent_at(attributes: object) -> float | None:
-    raw = attributes.get("SentTimestamp") if isinstance(attributes, Mapping) else None
+def _sent_at(record: SQSRecord) -> float | None:
+    try:
+        raw = record.attributes.sent_timestamp
+    except (KeyError, TypeError):  # no attributes, or not an object
+        return None
     if isinstance(raw, str) and raw.isdigit() and len(raw) <= 16:
         return int(raw) / 1000.0
     return None

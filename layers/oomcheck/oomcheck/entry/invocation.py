@@ -1,5 +1,6 @@
 """What a Lambda invocation asks for: a scheduled check, an audit, a watch, or a check started
-by the events that announce a death (oomcheck.entry.arrivals). Pure.
+by the events that announce a death (oomcheck.entry.arrivals). Pure. The event is read once,
+here: the handler dispatches on the ``Invocation`` and never looks at the event again.
 
 Events come from schedules people edit by hand and from ``aws lambda invoke``: every field is
 checked here, and a bad one is a one-line InvocationError naming it (a NaN interval would
@@ -9,11 +10,11 @@ otherwise make the watch loop spin until the Lambda is killed).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oomcheck.entry.arrivals import Shape, shape_of
+from oomcheck.entry.arrivals import Arrival, Shape, parse_arrival
 
 MODES = ("check", "audit", "watch")
 MAX_WATCH_S = 900.0  # a Lambda's own ceiling
@@ -30,22 +31,31 @@ class Invocation:
     duration_s: float = 0.0
     interval_s: float | None = None
     scheduled_time: str | None = None
-    # a check started by arriving events of this shape (parsed by oomcheck.entry.arrivals)
-    arrival: Shape | None = None
+    # a check started by arriving events: what they said (oomcheck.entry.arrivals)
+    arrival: Arrival | None = None
+
+    @property
+    def batch(self) -> tuple[str, ...] | None:
+        """The SQS message ids a partial batch response may hand back (the records that were
+        read); None when the invocation is not an SQS batch and returns the report instead."""
+        if self.arrival is None or self.arrival.shape is not Shape.SQS:
+            return None
+        return self.arrival.items
 
 
-def parse_invocation(event: Any) -> Invocation:
+def parse_invocation(event: Any, *, containers: Sequence[str] = ()) -> Invocation:
     """Accepts an EventBridge "Scheduled Event", an EventBridge Scheduler input such as
     ``{"mode": "check", "scheduled_time": "..."}``, ``{"mode": "audit"}`` or
     ``{"mode": "watch", "duration_s": 50, "interval_s": 5}``; an empty event is a check.
     ``interval_s`` absent or null means the configured OOMCHECK_WATCH_INTERVAL.
     An SQS batch, an "ECS Task State Change" event or a CloudWatch Logs subscription payload
-    is a check with the events as evidence (``arrival``)."""
+    is a check with the events as evidence (``arrival``), read with the ``containers`` patterns
+    (glob patterns of the container names that count; empty: all)."""
     if event is None or event == {}:
         return Invocation("check")
     if not isinstance(event, Mapping):
         raise InvocationError(f"the event must be a JSON object, not {type(event).__name__}")
-    arrival = shape_of(event)
+    arrival = parse_arrival(event, containers=containers)
     if arrival is not None:
         return Invocation("check", arrival=arrival)
     if event.get("detail-type") == "Scheduled Event":

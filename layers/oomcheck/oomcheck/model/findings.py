@@ -12,8 +12,11 @@ from oomcheck.model.kinds import Cause, Kind, Severity, Verdict
 
 @dataclass(frozen=True, slots=True, order=True)
 class IncidentKey:
-    """What makes two findings the same incident: a kind and its subject (a worker incarnation
-    ``name@boot``, a task id, a source, an event id). Rendered as text only for storage."""
+    """What makes two findings the same incident: a kind and its subject. Subjects: a worker
+    incarnation ``name:boot`` (boot time in whole POSIX seconds), ``busy:name``, a worker and
+    the task ids (else event ids) of its killed children ``name:id,id``, a task id, a worker
+    (task_orphaned, memory_pressure), a queue, a source, an event id, an advice key
+    (config_risk). Rendered as text (``kind:subject``) only for storage."""
 
     kind: Kind
     subject: str
