@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oomcheck.model import Cause, Kind, LostFailure, Severity, Verdict
+from oomcheck.model import Cause, IncidentKey, Kind, LostFailure, Severity, Verdict
 from tests.unit.scenario import (
     LIMITS,
     T0,
@@ -126,3 +126,59 @@ def test_requeued_task_on_a_new_child_is_a_child_death():
     )
     child = only(findings, Kind.CHILD_KILLED)
     assert child.tasks[0].verdict == Verdict.REDELIVERED
+
+
+def test_idle_child_killed_beside_a_kill_loop_task_still_gets_its_finding():
+    # Issue 16 §5: a kill-loop task's process and an idle pool child die on one worker in one run.
+    # Given task P looping on W: each run its child dies and P is redelivered to a new child
+    replay = Replay()
+    pid = 101
+    replay.step(obs(T0, [snap(W, pool_pids=[pid, 200], limits=LIMITS, active=[task("P", pid)])]))
+    for i in range(1, 4):
+        pid += 1000
+        at = T0 + 10 * i
+        replay.step(
+            obs(
+                at,
+                [
+                    snap(
+                        W,
+                        pool_pids=[pid, 200],
+                        at=at,
+                        limits=LIMITS,
+                        active=[task("P", pid, start=at - 2)],
+                    )
+                ],
+            )
+        )
+    assert actions(replay, "poison_task") == ["open"]
+    # When P's child dies again and, in the same run, idle child 200 is OOM-killed
+    at = T0 + 40
+    idle_kill = kernel_kill(200, at=at - 5)
+    findings = replay.step(
+        obs(
+            at,
+            [
+                snap(
+                    W,
+                    pool_pids=[pid + 1000, 201],
+                    at=at,
+                    limits=LIMITS,
+                    active=[task("P", pid + 1000, start=at - 2)],
+                )
+            ],
+            exits=[idle_kill],
+        )
+    )
+    # Then the idle child's kill is its own child_killed, naming no task and none of P's deaths
+    child = only(findings, Kind.CHILD_KILLED)
+    assert child.severity == Severity.WARNING and child.worker == W
+    assert child.tasks == () and "while idle" in child.summary
+    assert child.cause == Cause.OOM_KILLED
+    assert child.evidence == (f"kernel: {idle_kill.text}",)  # P's death is not in it
+    assert child.key == IncidentKey(Kind.CHILD_KILLED, f"{W}:{idle_kill.event_id}")
+    assert idle_kill.event_id in replay.state.processed_events
+    # And the loop is still reported as poison_task, not as a child death
+    poison = only(findings, Kind.POISON_TASK)
+    assert [t.id for t in poison.tasks] == ["P"] and poison.tasks[0].verdict == Verdict.KILL_LOOP
+    assert actions(replay, "child_killed") == ["open", "open", "open"]  # two of P, one idle

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oomcheck.detect.rules.poison import merge_kills
+from oomcheck.detect.carried import merge_kills
 from oomcheck.detect.signals import KillSeen
 from oomcheck.model import Kill, KillRecord, Kind, Policy
 from tests.unit.scenario import LIMITS, T0, Replay, actions, obs, only, snap, task

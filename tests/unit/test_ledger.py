@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from oomcheck.detect import context
+from oomcheck.detect import FAMILIES, context
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.ledger import incident_id_for, material_change, settle
 from oomcheck.detect.signals import Outcome, Resolution, Signal
 from oomcheck.model import (
@@ -58,9 +59,14 @@ def _settle(
     return settle(ctx, outcomes)
 
 
-def _out(*, signals=(), resolutions=()) -> Outcome:
+def _out(*, signals=(), resolutions=(), judged=True, held=()) -> Outcome:
     return Outcome(
-        frozenset({Kind.WORKER_LOST}), signals=tuple(signals), resolutions=tuple(resolutions)
+        frozenset({Kind.WORKER_LOST}),
+        judged=judged,
+        signals=tuple(signals),
+        resolutions=tuple(resolutions),
+        held=frozenset(held),
+        gone=lambda key: f"{key.subject} is no longer seen",
     )
 
 
@@ -116,10 +122,16 @@ OOM = replace(LOST, cause=Cause.OOM_KILLED, exit_code=137)
             ["open", "resolve"],
             id="resolved-before-sent-sends-both",
         ),
-        pytest.param(_incident(), _out(), False, [], id="unmentioned-is-held"),
+        pytest.param(_incident(), _out(judged=False), False, [], id="not-judged-is-held"),
+        pytest.param(_incident(), _out(held=[KEY]), False, [], id="held-by-its-family"),
         pytest.param(
-            _incident(last_alert=T0 - 4000), _out(), False, ["remind"], id="held-and-due-reminds"
+            _incident(last_alert=T0 - 4000),
+            _out(judged=False),
+            False,
+            ["remind"],
+            id="held-and-due-reminds",
         ),
+        pytest.param(_incident(), _out(), True, ["resolve"], id="judged-and-unmentioned-resolves"),
         pytest.param(
             _incident(opened=T0 - 90_000),
             _out(signals=[Signal(LOST)]),
@@ -157,6 +169,44 @@ def test_a_resolution_never_beats_a_signal_for_the_same_key_in_one_run():
     incidents, _ = _settle(
         [_incident()], _out(signals=[Signal(LOST)], resolutions=[Resolution(KEY, "x")])
     )
+    assert incidents["inc-1"].is_open
+
+
+def test_a_family_that_judged_and_no_longer_mentions_its_incident_resolves_it_in_its_words():
+    # Given an open worker_lost incident, when its family judged this run and said nothing of it
+    incidents, findings = _settle([_incident()], _out())
+    # Then the ledger closes it with the family's own words, and tells on-call once
+    after = incidents["inc-1"]
+    assert not after.is_open and after.resolution == "celery@a:1000 is no longer seen"
+    assert [p.action for p in after.pending] == [Action.RESOLVE]
+    recovered = [f for f in findings if f.kind == Kind.WORKER_RECOVERED]
+    assert [f.summary for f in recovered] == [
+        "resolved worker_lost: celery@a:1000 is no longer seen"
+    ]
+
+
+def test_a_family_whose_inputs_failed_keeps_its_incident_open_and_reported():
+    # Given an open worker_lost incident, when its family could not judge (a source failed)
+    incident = _incident()
+    incidents, findings = _settle([incident], _out(judged=False))
+    # Then the incident stays as it was, and is still reported
+    assert incidents["inc-1"] is incident
+    assert [f.incident_id for f in findings] == ["inc-1"]
+
+
+def test_a_family_resolves_only_the_kinds_it_owns():
+    # Given an open worker_lost incident, when only a family of other kinds judged
+    other = Outcome(frozenset({Kind.TASK_STALLED}))
+    incidents, _ = _settle([_incident()], other)
+    # Then the incident is held, not resolved by a stranger
+    assert incidents["inc-1"].is_open
+
+
+def test_an_info_finding_of_the_same_key_is_a_mention():
+    # Given an open incident, when its family reports it this run as info only
+    info = replace(LOST, severity=Severity.INFO)
+    incidents, _ = _settle([_incident()], _out(signals=[Signal(info)]))
+    # Then the family has mentioned it: it stays open
     assert incidents["inc-1"].is_open
 
 
@@ -200,3 +250,11 @@ def test_incident_ids_are_stable_for_a_first_occurrence():
 )
 def test_material_change(before, after, note):
     assert material_change(before, after) == note
+
+
+def test_every_incident_kind_has_exactly_one_family_to_close_it():
+    # Given an empty run, when every family judges it
+    ctx = context.build(State(), obs(T0, []), Policy(), T0)
+    owned = [kind for family in FAMILIES for kind in family(ctx, Carried.start(State())).kinds]
+    # Then each kind that can be an incident is owned once (nobody else may sweep it)
+    assert sorted(owned) == sorted(set(Kind) - {Kind.WORKER_RECOVERED, Kind.CONFIG_RISK})

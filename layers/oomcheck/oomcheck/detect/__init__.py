@@ -5,22 +5,29 @@ same outputs, so every rule is tested by replaying scripted observations.
 
 One evaluation:
  1. context: this run's read-only indexes over the previous state and the observation;
- 2. roster transitions, from those two alone (new, alive, restarted, returned, missing,
-    still lost, still departed);
- 3. rule families, each a pure function returning signals, resolutions and kills: sources,
-    workers, children, stalls, orphans, poison (on the kill counts after this run), evidence,
-    memory and queues (on the roster after this run);
- 4. the ledger turns those into incident transitions (open, update, remind, expire, resolve);
- 5. the next state is written once, at the end; unchanged records stay the same objects.
+ 2. the rule families, in the order of ``FAMILIES``, each a pure function of the context and the
+    state carried so far (``Carried``) returning one ``Outcome``: signals, resolutions, the
+    incidents it could not judge, and its carry (roster records, kills, evidence ids, counts):
+    sources (source_unavailable); workers (worker_lost, worker_restarted, worker_departed, from
+    the roster transitions: new, alive, restarted, returned, missing, still lost, still departed);
+    children (child_killed); stalls (task_stalled); orphans (task_orphaned); poison (poison_task,
+    on the kill counts after this run); evidence (oom_kill of no known worker); memory
+    (memory_pressure); queues (queue_orphaned);
+ 3. the ledger turns the outcomes into incident transitions (open, update, remind, expire,
+    resolve), closing what a family judged and no longer mentions;
+ 4. the next state is written once, at the end, from the last carry; unchanged records stay the
+    same objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TypeVar
 
-from oomcheck.detect import context, keys, roster
+from oomcheck.detect import context, keys
+from oomcheck.detect.carried import Carried
+from oomcheck.detect.context import Context
 from oomcheck.detect.ledger import incident_id_for, settle
 from oomcheck.detect.rules import (
     children,
@@ -33,6 +40,7 @@ from oomcheck.detect.rules import (
     stalls,
     workers,
 )
+from oomcheck.detect.signals import Outcome
 from oomcheck.model import (
     Finding,
     Incident,
@@ -44,10 +52,26 @@ from oomcheck.model import (
     WorkerStatus,
 )
 
-__all__ = ["evaluate", "incident_id_for"]
+__all__ = ["FAMILIES", "evaluate", "incident_id_for"]
 
 _PROCESSED_EVENTS_KEEP_S = 24 * 3600.0
 T = TypeVar("T")
+
+Family = Callable[[Context, Carried], Outcome]
+
+# In this order: a family sees the carries of those before it (stalls, memory and queues the
+# roster after workers; children the kills of workers; poison the kills of both).
+FAMILIES: tuple[Family, ...] = (
+    sources.judge,
+    workers.judge,
+    children.judge,
+    stalls.judge,
+    orphans.judge,
+    poison.judge,
+    evidence.judge,
+    memory.judge,
+    queues.judge,
+)
 
 
 def evaluate(
@@ -59,45 +83,31 @@ def evaluate(
     findings of this run: new conditions, conditions still open, and recoveries.
     """
     ctx = context.build(state, obs, policy, now)
-    transitions = roster.transitions(ctx)
-    failures = sources.failures(ctx)
-    on_workers = workers.judge(ctx, transitions)
-    on_children = children.gather(ctx)
-    kills = poison.merge_kills(state.kills, (*on_workers.kills, *on_children.kills))
-    roster_after = {**state.workers, **on_workers.records}
-    on_memory, pressure = memory.judge(ctx, roster_after)
-    on_queues, orphaned_since = queues.judge(ctx, roster_after)
-    outcomes = (
-        sources.judge(ctx, failures),
-        on_workers,
-        children.judge(ctx, on_children, kills),
-        stalls.judge(ctx, roster_after),
-        orphans.judge(ctx),
-        poison.judge(ctx, kills),
-        evidence.judge(ctx),
-        on_memory,
-        on_queues,
-    )
+    carried = Carried.start(state)
+    outcomes: list[Outcome] = []
+    for family in FAMILIES:
+        outcome = family(ctx, carried)
+        carried = carried.after(outcome.carry)
+        outcomes.append(outcome)
     incidents, findings = settle(ctx, outcomes)
-    used = frozenset().union(*(o.used_events for o in outcomes))
-    fresh = {e.event_id: e.at for e in obs.exits or () if e.event_id in used}
+    fresh = {e.event_id: e.at for e in obs.exits or () if e.event_id in carried.events}
     new_state = State(
-        workers=_linked(roster_after, incidents, now),
+        workers=_linked(carried.workers, incidents, now),
         incidents=incidents,
-        kills=kills,
-        source_failures=failures,
+        kills=carried.kills,
+        source_failures=carried.source_failures,
         processed_events={**state.processed_events, **fresh},
-        processed_failures={**state.processed_failures, **on_children.failures},
+        processed_failures=carried.failures,
         last_run_at=now,
         last_discovery_at=state.last_discovery_at,
         scan_cursor=state.scan_cursor,
-        pressure=_same_if_equal(state.pressure, pressure),
-        orphaned_since=_same_if_equal(state.orphaned_since, orphaned_since),
+        pressure=_same_if_equal(state.pressure, carried.pressure),
+        orphaned_since=_same_if_equal(state.orphaned_since, carried.orphaned_since),
     )
     return _pruned(new_state, policy, now), findings
 
 
-def _same_if_equal(before: Mapping[str, T], after: dict[str, T]) -> Mapping[str, T]:
+def _same_if_equal(before: Mapping[str, T], after: Mapping[str, T]) -> Mapping[str, T]:
     """Keep the previous objects for unchanged entries (the codec writes only what changed)."""
     return {k: before[k] if before.get(k) == v else v for k, v in after.items()}
 

@@ -1,10 +1,14 @@
 """The incident ledger: the only code that opens, updates, reminds, expires and resolves incidents.
 
-It turns the rules' signals and resolutions into incident transitions (healthchecks' ``Flip``):
-a signal opens an incident or refreshes the open one with the same key (queueing an ``update``
-when the cause, the exit code or the victim tasks became known); a resolution closes one; an
-open incident that no rule mentioned is held as it was (its rule could not judge this run), and
-is only ever closed by its own rule or by expiry. Unchanged incidents stay the same objects.
+It turns the families' outcomes into incident transitions (healthchecks' ``Flip``), in this order:
+ 1. a signal opens an incident or refreshes the open one with the same key (queueing an ``update``
+    when the cause, the exit code or the victim tasks became known);
+ 2. a resolution closes one, with the family's reason, unless a signal refreshed it this run;
+ 3. a family that judged resolves, in its own words (``Outcome.gone``), every open incident of its
+    kinds that nobody mentioned and that it did not hold; the incidents of a family whose inputs
+    failed (``judged`` False), and those it held, stay open as they were;
+ 4. an incident open past the expiry closes; one held and due reminds.
+Unchanged incidents stay the same objects.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ def settle(ctx: Context, outcomes: Iterable[Outcome]) -> tuple[dict[str, Inciden
             incident = book.open_by_key.get(resolution.key)
             if incident is not None and resolution.key not in book.touched:
                 _resolve(book, incident, resolution.why, resolution.finding)
+    said = {signal.key for outcome in outcomes for signal in outcome.signals}
+    for outcome in outcomes:
+        _sweep(book, outcome, said)
     for incident in list(book.open_by_key.values()):
         if ctx.now - incident.opened_at >= ctx.policy.incident_expiry_s:
             _resolve(
@@ -69,9 +76,22 @@ def settle(ctx: Context, outcomes: Iterable[Outcome]) -> tuple[dict[str, Inciden
             )
             continue
         if incident.key not in book.touched:
-            book.findings.append(incident.finding)  # held: its rule could not judge this run
+            book.findings.append(incident.finding)  # held: its family could not judge it this run
         _remind_if_due(book, incident, ctx.policy.remind_after_s)
     return book.incidents, _ordered(book.findings)
+
+
+def _sweep(book: _Book, outcome: Outcome, said: set[IncidentKey]) -> None:
+    """Step 3: what a family owns, judged and did not mention (not even in a finding that is only
+    reported) is over; a family that forgets to say so cannot leave an incident reminding until
+    it expires."""
+    if not outcome.judged:
+        return
+    for incident in list(book.open_by_key.values()):
+        key = incident.key
+        unmentioned = key not in book.touched and key not in said and key not in outcome.held
+        if unmentioned and incident.kind in outcome.kinds:
+            _resolve(book, incident, outcome.gone(incident.key))
 
 
 def _signal(book: _Book, signal: Signal) -> None:

@@ -5,7 +5,9 @@ pool pid P now runs on another pid of the same worker and P left the pool (rejec
 requeued it); (c) a STARTED record whose pid is neither in the pool nor in active(); (d) a kernel
 OOM line naming a pid that was in the pool. Deaths are gathered first (and their kills counted);
 the findings are built once the kill counts are known, since a task in a kill loop is reported
-as poison_task rather than again and again as a child death.
+as poison_task rather than again and again as a child death. Only the kill-loop task is left to
+poison: another child killed on the same worker in the same run (an idle one, or one under a task
+that is not looping) still gets its child_killed.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from oomcheck.detect import keys, text
+from oomcheck.detect.carried import Carried, merge_kills
 from oomcheck.detect.context import Context, Place
 from oomcheck.detect.fates import cause_from, fate_of, unique
-from oomcheck.detect.signals import KillSeen, Outcome, Signal
+from oomcheck.detect.signals import Carry, KillSeen, Outcome, Signal
 from oomcheck.model import (
     ActiveTask,
     Cause,
@@ -50,7 +53,7 @@ class Gathered:
     used_events: frozenset[str]
 
 
-def gather(ctx: Context) -> Gathered:
+def _gather(ctx: Context) -> Gathered:
     deaths: list[ChildDeath] = []
     kills: list[KillSeen] = []
     failures: dict[str, float] = {}
@@ -76,24 +79,23 @@ def gather(ctx: Context) -> Gathered:
     return Gathered(tuple(deaths), tuple(kills), failures, tuple(info), used)
 
 
-def judge(ctx: Context, gathered: Gathered, kills: Mapping[str, KillRecord]) -> Outcome:
-    """One child_killed per worker, naming its tasks; tasks in a kill loop are left to poison."""
+def judge(ctx: Context, carried: Carried) -> Outcome:
+    """One child_killed per worker, naming its tasks; tasks in a kill loop (counting this run's
+    kills, the workers family's among them) are left to poison."""
+    gathered = _gather(ctx)
+    kills = merge_kills(carried.kills, gathered.kills)
     by_worker: dict[str, list[ChildDeath]] = {}
     for death in gathered.deaths:
-        by_worker.setdefault(death.worker, []).append(death)
+        if death.fate is None or not in_kill_loop(ctx, death.fate.id, kills):
+            by_worker.setdefault(death.worker, []).append(death)
     signals = list(gathered.info)
     for worker, deaths in sorted(by_worker.items()):
         fates = unique(d.fate for d in deaths if d.fate is not None)
-        live = tuple(f for f in fates if not in_kill_loop(ctx, f.id, kills))
-        if fates and not live:
-            continue  # every one of them is a poison task, reported as such
-        signals.append(Signal(_finding(ctx, worker, deaths, live)))
+        signals.append(Signal(_finding(ctx, worker, deaths, fates)))
     return Outcome(
         KINDS,
         signals=tuple(signals),
-        kills=gathered.kills,
-        used_events=gathered.used_events,
-        failures=gathered.failures,
+        carry=Carry(kills=gathered.kills, events=gathered.used_events, failures=gathered.failures),
     )
 
 
@@ -144,7 +146,7 @@ def _old_failure(death: ChildDeath, failure: LostFailure) -> Signal:
             evidence=(death.line,),
             tasks=(death.fate,) if death.fate else (),
             summary=f"an older WorkerLostError (before oomcheck watched): {failure.id}",
-            key=keys.task_key(Kind.CHILD_KILLED, f"old:{failure.id}"),
+            key=keys.old_failure(failure.id),
         )
     )
 

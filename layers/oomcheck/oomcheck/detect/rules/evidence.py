@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from oomcheck.detect import keys
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context
-from oomcheck.detect.signals import Outcome, Signal
+from oomcheck.detect.signals import Carry, Outcome, Signal
 from oomcheck.model import Cause, Finding, Kind, Severity
 
 KINDS = frozenset({Kind.OOM_KILL})
 
 
-def judge(ctx: Context) -> Outcome:
+def judge(ctx: Context, carried: Carried) -> Outcome:
     signals = tuple(
         Signal(
             Finding(
@@ -33,4 +34,6 @@ def judge(ctx: Context) -> Outcome:
     )
     # Unmatched evidence is judged here once and for all: an OOM kill becomes a finding, any
     # other exit of an unknown process is not ours to report.
-    return Outcome(KINDS, signals=signals, used_events=frozenset(e.event_id for e in ctx.unmatched))
+    return Outcome(
+        KINDS, signals=signals, carry=Carry(events=frozenset(e.event_id for e in ctx.unmatched))
+    )

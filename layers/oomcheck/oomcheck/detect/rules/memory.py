@@ -3,10 +3,12 @@ the ones the kernel is about to kill."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
+from oomcheck.detect import keys
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import ALIVE, Context
-from oomcheck.detect.signals import Outcome, Resolution, Signal
+from oomcheck.detect.signals import Carry, Outcome, Resolution, Signal
 from oomcheck.detect.text import short_utc
 from oomcheck.model import (
     ActiveTask,
@@ -26,25 +28,27 @@ KINDS = frozenset({Kind.MEMORY_PRESSURE})
 KEEP = 6
 
 
-def key(worker: str) -> IncidentKey:
-    return IncidentKey(Kind.MEMORY_PRESSURE, worker)
+def gone(key: IncidentKey) -> str:
+    return f"{key.subject} no longer shows memory pressure"
 
 
-def judge(
-    ctx: Context, roster: Mapping[str, WorkerRecord]
-) -> tuple[Outcome, dict[str, tuple[MemoryPoint, ...]]]:
-    """The outcome, and the points to remember per worker (only those above the threshold)."""
+def judge(ctx: Context, carried: Carried) -> Outcome:
+    """memory_pressure for a live worker (in ``carried.workers``, the roster after this run) over
+    the threshold for ``memory_samples`` samples in a row; carries the points to remember per
+    worker (only those above the threshold)."""
     if ctx.obs.memory is None:
-        return Outcome(KINDS, judged=False), dict(ctx.state.pressure)
+        return Outcome(KINDS, judged=False)
     kept: dict[str, tuple[MemoryPoint, ...]] = {}
     signals: list[Signal] = []
     resolutions: list[Resolution] = []
+    held: set[IncidentKey] = set()
     for name in sorted({*ctx.memory, *ctx.state.pressure}):
-        record = roster.get(name)
-        is_open = ctx.open_incident(key(name)) is not None
+        key = keys.memory(name)
+        record = carried.workers.get(name)
+        is_open = ctx.open_incident(key) is not None
         if record is None or record.status not in ALIVE:
             if is_open:  # its death (or departure) is its own incident, which says this
-                resolutions.append(Resolution(key(name), f"{name} is no longer running"))
+                resolutions.append(Resolution(key, f"{name} is no longer running"))
             continue
         samples = ctx.memory.get(name, ())
         points = streak(ctx.state.pressure.get(name, ()), samples, ctx.policy.memory_threshold)
@@ -55,10 +59,17 @@ def judge(
         elif samples and is_open:
             last = samples[-1]
             share = f"{last.share:.0%}" if last.share is not None else "an unknown share"
-            resolutions.append(
-                Resolution(key(name), f"memory is back to {share} of its {last.basis}")
-            )
-    return Outcome(KINDS, signals=tuple(signals), resolutions=tuple(resolutions)), kept
+            resolutions.append(Resolution(key, f"memory is back to {share} of its {last.basis}"))
+        elif is_open:
+            held.add(key)  # no sample of it this run: its memory is not known to have dropped
+    return Outcome(
+        KINDS,
+        signals=tuple(signals),
+        resolutions=tuple(resolutions),
+        held=frozenset(held),
+        gone=gone,
+        carry=Carry(pressure=kept),
+    )
 
 
 def streak(
@@ -136,7 +147,7 @@ def _finding(
             "worker_max_memory_per_child replaces a bloated pool child between tasks.",
             *basis_note,
         ),
-        key=key(record.name),
+        key=keys.memory(record.name),
     )
 
 

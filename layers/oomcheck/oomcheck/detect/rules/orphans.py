@@ -4,15 +4,18 @@ before oomcheck saw them, or before its first run."""
 from __future__ import annotations
 
 from oomcheck.detect import keys, text
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context, Place
 from oomcheck.detect.fates import fate_of
-from oomcheck.detect.signals import Outcome, Resolution, Signal
+from oomcheck.detect.signals import Outcome, Signal
 from oomcheck.model import ActiveTask, Cause, Finding, Kind, Severity
 
 KINDS = frozenset({Kind.TASK_ORPHANED})
 
 
-def judge(ctx: Context) -> Outcome:
+def judge(ctx: Context, carried: Carried) -> Outcome:
+    """One task_orphaned per unknown silent worker with STARTED records; once none remain, the
+    ledger closes its incident ("no orphaned STARTED record remains")."""
     if not (ctx.inspect_ok and ctx.results_ok):
         return Outcome(KINDS, judged=False)
     signals = []
@@ -46,10 +49,4 @@ def judge(ctx: Context) -> Outcome:
                 )
             )
         )
-    seen = {s.key for s in signals}
-    resolutions = tuple(
-        Resolution(key, text.gone_text(Kind.TASK_ORPHANED))
-        for key in ctx.open_by_key
-        if key.kind == Kind.TASK_ORPHANED and key not in seen
-    )
-    return Outcome(KINDS, signals=tuple(signals), resolutions=resolutions)
+    return Outcome(KINDS, signals=tuple(signals))

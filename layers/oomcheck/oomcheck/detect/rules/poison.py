@@ -1,57 +1,46 @@
-"""Kill counts per task id, and the tasks in a kill loop (poison_task)."""
+"""The tasks in a kill loop (poison_task), from the kill counts per task id."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
-
 from oomcheck.detect import keys
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context
-from oomcheck.detect.signals import KillSeen, Outcome, Resolution, Signal
-from oomcheck.model import Cause, Finding, Kill, KillRecord, Kind, Severity, TaskFate, Verdict
+from oomcheck.detect.signals import Outcome, Signal
+from oomcheck.model import (
+    Cause,
+    Finding,
+    IncidentKey,
+    Kill,
+    KillRecord,
+    Kind,
+    Severity,
+    TaskFate,
+    Verdict,
+)
 
 KINDS = frozenset({Kind.POISON_TASK})
 
 
-def merge_kills(
-    previous: Mapping[str, KillRecord], seen: Iterable[KillSeen]
-) -> dict[str, KillRecord]:
-    """The kill records after this run: one kill per (worker, pid) of a task; records that gain
-    nothing stay the same objects."""
-    kills = dict(previous)
-    for item in seen:
-        record = kills.get(item.task_id)
-        kill = item.kill
-        if record is None:
-            kills[item.task_id] = KillRecord(item.task_id, item.name, (kill,))
-            continue
-        if (
-            kill.worker is not None
-            and kill.pid is not None
-            and any(k.worker == kill.worker and k.pid == kill.pid for k in record.kills)
-        ):
-            continue
-        kills[item.task_id] = replace(
-            record, name=record.name or item.name, kills=(*record.kills, kill)
-        )
-    return kills
+def gone(key: IncidentKey) -> str:
+    return "the task has stopped dying and is not queued"
 
 
-def judge(ctx: Context, kills: Mapping[str, KillRecord]) -> Outcome:
+def judge(ctx: Context, carried: Carried) -> Outcome:
+    """A poison_task per task killed ``poison_kills`` times in the window (``carried.kills``: the
+    counts after this run's deaths); an open one stays while the task runs, waits in the broker
+    or died recently, and is over (in the ledger's hands) once it does none of these."""
     window_start = ctx.now - ctx.policy.poison_window_s
     signals: list[Signal] = []
-    resolutions: list[Resolution] = []
-    for task_id, record in sorted(kills.items()):
+    for task_id, record in sorted(carried.kills.items()):
         key = keys.task_key(Kind.POISON_TASK, task_id)
         recent = tuple(k for k in record.kills if k.at >= window_start)
-        is_open = ctx.open_incident(key) is not None
-        if not is_open and len(recent) < ctx.policy.poison_kills:
-            continue
-        if is_open and not _still_active(ctx, task_id, record):
-            resolutions.append(Resolution(key, "the task has stopped dying and is not queued"))
+        if ctx.open_incident(key) is not None:
+            if not _still_active(ctx, task_id, record):
+                continue
+        elif len(recent) < ctx.policy.poison_kills:
             continue
         signals.append(Signal(_finding(ctx, task_id, record, recent or record.kills)))
-    return Outcome(KINDS, signals=tuple(signals), resolutions=tuple(resolutions))
+    return Outcome(KINDS, signals=tuple(signals), gone=gone)
 
 
 def _still_active(ctx: Context, task_id: str, record: KillRecord) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from oomcheck.detect import keys
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import ALIVE, Context
-from oomcheck.detect.signals import Outcome, Resolution, Signal
+from oomcheck.detect.signals import Carry, Outcome, Resolution, Signal
 from oomcheck.detect.text import short_utc
 from oomcheck.model import (
     Finding,
@@ -21,14 +23,17 @@ from oomcheck.model import (
 KINDS = frozenset({Kind.QUEUE_ORPHANED})
 
 
-def key(queue: str) -> IncidentKey:
-    return IncidentKey(Kind.QUEUE_ORPHANED, queue)
+def gone(key: IncidentKey) -> str:
+    return f"queue {key.subject} is no longer watched"
 
 
-def judge(ctx: Context, roster: Mapping[str, WorkerRecord]) -> tuple[Outcome, dict[str, float]]:
-    """The outcome, and since when each queue has had messages and no consumer."""
+def judge(ctx: Context, carried: Carried) -> Outcome:
+    """queue_orphaned for a queue with messages and no live consumer (in ``carried.workers``, the
+    roster after this run); carries since when each queue has been so. A queue not measured this
+    run keeps its incident and its time as they were; an ignored one is no longer watched."""
     if ctx.obs.queues is None or not ctx.inspect_ok:
-        return Outcome(KINDS, judged=False), dict(ctx.state.orphaned_since)
+        return Outcome(KINDS, judged=False)
+    roster = carried.workers
     consumers = _consumers(ctx, roster)
     since: dict[str, float] = {}
     signals: list[Signal] = []
@@ -36,16 +41,11 @@ def judge(ctx: Context, roster: Mapping[str, WorkerRecord]) -> tuple[Outcome, di
     for depth in sorted(ctx.obs.queues, key=lambda q: q.name):
         if depth.name in ctx.policy.ignored_queues:
             continue
+        key = keys.queue(depth.name)
         live = consumers.get(depth.name, [])
         if live or (depth.consumers or 0) > 0 or depth.messages == 0:
-            if ctx.open_incident(key(depth.name)) is not None:
-                if live:
-                    why = f"a consumer is back: {', '.join(live[:3])}"
-                elif depth.consumers:
-                    why = "the broker counts a consumer again"
-                else:
-                    why = "the queue is empty"
-                resolutions.append(Resolution(key(depth.name), why))
+            if ctx.open_incident(key) is not None:
+                resolutions.append(Resolution(key, _why_over(live, depth)))
             continue
         first = ctx.state.orphaned_since.get(depth.name, ctx.now)
         since[depth.name] = first
@@ -53,12 +53,30 @@ def judge(ctx: Context, roster: Mapping[str, WorkerRecord]) -> tuple[Outcome, di
             r.name for r in roster.values() if depth.name in r.queues and r.status not in ALIVE
         )
         due = former or ctx.now - first >= ctx.policy.queue_orphan_after_s
-        if due or ctx.open_incident(key(depth.name)) is not None:
+        if due or ctx.open_incident(key) is not None:
             signals.append(Signal(_finding(ctx, depth, former, first, roster)))
     measured = {q.name for q in ctx.obs.queues}
     # queues not measured this run keep what was known of them
     since.update({q: t for q, t in ctx.state.orphaned_since.items() if q not in measured})
-    return Outcome(KINDS, signals=tuple(signals), resolutions=tuple(resolutions)), since
+    held = frozenset(
+        k for k in ctx.open_by_key if k.kind == Kind.QUEUE_ORPHANED and k.subject not in measured
+    )
+    return Outcome(
+        KINDS,
+        signals=tuple(signals),
+        resolutions=tuple(resolutions),
+        held=held,
+        gone=gone,
+        carry=Carry(orphaned_since=since),
+    )
+
+
+def _why_over(live: list[str], depth: QueueDepth) -> str:
+    if live:
+        return f"a consumer is back: {', '.join(live[:3])}"
+    if depth.consumers:
+        return "the broker counts a consumer again"
+    return "the queue is empty"
 
 
 def _consumers(ctx: Context, roster: Mapping[str, WorkerRecord]) -> dict[str, list[str]]:
@@ -114,5 +132,5 @@ def _finding(
             "and run once one consumes the queue.",
             "If nobody consumes it on purpose, list it in OOMCHECK_IGNORED_QUEUES.",
         ),
-        key=key(depth.name),
+        key=keys.queue(depth.name),
     )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from oomcheck.detect import keys
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context
-from oomcheck.detect.signals import Outcome, Resolution, Signal
-from oomcheck.model import Finding, Kind, Severity
+from oomcheck.detect.signals import Carry, Outcome, Signal
+from oomcheck.model import Finding, IncidentKey, Kind, Severity
 
 KINDS = frozenset({Kind.SOURCE_UNAVAILABLE})
 
@@ -20,7 +19,13 @@ def failures(ctx: Context) -> dict[str, int]:
     return counts
 
 
-def judge(ctx: Context, counts: Mapping[str, int]) -> Outcome:
+def gone(key: IncidentKey) -> str:
+    return f"source {key.subject} works again"
+
+
+def judge(ctx: Context, carried: Carried) -> Outcome:
+    """Every failed source is signalled; an open incident of a source that did not fail is over."""
+    counts = failures(ctx)
     signals = []
     for source, error in sorted(ctx.obs.errors.items()):
         count = counts[source]
@@ -41,9 +46,4 @@ def judge(ctx: Context, counts: Mapping[str, int]) -> Outcome:
                 )
             )
         )
-    resolutions = tuple(
-        Resolution(key, f"source {key.subject} works again")
-        for key in ctx.open_by_key
-        if key.kind == Kind.SOURCE_UNAVAILABLE and key.subject not in ctx.obs.errors
-    )
-    return Outcome(KINDS, signals=tuple(signals), resolutions=resolutions)
+    return Outcome(KINDS, signals=tuple(signals), gone=gone, carry=Carry(source_failures=counts))

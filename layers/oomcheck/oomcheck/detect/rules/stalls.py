@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from oomcheck.detect import keys
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context
 from oomcheck.detect.signals import Outcome, Resolution, Signal
 from oomcheck.model import (
     ActiveTask,
     Cause,
     Finding,
+    IncidentKey,
     Kind,
     Severity,
     TaskFate,
@@ -26,9 +28,11 @@ KINDS = frozenset({Kind.TASK_STALLED})
 _Running = dict[str, tuple[str | None, float | None, int | None]]
 
 
-def judge(ctx: Context, roster: Mapping[str, WorkerRecord]) -> Outcome:
-    """``roster`` is the roster after this run (to tell a worker that died from one that is
-    only too busy to answer)."""
+def judge(ctx: Context, carried: Carried) -> Outcome:
+    """Tasks past their limit on the workers that answered. A stalled task no longer seen is over
+    (the ledger closes it: "the task is no longer running") unless this run cannot tell, see
+    ``_unseen``. ``carried.workers`` is the roster after this run (to tell a worker that died
+    from one that is only too busy to answer)."""
     if not ctx.inspect_ok:
         return Outcome(KINDS, judged=False)
     running: set[str] = set()
@@ -38,26 +42,30 @@ def judge(ctx: Context, roster: Mapping[str, WorkerRecord]) -> Outcome:
         running.update(tasks)
         signals.extend(_stalled(ctx, snap, tasks))
     seen = {s.key for s in signals}
-    resolutions = []
+    held: set[IncidentKey] = set()
+    resolutions: list[Resolution] = []
     for key, incident in ctx.open_by_key.items():
-        if key.kind == Kind.TASK_STALLED and key not in seen and key.subject not in running:
-            why = _over(ctx, incident.finding.worker or "", roster)
-            if why is not None:
-                resolutions.append(Resolution(key, why))
-    return Outcome(KINDS, signals=tuple(signals), resolutions=tuple(resolutions))
+        if key.kind != Kind.TASK_STALLED or key in seen:
+            continue
+        worker = incident.finding.worker or ""
+        if key.subject in running or not _can_tell(ctx, worker, carried.workers):
+            held.add(key)
+        elif worker not in ctx.live:
+            resolutions.append(Resolution(key, f"its worker {worker} is gone"))
+    return Outcome(
+        KINDS, signals=tuple(signals), resolutions=tuple(resolutions), held=frozenset(held)
+    )
 
 
-def _over(ctx: Context, worker: str, roster: Mapping[str, WorkerRecord]) -> str | None:
-    """Why a stalled task no longer seen is over, or None when this run cannot tell: its worker
-    answered without it in active(), or its worker is gone (the death is its own incident). A
-    worker that answered stats but not active(), or that is only busy, shows nothing."""
+def _can_tell(ctx: Context, worker: str, roster: Mapping[str, WorkerRecord]) -> bool:
+    """Whether this run shows that a stalled task no longer seen is over: its worker answered
+    with its active() list, or its worker is gone (the death is its own incident). A worker that
+    answered stats but not active(), or that is only busy, shows nothing."""
     snap = ctx.live.get(worker)
     if snap is not None:
-        return "the task is no longer running" if snap.active is not None else None
+        return snap.active is not None
     record = roster.get(worker)
-    if record is None or record.status in (WorkerStatus.LOST, WorkerStatus.DEPARTED):
-        return f"its worker {worker} is gone"
-    return None
+    return record is None or record.status in (WorkerStatus.LOST, WorkerStatus.DEPARTED)
 
 
 def _running(ctx: Context, snap: WorkerSnapshot) -> _Running:

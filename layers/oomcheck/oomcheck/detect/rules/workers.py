@@ -9,16 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from oomcheck.detect import keys, text
+from oomcheck.detect import keys, roster, text
+from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import ALIVE, QUIET_POOLS, Context
 from oomcheck.detect.fates import cause_from, fates, rejudge_all, tasks_of_dead_instance
 from oomcheck.detect.roster import Change, Transition, record_from, refreshed, with_status
 from oomcheck.detect.rules import memory, stalls
-from oomcheck.detect.signals import KillSeen, Outcome, Resolution, Signal
+from oomcheck.detect.signals import Carry, KillSeen, Outcome, Resolution, Signal
 from oomcheck.model import (
     ActiveTask,
     Cause,
     Finding,
+    IncidentKey,
     Kill,
     Kind,
     Severity,
@@ -39,12 +41,19 @@ class _Step:
     used: set[str] = field(default_factory=set)
 
 
-def judge(ctx: Context, transitions: Iterable[Transition]) -> Outcome:
+def gone(key: IncidentKey) -> str:
+    """A lost worker's incident is closed by its transition (back, restarted, replaced); one no
+    transition names belongs to an incarnation the roster no longer holds."""
+    return "the roster no longer holds this worker incarnation"
+
+
+def judge(ctx: Context, carried: Carried) -> Outcome:
+    """One step per roster transition (computed from the previous state and the replies)."""
     if not ctx.inspect_ok:
         return Outcome(KINDS, judged=False)
     steps: list[_Step] = []
     still_lost: list[Transition] = []
-    for t in transitions:
+    for t in roster.transitions(ctx):
         if t.change == Change.STILL_LOST:
             still_lost.append(t)
         else:
@@ -56,9 +65,12 @@ def judge(ctx: Context, transitions: Iterable[Transition]) -> Outcome:
         KINDS,
         signals=tuple(s for step in steps for s in step.signals),
         resolutions=tuple(r for step in steps for r in step.resolutions),
-        kills=tuple(k for step in steps for k in step.kills),
-        used_events=frozenset(e for step in steps for e in step.used),
-        records=records,
+        gone=gone,
+        carry=Carry(
+            workers=records,
+            kills=tuple(k for step in steps for k in step.kills),
+            events=frozenset(e for step in steps for e in step.used),
+        ),
     )
 
 
