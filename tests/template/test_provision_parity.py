@@ -115,9 +115,8 @@ def test_topic_policy_is_tls_only_as_in_the_template(
     [declared] = [
         r["Properties"]
         for r in resources.values()
-        if r["Type"] == "AWS::SNS::TopicPolicy" and r["Properties"]["Topics"] == [
-            {"Ref": "AlertsTopic"}
-        ]
+        if r["Type"] == "AWS::SNS::TopicPolicy"
+        and r["Properties"]["Topics"] == [{"Ref": "AlertsTopic"}]
     ]
     stack = _stack(template, provisioned["topic_arn"])
     made = json.loads(provisioned["topic"]["Policy"])

@@ -183,9 +183,7 @@ def pinned_app(broker_url: str) -> Any:
 
         broker_connection = connection
 
-    return PinnedCelery(
-        "oomcheck", broker=broker_url, loader=OwnConfigLoader, set_as_current=False
-    )
+    return PinnedCelery("oomcheck", broker=broker_url, loader=OwnConfigLoader, set_as_current=False)
 
 
 class CeleryInspector:
