@@ -1,9 +1,10 @@
 """`oomcheck setup` (provision.py) makes the table and the topic that template.yaml declares:
-the table identically; the topic encrypted with KMS in both, with the one difference the alarms
-force (see test_topic_key_admits_the_alarms)."""
+the table identically; the topic encrypted with a customer managed KMS key of the same policy
+and rotation, and published to over TLS only, as the template's alert topic."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -20,8 +21,11 @@ def provisioned() -> Any:
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=cfn.REGION)
         sns = boto3.client("sns", region_name=cfn.REGION)
+        kms = boto3.client("kms", region_name=cfn.REGION)
+        sts = boto3.client("sts", region_name=cfn.REGION)
         provision.ensure_table(dynamodb, "oomcheck-parity")
-        arn = provision.ensure_topic(sns, "oomcheck-parity")
+        key_arn = provision.ensure_key(kms, sts, "oomcheck-parity")
+        arn = provision.ensure_topic(sns, "oomcheck-parity", key_arn)
         yield {
             "table": dynamodb.describe_table(TableName="oomcheck-parity")["Table"],
             "ttl": dynamodb.describe_time_to_live(TableName="oomcheck-parity")[
@@ -31,7 +35,21 @@ def provisioned() -> Any:
                 "ContinuousBackupsDescription"
             ],
             "topic": sns.get_topic_attributes(TopicArn=arn)["Attributes"],
+            "topic_arn": arn,
+            "key": kms.describe_key(KeyId=key_arn)["KeyMetadata"],
+            "key_policy": json.loads(
+                kms.get_key_policy(KeyId=key_arn, PolicyName="default")["Policy"]
+            ),
+            "rotation": kms.get_key_rotation_status(KeyId=key_arn)["KeyRotationEnabled"],
         }
+
+
+def _stack(template: dict[str, Any], topic_arn: str) -> cfn.Stack:
+    return cfn.Stack(
+        template,
+        {"BrokerUrlParameter": "/oomcheck/broker-url"},
+        physical={"AlertsTopic": cfn.Physical(topic_arn)},
+    )
 
 
 def _table(template: dict[str, Any]) -> dict[str, Any]:
@@ -72,16 +90,71 @@ def test_topic_is_kms_encrypted_in_both(template: dict[str, Any], provisioned: A
     assert len(topics) == 3  # alerts, chat, alarms
     for topic in topics:
         assert topic["Properties"].get("KmsMasterKeyId"), "a template topic is not encrypted"
-    assert (
-        provisioned["topic"].get("KmsMasterKeyId") == provision.TOPIC_ATTRIBUTES["KmsMasterKeyId"]
-    )
+    assert provisioned["topic"].get("KmsMasterKeyId") == provisioned["key"]["Arn"]
+
+
+def test_topic_key_is_a_customer_key_as_in_the_template(
+    template: dict[str, Any], provisioned: Any
+) -> None:
+    """Same key choice: the alert topic's key is the stack's own, not aws/sns, with the same
+    policy (the account's IAM, and CloudWatch alarms) and rotation."""
+    resources = template["Resources"]
+    key_ref = resources["AlertsTopic"]["Properties"]["KmsMasterKeyId"]
+    declared = resources[key_ref["Fn::GetAtt"][0]]["Properties"]
+    assert provisioned["key"]["KeyManager"] == "CUSTOMER"
+    assert provisioned["key"]["KeyState"] == "Enabled"
+    assert provisioned["rotation"] is declared["EnableKeyRotation"] is True
+    stack = _stack(template, provisioned["topic_arn"])
+    assert provisioned["key_policy"] == stack.resolve(declared["KeyPolicy"])
+
+
+def test_topic_policy_is_tls_only_as_in_the_template(
+    template: dict[str, Any], provisioned: Any
+) -> None:
+    resources = template["Resources"]
+    [declared] = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::SNS::TopicPolicy"
+        and r["Properties"]["Topics"] == [{"Ref": "AlertsTopic"}]
+    ]
+    stack = _stack(template, provisioned["topic_arn"])
+    made = json.loads(provisioned["topic"]["Policy"])
+    assert made == stack.resolve(declared["PolicyDocument"])
+    [deny] = made["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {
+        "Bool": {"aws:SecureTransport": "false"}
+    }
+
+
+def test_setup_twice_keeps_one_key_and_brings_an_old_topic_to_the_template() -> None:
+    """Idempotent: a second setup finds the key by its alias; a topic made earlier under aws/sns
+    (as setup once made it) gets the customer key and the TLS-only policy."""
+    with mock_aws():
+        sns = boto3.client("sns", region_name=cfn.REGION)
+        kms = boto3.client("kms", region_name=cfn.REGION)
+        sts = boto3.client("sts", region_name=cfn.REGION)
+        old = sns.create_topic(Name="t", Attributes={"KmsMasterKeyId": "alias/aws/sns"})
+        first = provision.ensure_key(kms, sts, "t")
+        second = provision.ensure_key(kms, sts, "t")
+        arn = provision.ensure_topic(sns, "t", second)
+        attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
+        customer = [
+            k
+            for k in kms.list_keys()["Keys"]
+            if kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"]["KeyManager"] == "CUSTOMER"
+        ]
+    assert first == second and len(customer) == 1
+    assert arn == old["TopicArn"]
+    assert attributes["KmsMasterKeyId"] == first
+    assert json.loads(attributes["Policy"])["Statement"][0]["Sid"] == "TlsOnly"
 
 
 def test_topic_key_admits_the_alarms(template: dict[str, Any]) -> None:
     """The template's alarms publish to their topic, and CloudWatch cannot use the AWS managed
     key aws/sns (its key policy, which nobody can edit, does not admit cloudwatch.amazonaws.com):
-    the template's topic therefore uses its own key, whose policy admits CloudWatch. `oomcheck
-    setup` creates no alarms and keeps aws/sns."""
+    the template's topic therefore uses its own key, whose policy admits CloudWatch (and so does
+    `oomcheck setup`'s, see test_topic_key_is_a_customer_key_as_in_the_template)."""
     resources = template["Resources"]
     key_ref = resources["AlarmsTopic"]["Properties"]["KmsMasterKeyId"]
     assert key_ref != "alias/aws/sns"

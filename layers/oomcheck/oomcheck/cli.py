@@ -98,8 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(watch)
     # strings: checked with the settings' rules, so a bad value is one line and exit 1
-    watch.add_argument("--interval", default=None, help="seconds between checks")
-    watch.add_argument("--duration", default="60", help="seconds to keep watching")
+    watch.add_argument(
+        "--interval",
+        default=None,
+        help="seconds between checks (default $OOMCHECK_WATCH_INTERVAL, else 5)",
+    )
+    watch.add_argument(
+        "--duration",
+        default="60",
+        help="seconds to keep watching (default 60; 0: one check)",
+    )
     setup = sub.add_parser("setup", help="create the DynamoDB table and SNS topic (idempotent)")
     setup.add_argument("--table", default=os.environ.get("OOMCHECK_TABLE", "oomcheck-state"))
     setup.add_argument("--topic", default="oomcheck-alerts", help="SNS topic name")

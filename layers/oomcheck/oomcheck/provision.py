@@ -1,4 +1,5 @@
-"""`oomcheck setup`: the DynamoDB table and SNS topic as template.yaml defines them.
+"""`oomcheck setup`: the DynamoDB table and SNS topic (with its KMS key and TLS-only policy) as
+template.yaml defines them.
 
 For moto, a sandbox account, or a CLI deployment without SAM. Idempotent: existing resources
 are kept and brought to the same settings.
@@ -6,15 +7,56 @@ are kept and brought to the same settings.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from oomcheck.store.dynamodb import TTL_ATTRIBUTE, table_definition
 
-# Encrypted with the AWS-managed key. template.yaml uses a key of its own instead, because its
-# CloudWatch alarms publish to the topic and aws/sns's key policy cannot admit CloudWatch; setup
-# makes no alarms (tests/template/test_provision_parity.py holds the rest equal).
-TOPIC_ATTRIBUTES = {"KmsMasterKeyId": "alias/aws/sns"}
+# As template.yaml's AlertsKey: a customer managed key, not aws/sns, whose policy admits
+# CloudWatch (alarms cannot publish to a topic under aws/sns, whose policy nobody can edit), so
+# that alarms added later can use the topic; rotated yearly. tests/template/
+# test_provision_parity.py holds these and the topic policy equal to the template's.
+KEY_DESCRIPTION = "Encrypts the oomcheck alert topic"
+
+
+def key_policy(partition: str, account: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AccountAdministersKeyThroughIam",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+            },
+        ],
+    }
+
+
+def topic_policy(topic_arn: str) -> dict[str, Any]:
+    """Publishing only over TLS, as template.yaml's AlertsTopicPolicy."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sns:Publish",
+                "Resource": topic_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +90,32 @@ def _ttl_off(dynamodb: Any, table: str) -> bool:
     return status.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING")
 
 
-def ensure_topic(sns: Any, name: str) -> str:
-    return str(sns.create_topic(Name=name, Attributes=TOPIC_ATTRIBUTES)["TopicArn"])
+def ensure_key(kms: Any, sts: Any, topic: str) -> str:
+    """The ARN of the topic's key, ``alias/<topic>``; made (rotation on) if the alias is new."""
+    alias = f"alias/{topic}"
+    try:
+        key_arn = str(kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"])
+    except kms.exceptions.NotFoundException:
+        caller = sts.get_caller_identity()
+        partition = str(caller["Arn"]).split(":")[1]
+        created = kms.create_key(
+            Description=KEY_DESCRIPTION,
+            Policy=json.dumps(key_policy(partition, str(caller["Account"]))),
+        )
+        key_arn = str(created["KeyMetadata"]["Arn"])
+        kms.create_alias(AliasName=alias, TargetKeyId=key_arn)
+    kms.enable_key_rotation(KeyId=key_arn)
+    return key_arn
+
+
+def ensure_topic(sns: Any, name: str, key_arn: str) -> str:
+    """The topic, encrypted with ``key_arn`` and TLS-only; an existing topic is brought to both."""
+    arn = str(sns.create_topic(Name=name)["TopicArn"])
+    sns.set_topic_attributes(TopicArn=arn, AttributeName="KmsMasterKeyId", AttributeValue=key_arn)
+    sns.set_topic_attributes(
+        TopicArn=arn, AttributeName="Policy", AttributeValue=json.dumps(topic_policy(arn))
+    )
+    return arn
 
 
 def subscribe_email(sns: Any, topic_arn: str, email: str) -> None:
@@ -73,7 +139,7 @@ def setup(
 
     ensure_table(client("dynamodb"), table)
     sns = client("sns")
-    topic_arn = ensure_topic(sns, topic)
+    topic_arn = ensure_topic(sns, topic, ensure_key(client("kms"), client("sts"), topic))
     if email:
         subscribe_email(sns, topic_arn, email)
     queue_url = subscribe_queue(sns, client("sqs"), topic_arn, queue) if queue else None

@@ -9,6 +9,7 @@ from oomcheck.alerting.channels import FanoutPublisher
 from oomcheck.alerting.sns import ChatAlerter, PrintAlerter, SnsAlerter
 from oomcheck.aws import CallLimits
 from oomcheck.config.settings import Settings
+from oomcheck.config.urls import for_kombu
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.ports import BrokerPresence, Deps, Publisher, StateStore
 from oomcheck.sources.inspector import CeleryInspector
@@ -97,7 +98,7 @@ def build_deps(
 
         deps.presence = AmqpBrokerPresence(_amqp_connection(settings), deps.clock)
         deps.queues = AmqpQueueDepths(
-            settings.broker_url, transport_options=settings.broker_transport_options
+            for_kombu(settings.broker_url), transport_options=settings.broker_transport_options
         )
     elif settings.broker_transport != "redis":
         deps.off["presence"] = "broker presence needs a Redis or RabbitMQ broker"
@@ -149,7 +150,7 @@ def _amqp_connection(settings: Settings) -> object:
     from kombu.connection import Connection
 
     return Connection(  # type: ignore[no-untyped-call]
-        settings.broker_url,
+        for_kombu(settings.broker_url),
         connect_timeout=3,
         transport_options=dict(settings.broker_transport_options),
     )

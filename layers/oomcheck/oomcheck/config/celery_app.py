@@ -63,6 +63,9 @@ def load_app(spec: str) -> Any:
             ) from None
         raise AppError(_import_failed(spec, exc)) from None
     except AttributeError as exc:
+        hidden = _celery_module_error(spec)
+        if hidden is not None:
+            raise AppError(_import_failed(spec, hidden)) from None
         raise AppError(f"-A {spec}: no Celery app there ({_line(exc)})") from None
     # the app's own import code: anything can happen there, and it is one line here
     except (Exception, SystemExit) as exc:  # noqa: BLE001
@@ -70,6 +73,32 @@ def load_app(spec: str) -> Any:
     if not isinstance(app, Celery):
         raise AppError(f"-A {spec}: not a Celery app (found {type(app).__name__})")
     return app
+
+
+def _celery_module_error(spec: str) -> BaseException | None:
+    """Why ``<spec>.celery`` fails to import, when ``spec`` is a package that has one.
+
+    Celery's ``find_app`` tries a package's ``celery`` module and, when that raises ImportError
+    (a missing dependency inside it, say), drops the error and reports the package's missing
+    attribute instead; ``-A pkg.celery`` would show the real error, so ``-A pkg`` does too.
+    """
+    if ":" in spec:
+        return None
+    import importlib
+    import importlib.util
+
+    name = f"{spec}.celery"
+    try:
+        found = importlib.util.find_spec(name)
+    except ImportError:  # ``spec`` is a module, not a package
+        return None
+    if found is None:
+        return None
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:  # the only errors find_app drops; others already surface
+        return exc
+    return None
 
 
 def _import_failed(spec: str, exc: BaseException) -> str:

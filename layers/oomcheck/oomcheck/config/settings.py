@@ -41,6 +41,8 @@ _REDIS_SCHEMES = (
     "unix",
     "socket",
 )
+# Redis socket forms a result backend may use and a broker may not (kombu: "No such transport")
+_NOT_BROKER_SCHEMES = ("unix", "socket")
 _AMQP_SCHEMES = ("amqp", "amqps", "pyamqp", "librabbitmq")
 
 # Redis TTLs and Celery's visibility_timeout are sometimes set to years to mean "never".
@@ -302,6 +304,15 @@ def _check_urls(settings: Settings, labels: Mapping[str, str]) -> None:
         ("OOMCHECK_BROKER_URL", settings.broker_url, settings.broker_transport_options),
         ("OOMCHECK_RESULT_BACKEND", settings.result_backend, settings.result_transport_options),
     )
+    broker_scheme = urls.scheme_of(settings.broker_url)
+    if broker_scheme in _NOT_BROKER_SCHEMES:
+        # redis-py's and Celery's result backend's socket forms: kombu (the workers' broker
+        # client, and remote control's) knows neither, so a check could never reach the workers
+        raise SettingsError(
+            f"{labels.get('OOMCHECK_BROKER_URL', 'OOMCHECK_BROKER_URL')}: {broker_scheme}:// is "
+            "not a broker URL Celery reads; a Redis broker on a Unix socket is "
+            "redis+socket:///path/to/redis.sock?virtual_host=0"
+        )
     for name, url, options in checks:
         if not url or urls.scheme_of(url) not in _REDIS_SCHEMES:
             continue

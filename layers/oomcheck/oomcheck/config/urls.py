@@ -10,7 +10,7 @@ password is found whole and can be masked whole.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 _JOIN = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9+.\-]*://)")
 _PASSWORD_PARAMS = ("password", "passwd", "pwd")
@@ -47,6 +47,32 @@ def credentials(userinfo: str) -> tuple[str | None, str | None]:
     if colon:
         return unquote(user) or None, unquote(password) or None
     return None, unquote(user) or None
+
+
+def for_kombu(url: str) -> str:
+    """``url`` with each userinfo percent-encoded whole, so that kombu reads the same password.
+
+    kombu splits a broker URL at every ``;`` before parsing it, then ends the userinfo at the first
+    ``/``, ``?`` or ``#`` (urllib's rules): an unencoded password holding one of them reaches the
+    broker cut, and kombu's errors quote the pieces. kombu percent-decodes the userinfo it finds,
+    so the encoded form connects with the password as typed. A password that is already encoded
+    comes out unchanged (decoded, then encoded again); ``;`` between Sentinel URLs stays.
+    """
+    out: list[str] = []
+    for chunk in split_urls(url):
+        userinfo, rest = userinfo_and_rest(chunk)
+        if not userinfo:
+            out.append(chunk)
+            continue
+        scheme = chunk.partition("://")[0]
+        user, colon, password = userinfo.partition(":")
+        encoded = _encode(user) + (colon + _encode(password) if colon else "")
+        out.append(f"{scheme}://{encoded}@{rest}")
+    return ";".join(out)
+
+
+def _encode(text: str) -> str:
+    return quote(unquote(text), safe="")
 
 
 def passwords(url: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from oomcheck.config.urls import for_kombu
 from oomcheck.model import ActiveTask, Presence, TaskLimits, WorkerSnapshot
 from oomcheck.sources.presence.owners import OWN_NAME
 
@@ -152,6 +153,39 @@ def snapshot_from(name: str, stats: Mapping[str, Any], *, reping: bool = False) 
     )
 
 
+def pinned_app(broker_url: str) -> Any:
+    """A Celery app (no tasks, no configuration of its own) whose every broker connection goes to
+    ``broker_url``, whatever ``CELERY_*`` variables the environment holds.
+
+    Celery's settings prefer ``CELERY_BROKER_URL`` (and ``CELERY_BROKER_READ_URL`` /
+    ``_WRITE_URL``) over the app's broker, and its loaders import ``CELERY_CONFIG_MODULE``: in a
+    shell with the workers' env file loaded, the broadcasts would go to another broker, where a
+    silent fleet looks healthy, while the report names the broker the settings resolved. The
+    pool, the broadcasts and the reply consumer all open their connections through
+    ``connection_for_read`` / ``connection_for_write`` / ``connection``, pinned here.
+    """
+    from celery import Celery
+    from celery.loaders.app import AppLoader
+
+    class OwnConfigLoader(AppLoader):  # type: ignore[misc]  # celery ships no type hints
+        def read_configuration(self, env: str = "") -> None:
+            return None
+
+    class PinnedCelery(Celery):  # type: ignore[misc]
+        def connection_for_read(self, url: str | None = None, **kwargs: Any) -> Any:
+            return super().connection_for_read(broker_url, **kwargs)
+
+        def connection_for_write(self, url: str | None = None, **kwargs: Any) -> Any:
+            return super().connection_for_write(broker_url, **kwargs)
+
+        def connection(self, hostname: str | None = None, *args: Any, **kwargs: Any) -> Any:
+            return super().connection(broker_url, *args, **kwargs)
+
+        broker_connection = connection
+
+    return PinnedCelery("oomcheck", broker=broker_url, loader=OwnConfigLoader, set_as_current=False)
+
+
 class CeleryInspector:
     """Talks to the workers through the broker. Builds its own minimal Celery app (no tasks)."""
 
@@ -177,9 +211,7 @@ class CeleryInspector:
 
     @staticmethod
     def _make_app(broker_url: str, keyprefix: str, user_options: Mapping[str, Any]) -> Any:
-        from celery import Celery
-
-        app = Celery("oomcheck", broker=broker_url, set_as_current=False)
+        app = pinned_app(for_kombu(broker_url))
         transport_options: dict[str, Any] = {
             **user_options,
             # Fail fast when the broker is down: one attempt, no long back-off.
