@@ -13,10 +13,11 @@ benchmark's per-run units show what a 5,000-worker fleet would cost in DynamoDB.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import LAMBDA_CPU_FACTOR, LAMBDA_MEMORY_MB, Result, ms, progress
+from bench.common import LAMBDA_CPU_FACTOR, LAMBDA_MEMORY_MB, ROOT, Result, ms, progress
 
 RUNS_PER_MONTH = 60 * 24 * 30  # rate(1 minute), 30-day month: 43,200
 # Prices as given in the issue: AWS list prices, us-east-1. The DynamoDB on-demand prices are
@@ -37,8 +38,30 @@ ESM_POLLERS = 5
 ESM_IDLE_REQUESTS = ESM_POLLERS * 3 * 60 * 24 * 30
 # task stops a month that start a check (deploys, scale-ins, deaths): an assumption, shown
 EVENT_CHECKS_PER_MONTH = 3000
-METRICS = 8  # the handler's EMF metrics (functions/checker/app.py _emit)
-ALARMS = 6  # template.yaml's CloudWatch alarms
+
+
+def _metric_names() -> set[str]:
+    """The handler's custom metrics: every ``add_metric(name=...)`` in functions/checker/app.py,
+    and Powertools' ColdStart (``capture_cold_start_metric``)."""
+    text = (ROOT / "functions" / "checker" / "app.py").read_text()
+    names = set(re.findall(r'add_metric\(\s*name="(\w+)"', text))
+    if "capture_cold_start_metric=True" in text:
+        names.add("ColdStart")
+    return names
+
+
+def _alarms() -> tuple[int, int]:
+    """template.yaml's CloudWatch alarms: (always there, there only with the event path on)."""
+    resources = re.split(r"\n  (?=\w+:\n    Type: )", (ROOT / "template.yaml").read_text())
+    alarms = [r for r in resources if "\n    Type: AWS::CloudWatch::Alarm\n" in r]
+    # a resource's Condition stands before its Properties
+    heads = [r.split("\n    Properties:")[0] + "\n" for r in alarms]
+    event_path = sum(1 for head in heads if "\n    Condition: EcsEventsOn\n" in head)
+    return len(alarms) - event_path, event_path
+
+
+METRICS = len(_metric_names())
+ALARMS, EVENT_PATH_ALARMS = _alarms()
 # Lambda's own lines per invocation: START (~90 B), END (~60 B), REPORT (~200 B)
 PLATFORM_LOG_BYTES = 350
 # CloudWatch Logs counts 26 bytes of metadata per log event (an upper bound here)
@@ -157,7 +180,7 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
         "lambda": EVENT_CHECKS_PER_MONTH / RUNS_PER_MONTH * lambda_cost(warm),
         "dynamodb": dynamo_cost(wru, rru, 1) * EVENT_CHECKS_PER_MONTH / RUNS_PER_MONTH,
         "sqs": (ESM_IDLE_REQUESTS + 2 * EVENT_CHECKS_PER_MONTH) * SQS_REQUEST,
-        "alarm": ALARM_MONTH,
+        "alarm": EVENT_PATH_ALARMS * ALARM_MONTH,
     }
     result.add(
         "event path on top of scheduled: SQS polling, event-started checks, DLQ alarm",
