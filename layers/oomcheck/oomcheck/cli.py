@@ -221,10 +221,11 @@ def _run(
         )
         return combine(reports).exit_code
     from oomcheck.deadline import Deadline
+    from oomcheck.model import Mode
     from oomcheck.runner import run_once
 
     deadline = Deadline.after(args.timeout, deps.monotonic)
-    report = replace(run_once(deps, args.command, deadline), settings=origins)
+    report = replace(run_once(deps, Mode(args.command), deadline), settings=origins)
     _print_report(report, args.json)
     return report.exit_code
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from oomcheck.detect import keys
+from oomcheck.detect import keys, text
 from oomcheck.detect.context import Context
 from oomcheck.detect.signals import KillSeen, Outcome, Resolution, Signal
 from oomcheck.model import Cause, Finding, Kill, KillRecord, Kind, Severity, TaskFate, Verdict
@@ -48,7 +48,7 @@ def judge(ctx: Context, kills: Mapping[str, KillRecord]) -> Outcome:
         if not is_open and len(recent) < ctx.policy.poison_kills:
             continue
         if is_open and not _still_active(ctx, task_id, record):
-            resolutions.append(Resolution(key, "the task has stopped dying and is not queued"))
+            resolutions.append(Resolution(key, text.gone_text(Kind.POISON_TASK)))
             continue
         signals.append(Signal(_finding(ctx, task_id, record, recent or record.kills)))
     return Outcome(KINDS, signals=tuple(signals), resolutions=tuple(resolutions))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-from oomcheck.detect import keys
+from oomcheck.detect import keys, text
 from oomcheck.detect.context import Context
 from oomcheck.detect.signals import Outcome, Resolution, Signal
 from oomcheck.model import (
@@ -53,7 +53,7 @@ def _over(ctx: Context, worker: str, roster: Mapping[str, WorkerRecord]) -> str 
     worker that answered stats but not active(), or that is only busy, shows nothing."""
     snap = ctx.live.get(worker)
     if snap is not None:
-        return "the task is no longer running" if snap.active is not None else None
+        return text.gone_text(Kind.TASK_STALLED) if snap.active is not None else None
     record = roster.get(worker)
     if record is None or record.status in (WorkerStatus.LOST, WorkerStatus.DEPARTED):
         return f"its worker {worker} is gone"
