@@ -134,7 +134,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "alert undeliverable",
                 extra={
                     "incident_id": alert.incident_id,
-                    "action": alert.action,
+                    "action": alert.action.value,
                     "error": alert.error,
                 },
             )

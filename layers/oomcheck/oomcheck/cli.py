@@ -19,6 +19,7 @@ from importlib import metadata
 from oomcheck.config.parsers import DAY, seconds
 from oomcheck.config.settings import Settings, SettingsError, from_env
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
+from oomcheck.model import Mode
 from oomcheck.report.document import Report, SettingOrigin
 from oomcheck.report.table import render_table
 
@@ -207,7 +208,8 @@ def _run(
         text = scrub(" ".join(str(exc).split()), settings.secrets())[:500]
         print(f"oomcheck: {text}", file=sys.stderr)
         return EXIT_ERROR
-    if args.command == "watch":
+    mode = Mode(args.command)
+    if mode is Mode.WATCH:
         from oomcheck.runner import combine, watch
 
         reports = watch(
@@ -221,11 +223,10 @@ def _run(
         )
         return combine(reports).exit_code
     from oomcheck.deadline import Deadline
-    from oomcheck.model import Mode
     from oomcheck.runner import run_once
 
     deadline = Deadline.after(args.timeout, deps.monotonic)
-    report = replace(run_once(deps, Mode(args.command), deadline), settings=origins)
+    report = replace(run_once(deps, mode, deadline), settings=origins)
     _print_report(report, args.json)
     return report.exit_code
 
