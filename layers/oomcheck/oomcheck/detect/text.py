@@ -1,4 +1,5 @@
-"""The words oomcheck says: causes, task fates, advice and times, shared by detection and alerts.
+"""The words oomcheck says: causes, task fates, advice, times, and per kind its alert headlines
+and why its incident closed; shared by detection and alerts, said once here.
 
 Pure functions of model values; nothing here decides anything.
 """
