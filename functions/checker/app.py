@@ -15,12 +15,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from oomcheck.alerting.delivery import UNDELIVERABLE
 from oomcheck.deadline import Deadline
 from oomcheck.entry.invocation import parse_invocation
 from oomcheck.entry.lambdalog import bind_run, route_library_logs
+from oomcheck.model import Delivery, Mode, Source, SourceState
 from oomcheck.ports import Deps
-from oomcheck.report.document import Report
+from oomcheck.report.document import Report, source_text
 from oomcheck.runner import combine, run_once, watch
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def _emit(report: Report) -> None:
     metrics.add_metric(
         name="SourceErrors",
         unit=MetricUnit.Count,
-        value=sum(1 for v in report.sources.values() if v.startswith("error")),
+        value=sum(1 for status in report.sources.values() if status.failed),
     )
     metrics.add_metric(
         name="StateWrites", unit=MetricUnit.Count, value=report.stats.get("state_writes", 0)
@@ -100,13 +100,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bind_run(
         logger,
         target=deps.settings.target,
-        mode=invocation.mode,
+        mode=invocation.mode.value,
         owner=deps.owner,
         scheduled_time=invocation.scheduled_time,
     )
     if invocation.arrival is not None:
         _log_arrival(invocation.arrival)
-    if invocation.mode == "watch":
+    if invocation.mode is Mode.WATCH:
         duration = max(0.0, min(invocation.duration_s, remaining - _WATCH_MARGIN_S))
         reports = watch(
             deps,
@@ -129,13 +129,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         },
     )
     for alert in report.alerts:
-        if alert.error and alert.error.startswith(UNDELIVERABLE):
+        if alert.outcome is Delivery.UNDELIVERABLE:
             # dropped from the outbox: the alarm on AlertsUndeliverable and this line say so
             logger.error(
                 "alert undeliverable",
                 extra={
                     "incident_id": alert.incident_id,
-                    "action": alert.action,
+                    "action": alert.action.value,
                     "error": alert.error,
                 },
             )
@@ -156,8 +156,11 @@ def _batch_response(report: Report, items: tuple[str, ...]) -> PartialItemFailur
     them after the visibility timeout; the dead-letter queue takes what keeps failing, and
     scheduled runs read the same events from the log group meanwhile. Dropped records are not
     handed back: they would fail again."""
-    state = report.sources.get("state", "")
-    if not state.startswith(("busy", "error")):
+    state = report.sources.get(Source.STATE)
+    if state is None or state.state not in (SourceState.BUSY, SourceState.ERROR):
         return {"batchItemFailures": []}
-    logger.warning("batch handed back to the queue", extra={"state": state, "records": len(items)})
+    logger.warning(
+        "batch handed back to the queue",
+        extra={"state": source_text(state), "records": len(items)},
+    )
     return {"batchItemFailures": [{"itemIdentifier": item} for item in items]}

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from oomcheck.model import Kind, Verdict
+from oomcheck.model import Kind, SourceState, SourceStatus, Verdict
 from tests.integration.conftest import Fleet
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def test_silent_worker_killed_mid_task_is_lost_at_the_first_check(
     # the solo pool acks after the task: its message waits in the unacked set
     expected = Verdict.AWAITING_REDELIVERY if pool == "solo" else Verdict.LOST
     assert fate.verdict == expected
-    assert report.sources["presence"] == "ok"
+    assert report.sources["presence"] == SourceStatus(SourceState.OK)
     assert [m.kind for m in fleet.publisher.messages] == ["worker_lost"]
 
 
@@ -126,7 +126,7 @@ def test_client_list_denied_by_an_acl_is_off_and_todays_behaviour(fleet: Fleet):
         task = fleet.send("demo.sleepy", 30)
         fleet.wait_started(task)
         report = fleet.check()
-        assert report.sources["presence"].startswith("off: "), report.sources
+        assert report.sources["presence"].state is SourceState.OFF, report.sources
         assert not [f for f in report.findings if f.alertable]
     finally:
         base.acl_deluser(user)

@@ -24,7 +24,7 @@ from oomcheck.alerting import delivery
 from oomcheck.alerting.outbox import SentJournal
 from oomcheck.alerting.sns import SnsAlerter
 from oomcheck.deadline import Deadline
-from oomcheck.model import StartedTask
+from oomcheck.model import SourceState, SourceStatus, StartedTask
 from oomcheck.ports import Deps
 from oomcheck.provision import subscribe_queue
 from oomcheck.report.document import Report
@@ -156,7 +156,7 @@ def _kill_all(checker: Checker) -> None:
 def _healthy_then_dead(tmp_path: Any, env: Aws, workers: int = 1) -> Checker:
     checker = _checker(tmp_path, env, workers)
     report, _ = checker.check()
-    assert report.sources["state"] == "ok" and report.exit_code == 0
+    assert report.sources["state"] == SourceStatus(SourceState.OK) and report.exit_code == 0
     _kill_all(checker)
     return checker
 
@@ -180,12 +180,14 @@ def test_sns_fault_keeps_the_alert_and_it_arrives_once_after_recovery(tmp_path, 
     _within_timeout(took)
     print(f"SNS {fault}: run took {took:.2f} s")
     assert [(a.kind, a.published) for a in report.alerts] == [("worker_lost", False)]
-    assert report.sources["alerts"].startswith("error") and report.sources["state"] == "ok"
+    assert report.sources["alerts"].failed and report.sources["state"] == SourceStatus(
+        SourceState.OK
+    )
     # And once SNS is back the alert goes out, once
     env.sns.mode = "pass"
     checker.clock.now += 60
     report, _ = checker.check()
-    assert report.sources["state"] == "ok"
+    assert report.sources["state"] == SourceStatus(SourceState.OK)
     assert [(a.kind, a.published) for a in report.alerts] == [("worker_lost", True)]
     checker.clock.now += 60
     assert checker.check()[0].alerts == ()
@@ -201,12 +203,14 @@ def test_dynamodb_fault_ends_in_time_with_a_report_and_no_double_alert(tmp_path,
     _within_timeout(took)
     print(f"DynamoDB {fault}: run took {took:.2f} s")
     # a report of what it saw; without state no alert goes out (every run would repeat it)
-    assert report.sources["state"].startswith("error") and report.sources["inspect"] == "ok"
+    assert report.sources["state"].failed and report.sources["inspect"] == SourceStatus(
+        SourceState.OK
+    )
     assert report.alerts == () and report.to_json()["workers"] == []
     env.ddb.mode = "pass"
     checker.clock.now += 60
     report, _ = checker.check()
-    assert report.sources["state"] == "ok"
+    assert report.sources["state"] == SourceStatus(SourceState.OK)
     assert [(a.kind, a.published) for a in report.alerts] == [("worker_lost", True)]
     checker.clock.now += 60
     assert checker.check()[0].alerts == ()
@@ -225,7 +229,7 @@ def test_dynamodb_failing_right_after_a_publish_sends_no_second_alert(tmp_path, 
     _within_timeout(took)
     print(f"DynamoDB throttled after the publish: run took {took:.2f} s")
     assert [(a.kind, a.published) for a in report.alerts] == [("worker_lost", True)]
-    assert report.sources["state"].startswith("error")
+    assert report.sources["state"].failed
     # the lease it could not give back outlives the run by seconds, not 90
     lease = env.dynamodb.get_item(
         TableName=env.table, Key={"pk": {"S": "default"}, "sk": {"S": "lease"}}
@@ -237,7 +241,7 @@ def test_dynamodb_failing_right_after_a_publish_sends_no_second_alert(tmp_path, 
     for _ in range(2):
         checker.clock.now += 60
         report, _ = checker.check()
-        assert report.sources["state"] == "ok" and report.alerts == ()
+        assert report.sources["state"] == SourceStatus(SourceState.OK) and report.alerts == ()
     assert len(env.received()) == 1
 
 
@@ -310,7 +314,7 @@ def test_120_separate_alerts_with_slow_sns_each_arrive_once_over_runs(tmp_path, 
         out = delivery.commit(box, loaded, journal.apply(loaded), T0)
         durations.append(time.monotonic() - started)
         runs += 1
-        assert str(out.status) == "ok"
+        assert out.status == SourceStatus(SourceState.OK)
         if not any(i.pending for i in out.delivered.state.incidents.values()):
             break
     # Then each incident arrived exactly once, and no run overran

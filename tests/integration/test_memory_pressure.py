@@ -17,7 +17,7 @@ import pytest
 from moto import mock_aws
 
 from oomcheck.demo.workers import MemoryCgroup, wait_for
-from oomcheck.model import Cause, Kind, Policy
+from oomcheck.model import Cause, Kind, Policy, SourceState, SourceStatus
 from oomcheck.report.document import Report
 from tests.integration.conftest import Fleet, poll_checks
 
@@ -87,7 +87,9 @@ def test_pressure_names_the_growing_task_before_the_kill_and_the_kill_says_which
     cgroup = fleet.cgroups[-1]
     put(logs, eks_record(cgroup))
     quiet = fleet.check()
-    assert not _has(quiet, Kind.MEMORY_PRESSURE) and quiet.sources["memory"] == "ok"
+    assert not _has(quiet, Kind.MEMORY_PRESSURE) and quiet.sources["memory"] == SourceStatus(
+        SourceState.OK
+    )
     # When a task grows the container to about 90 % of its limit and holds there
     target_mb = int((0.9 * LIMIT_MB * MIB - cgroup.usage_bytes()) / MIB)
     assert target_mb >= 16, f"the idle worker already uses {cgroup.usage_bytes() / MIB:.0f} MiB"

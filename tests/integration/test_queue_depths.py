@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 
 from oomcheck.demo import services
-from oomcheck.model import QueueDepth, State
+from oomcheck.model import QueueDepth, SourceState, SourceStatus, State
 from oomcheck.observe import observe
 from oomcheck.sources.queues import AmqpQueueDepths, RedisQueueDepths
 from tests.integration.conftest import Fleet
@@ -117,5 +117,5 @@ def test_active_queues_of_a_real_worker_feed_the_observation(fleet: Fleet) -> No
     snapshot = workers["celery@queues-1"]
     assert snapshot.queues == ("celery",)
     assert observed.observation.queues == (QueueDepth("celery", 0), QueueDepth("nightly", 2))
-    assert str(observed.statuses["queues"]) == "ok"
+    assert observed.statuses["queues"] == SourceStatus(SourceState.OK)
     assert observed.stats["queue_depths"] == 2

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import uuid
 
-from oomcheck.model import Kind
+from oomcheck.model import Kind, SourceState, SourceStatus
 from oomcheck.report.document import Report
 from tests.integration.conftest import Fleet, poll_checks
 
@@ -66,7 +66,7 @@ def test_queue_consumed_by_a_live_worker_raises_nothing(any_fleet: Fleet) -> Non
     # Then nothing is raised, and the queue shows its backlog and its consumer
     for report in reports:
         assert not _orphaned(report)
-        assert report.sources["queues"] == "ok"
+        assert report.sources["queues"] == SourceStatus(SourceState.OK)
     row = next(q for q in reports[-1].to_json()["queues"] if q["name"] == fleet.queue)
     assert row["messages"] >= 1 and row["consumers"] == [name]
     # RabbitMQ counts the consumer itself; Redis keeps no such count

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from oomcheck.demo.workers import wait_for
-from oomcheck.model import Cause, Kind, Verdict
+from oomcheck.model import Cause, Kind, SourceState, SourceStatus, Verdict
 from tests.integration.conftest import Fleet, poll_checks
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def test_healthy_fleet_check_is_clean(fleet: Fleet):
     assert sorted(w["name"] for w in report.workers if w["status"] == "alive") == [
         f"healthy{i}@oomcheck-test" for i in range(3)
     ]
-    assert report.sources["inspect"] == "ok" and report.sources["results"] == "ok"
+    assert report.sources["inspect"] == report.sources["results"] == SourceStatus(SourceState.OK)
     # the second run knows the roster: no discovery wait, still clean
     again = fleet.check()
     assert again.exit_code == 0 and not again.alerts
@@ -69,7 +69,8 @@ def test_whole_worker_sigkilled_with_plain_and_acks_late_task(any_fleet: Fleet):
     assert ("redelivered" if rabbit else "awaiting redelivery") in message.text
     assert len(message.subject) < 100 and "\n" not in message.subject
     if rabbit:
-        assert report.sources["broker"].startswith("off: RabbitMQ requeues")
+        broker = report.sources["broker"]
+        assert broker.state is SourceState.OFF and broker.detail.startswith("RabbitMQ requeues")
 
 
 def test_three_checks_after_one_death_send_exactly_one_alert(fleet: Fleet):

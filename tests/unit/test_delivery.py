@@ -12,7 +12,7 @@ from oomcheck.alerting import delivery
 from oomcheck.alerting.outbox import SentJournal
 from oomcheck.alerting.render import AlertMessage, PublishError
 from oomcheck.deadline import Deadline
-from oomcheck.model import Action, PendingAlert, State
+from oomcheck.model import Action, Delivery, PendingAlert, SourceState, SourceStatus, State
 from oomcheck.store.base import StateError
 from oomcheck.store.file import FileStateStore
 from tests.unit.incidents import T0, incident, state_of
@@ -125,9 +125,7 @@ def test_the_deadline_stops_publishing_and_later_runs_send_the_rest_once(tmp_pat
     out = _run(tmp_path, topic, budget=5.0, publish_s=1.0, state=state)
     runs += 1
     first = len(topic.accepted)
-    assert out.delivered.stopped and out.delivered.stopped.startswith(
-        "deferred: the run's deadline"
-    )
+    assert out.delivered.stopped == "the run's deadline is near"
     assert clock.now - 100.0 <= 5.0 - 0.5  # stopped in time to finish
     while len(topic.accepted) < 120 and runs < 20:
         _run(tmp_path, topic, budget=5.0, publish_s=1.0)
@@ -137,6 +135,8 @@ def test_the_deadline_stops_publishing_and_later_runs_send_the_rest_once(tmp_pat
     assert topic.sent_per_incident() == {f"inc-{i:04d}": 1 for i in range(120)}
     deferred = [a for a in out.delivered.records if not a.published]
     assert len(deferred) == 120 - first
+    assert {a.outcome for a in deferred} == {Delivery.DEFERRED}
+    assert {a.error for a in deferred} == {"deferred: the run's deadline is near"}
 
 
 def test_a_fleet_dying_at_once_is_one_message(tmp_path):
@@ -157,7 +157,14 @@ def test_a_failure_that_may_pass_keeps_the_alerts_in_order_for_the_next_run(tmp_
         ("inc-0001", False),
         ("inc-0002", False),
     ]
-    assert "Throttling" in (out.delivered.records[0].error or "")
+    # the first was tried and failed; the others were not tried, deferred behind it
+    assert [a.outcome for a in out.delivered.records] == [
+        Delivery.FAILED,
+        Delivery.DEFERRED,
+        Delivery.DEFERRED,
+    ]
+    assert out.delivered.records[0].error == "sns publish: Throttling"
+    assert out.delivered.records[1].error == "deferred: sns publish: Throttling"
     saved = FileStateStore(str(tmp_path / "state.json")).load()
     assert saved.incidents["inc-0000"].pending[0].attempts == 1
     topic.fail_with = None
@@ -181,6 +188,7 @@ def test_a_message_sns_never_accepts_is_dropped_as_undeliverable_and_the_rest_go
     out = _run(tmp_path, topic, state=state)
     assert topic.calls == 4  # each: the full form, then the reduced one
     assert out.delivered.undeliverable == 2
+    assert [a.outcome for a in out.delivered.records] == [Delivery.UNDELIVERABLE] * 2
     assert all(
         (a.error or "").startswith("undeliverable: sns publish: InvalidParameter")
         for a in out.delivered.records
@@ -212,14 +220,15 @@ def test_a_store_failure_right_after_a_publish_does_not_send_it_again(tmp_path):
     journal = SentJournal()
     path = str(tmp_path / "state.json")
     out = _run(tmp_path, topic, journal=journal, store=FailingSaves(path, 2), state=_apart(2))
-    assert str(out.status).startswith("error: dynamodb transact_write_items: ThrottlingException")
+    assert out.status.failed
+    assert out.status.detail.startswith("dynamodb transact_write_items: ThrottlingException")
     # publishing stopped: no more marks could be recorded
     assert len(topic.accepted) == 1 and len(journal.marks) == 1
     # When the next run of the same process loads the state without the mark
     second = _run(tmp_path, topic, journal=journal)
     # Then the sent alert is not sent again, the other one is, and the marks are saved
     assert topic.sent_per_incident() == {"inc-0000": 1, "inc-0001": 1}
-    assert str(second.status) == "ok" and journal.marks == []
+    assert second.status == SourceStatus(SourceState.OK) and journal.marks == []
 
 
 def test_an_update_goes_out_after_the_open_in_the_same_run(tmp_path):

@@ -65,5 +65,9 @@ def test_kill_loop_opens_one_poison_incident_and_resolves_when_quiet():
     findings = replay.step(
         obs(T0 + 500, [snap(W, pool_pids=[5000, 200], at=T0 + 500, limits=LIMITS)])
     )
-    assert "stopped dying" in only(findings, Kind.WORKER_RECOVERED).summary
+    # the wording of detect.text, the one place a kind's words live
+    assert (
+        "stopped dying and is not queued on any worker"
+        in only(findings, Kind.WORKER_RECOVERED).summary
+    )
     assert actions(replay, "poison_task") == ["open", "resolve"]

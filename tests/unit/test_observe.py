@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from oomcheck.model import SourceState, StartedTask, State
+from oomcheck.model import SourceState, SourceStatus, StartedTask, State
 from oomcheck.observe import guard, observe, read_clock
 from oomcheck.runner import run_once
 from tests.unit.test_runner import SECRET, Clock, FakeControl, FakeResults, FlakyPublisher, W, _deps
@@ -87,7 +87,9 @@ def test_statuses_are_typed_counters_counted_and_secrets_scrubbed_once(tmp_path)
     assert statuses["results"].state is SourceState.OK
     assert statuses["broker"].failed and statuses["broker"].detail.startswith("ConnectionError")
     assert SECRET not in statuses["broker"].detail
-    assert str(statuses["exits"]) == "off: no log groups configured (OOMCHECK_LOG_GROUPS)"
+    assert statuses["exits"] == SourceStatus(
+        SourceState.OFF, "no log groups configured (OOMCHECK_LOG_GROUPS)"
+    )
     # what the detection core reads: the failed source is None and named in errors
     assert observed.observation.unacked is None
     assert observed.observation.errors == {"broker": statuses["broker"].detail}
@@ -125,7 +127,7 @@ def test_guard_turns_any_exception_into_an_error_status():
     value, status = guard(lambda: 1 // 0, ())
     assert value is None and status.failed and status.detail.startswith("ZeroDivisionError")
     value, status = guard(lambda: 7, ())
-    assert value == 7 and str(status) == "ok"
+    assert value == 7 and status == SourceStatus(SourceState.OK)
 
 
 def test_read_clock_takes_the_round_trip_midpoint():

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from oomcheck.model import MemorySample, QueueDepth, SourceState, State
+from oomcheck.model import MemorySample, QueueDepth, SourceState, SourceStatus, State
 from oomcheck.observe import observe
 from oomcheck.sources.exits import ExitRead, ExitSourceError
 from oomcheck.sources.inspector import CeleryInspector, parse_active_queues
@@ -86,7 +86,7 @@ def test_memory_comes_from_the_exit_read_with_its_own_status(tmp_path: Any) -> N
     deps.exits = logs = FakeLogs((PERF, "/ecs/events"))
     observed = observe(deps, State(), clock.now, audit=False)
     assert observed.observation.memory == (SAMPLE,)
-    assert str(observed.statuses["memory"]) == "ok"
+    assert observed.statuses["memory"] == SourceStatus(SourceState.OK)
     assert observed.stats["memory_samples"] == 1
     assert logs.calls == 1  # one read feeds both sources
 
@@ -98,7 +98,7 @@ def test_a_failed_event_group_leaves_memory_ok_a_failed_performance_group_does_n
     deps.exits = FakeLogs((PERF, "/ecs/events"), fail_group="/ecs/events")
     observed = observe(deps, State(), clock.now, audit=False)
     assert observed.statuses["exits"].state is SourceState.ERROR
-    assert str(observed.statuses["memory"]) == "ok"
+    assert observed.statuses["memory"] == SourceStatus(SourceState.OK)
     deps.exits = FakeLogs((PERF, "/ecs/events"), fail_group=PERF)
     observed = observe(deps, State(), clock.now, audit=False)
     assert observed.statuses["memory"].state is SourceState.ERROR
@@ -112,7 +112,7 @@ def test_memory_is_off_without_a_performance_group(tmp_path: Any) -> None:
     deps.exits = FakeLogs(("/ecs/events",))
     observed = observe(deps, State(), clock.now, audit=False)
     assert observed.observation.memory is None
-    assert str(observed.statuses["memory"]).startswith("off: ")
+    assert observed.statuses["memory"].state is SourceState.OFF
     assert "memory" not in observed.observation.errors
 
 
@@ -124,7 +124,7 @@ def test_queues_of_the_workers_and_the_settings_are_read_once(tmp_path: Any) -> 
     assert observed.observation.workers[W].queues == ("celery", "reports")  # type: ignore[index]
     assert source.asked == [("nightly", "celery", "reports")]
     assert [d.name for d in observed.observation.queues or ()] == ["celery", "nightly", "reports"]
-    assert str(observed.statuses["queues"]) == "ok"
+    assert observed.statuses["queues"] == SourceStatus(SourceState.OK)
     asked = [(m, d, lim) for m, d, lim in control.calls if m == "active_queues"]
     assert asked == [("active_queues", [W], 1)]
 
@@ -134,7 +134,7 @@ def test_failed_active_queues_keeps_the_run_and_marks_queues(tmp_path: Any) -> N
     deps.queues = FakeQueues()  # type: ignore[attr-defined]
     deps.settings = deps.settings.with_overrides(queues=("nightly",))
     observed = observe(deps, State(), clock.now, audit=False)
-    assert str(observed.statuses["inspect"]) == "ok"
+    assert observed.statuses["inspect"] == SourceStatus(SourceState.OK)
     assert observed.observation.workers[W].queues is None  # type: ignore[index]
     assert observed.statuses["queues"].state is SourceState.ERROR
     assert "active_queues" in observed.statuses["queues"].detail
@@ -147,7 +147,7 @@ def test_a_failed_queue_read_is_an_error_with_no_secret(tmp_path: Any) -> None:
     observed = observe(deps, State(), clock.now, audit=False)
     assert observed.observation.queues is None
     assert observed.statuses["queues"].state is SourceState.ERROR
-    assert SECRET not in str(observed.statuses["queues"])
+    assert SECRET not in observed.statuses["queues"].detail
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import json
 
-from oomcheck.model import QueueDepth, WorkerRecord, WorkerStatus
+from oomcheck.model import (
+    Mode,
+    QueueDepth,
+    SourceState,
+    SourceStatus,
+    WorkerRecord,
+    WorkerStatus,
+)
 from oomcheck.report.document import Report
 from oomcheck.report.table import render_table
 from oomcheck.report.usage import TOP_MEMORY, memory_rows, queue_rows
@@ -14,12 +21,12 @@ from tests.unit.scenario import T0, mem, snap, task
 
 def _report(**blocks) -> Report:
     return Report(
-        mode="audit",
+        mode=Mode.AUDIT,
         checked_at=T0,
         duration_ms=12,
         workers=(),
         findings=(),
-        sources={"inspect": "ok"},
+        sources={"inspect": SourceStatus(SourceState.OK)},
         stats={},
         **blocks,
     )

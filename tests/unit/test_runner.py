@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from oomcheck.config.settings import Settings
-from oomcheck.model import Kind, StartedTask
+from oomcheck.model import Kind, SourceState, SourceStatus, StartedTask
 from oomcheck.ports import Deps
 from oomcheck.runner import run_once, watch
 from oomcheck.sources.inspector import CeleryInspector
@@ -186,7 +186,7 @@ def test_failed_publish_is_retried_next_run_and_never_dropped(tmp_path):
     deps, _, _, publisher, clock = _death_setup(tmp_path, failures=1)
     first = run_once(deps)
     assert [(a.kind, a.published) for a in first.alerts] == [("worker_lost", False)]
-    assert first.sources["alerts"].startswith("error")
+    assert first.sources["alerts"].failed
     clock.now += 60
     second = run_once(deps)
     assert [(a.kind, a.published) for a in second.alerts] == [("worker_lost", True)]
@@ -201,8 +201,8 @@ def test_secrets_never_reach_the_report(tmp_path):
     report = run_once(deps)
     text = json.dumps(report.to_json(), default=str)
     assert SECRET not in text
-    assert report.sources["results"].startswith("error: ConnectionError")
-    assert report.sources["inspect"] == "ok"  # the rest of the run went on
+    assert report.to_json()["sources"]["results"].startswith("error: ConnectionError")
+    assert report.sources["inspect"] == SourceStatus(SourceState.OK)  # the rest went on
 
 
 def test_state_busy_makes_the_run_read_only(tmp_path):
@@ -210,7 +210,7 @@ def test_state_busy_makes_the_run_read_only(tmp_path):
     holder = FileStateStore(deps.settings.state_file)
     holder.acquire("someone-else", 0, 60)
     report = run_once(deps)
-    assert report.sources["state"].startswith("busy")
+    assert report.sources["state"].state is SourceState.BUSY
     assert report.alerts == ()
     assert any(f.kind == Kind.WORKER_LOST for f in report.findings)
 
@@ -278,7 +278,7 @@ def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
             deps = _deps(tmp_path, control, results, publisher, clock)
             deps.store = DynamoDBStateStore("state", client=dynamo)
             runs.append(deps)
-        assert run_once(runs[0]).sources["state"] == "ok"
+        assert run_once(runs[0]).sources["state"] == SourceStatus(SourceState.OK)
         control.alive.remove(W)
         clock.now += 60
         barrier = threading.Barrier(3)
@@ -296,7 +296,7 @@ def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
         # every overlapping run saw the death; exactly one held the lease and alerted
         assert len(reports) == 3
         assert all(any(f.kind == Kind.WORKER_LOST for f in r.findings) for r in reports)
-        assert sorted(r.sources["state"].split(":")[0] for r in reports) == ["busy", "busy", "ok"]
+        assert sorted(r.sources["state"].state.value for r in reports) == ["busy", "busy", "ok"]
         assert len(publisher.sent) == 1
         # and the next run does not alert again
         clock.now += 60
@@ -354,7 +354,7 @@ def test_a_run_with_no_time_left_saves_but_publishes_nothing(tmp_path):
     deps.publish_s = 2.0  # one publish may take 2 s; the run has 1 s
     report = run_once(deps, "check", Deadline.after(1.0))
     assert [(a.kind, a.published) for a in report.alerts] == [("worker_lost", False)]
-    assert "deadline" in report.sources["alerts"] and publisher.sent == []
+    assert "deadline" in report.sources["alerts"].detail and publisher.sent == []
     clock.now += 60
     assert [a.published for a in run_once(deps).alerts] == [True]
 

@@ -19,6 +19,7 @@ from importlib import metadata
 from oomcheck.config.parsers import DAY, seconds
 from oomcheck.config.settings import Settings, SettingsError, from_env
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
+from oomcheck.model import Mode
 from oomcheck.report.document import Report, SettingOrigin
 from oomcheck.report.table import render_table
 
@@ -215,7 +216,8 @@ def _run(
         text = scrub(" ".join(str(exc).split()), settings.secrets())[:500]
         print(f"oomcheck: {text}", file=sys.stderr)
         return EXIT_ERROR
-    if args.command == "watch":
+    mode = Mode(args.command)
+    if mode is Mode.WATCH:
         from oomcheck.runner import combine, watch
 
         reports = watch(
@@ -232,7 +234,7 @@ def _run(
     from oomcheck.runner import run_once
 
     deadline = Deadline.after(args.timeout, deps.monotonic)
-    report = replace(run_once(deps, args.command, deadline), settings=origins)
+    report = replace(run_once(deps, mode, deadline), settings=origins)
     _print_report(report, args.json)
     return report.exit_code
 

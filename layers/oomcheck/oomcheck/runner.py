@@ -1,7 +1,7 @@
 """One run of oomcheck: observe, evaluate, save, alert, report. Adapters come in through Deps.
 
-Every source is guarded: whatever it raises becomes "error: ..." in the report and a
-source_unavailable finding, and the run goes on with the others.
+Every source is guarded: whatever it raises becomes an error status (``"error: ..."`` in the
+report) and a source_unavailable finding, and the run goes on with the others.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
 from oomcheck.detect import evaluate
 from oomcheck.entry.arrivals import Arrival, merged
 from oomcheck.model import (
+    Mode,
     Observation,
     Source,
     SourceState,
@@ -31,13 +32,13 @@ from oomcheck.observe import observe
 from oomcheck.ports import Deps
 from oomcheck.redact import scrub
 from oomcheck.report import usage
-from oomcheck.report.document import Report, source_texts, worker_rows
+from oomcheck.report.document import Report, worker_rows
 from oomcheck.store.base import LeaseBusy, StateError
 
 
 def run_once(
     deps: Deps,
-    mode: str = "check",
+    mode: Mode = Mode.CHECK,
     deadline: Deadline | None = None,
     *,
     arrival: Arrival | None = None,
@@ -50,15 +51,17 @@ def run_once(
     the sources read (the same ids as when the log group gives them back later).
     """
     started = time.perf_counter()
-    if mode not in ("check", "watch", "audit"):
-        raise ValueError(f"unknown mode {mode!r}")
+    try:  # untyped callers (scripts, a Lambda event) may hand in the mode's string
+        mode = Mode(mode)
+    except ValueError:
+        raise ValueError(f"unknown mode {mode!r}") from None
     settings = deps.settings
     deadline = deadline or Deadline.after(DEFAULT_RUN_TIMEOUT_S, deps.monotonic)
     now = deps.clock()
-    view = _open_state(deps, now, deadline, writable=mode != "audit")
+    view = _open_state(deps, now, deadline, writable=mode is not Mode.AUDIT)
     try:
         # 2. observe; from here on `now` is the reference clock's (the lease keeps the local)
-        observed = observe(deps, view.state, now, audit=mode == "audit")
+        observed = observe(deps, view.state, now, audit=mode is Mode.AUDIT)
         now = observed.observation.at
         errors = dict(observed.observation.errors)
         if view.status.failed:
@@ -74,7 +77,7 @@ def run_once(
             last_discovery_at=now if observed.discovered else view.state.last_discovery_at,
             scan_cursor=observed.scan_cursor,
         )
-        if mode == "audit":
+        if mode is Mode.AUDIT:
             findings = [*findings, *config_risks(observation, view.state)]
 
         # 4. save, alert (each sent mark saved as it is sent), release
@@ -95,7 +98,7 @@ def run_once(
     stats["alerts_published"] = sum(1 for a in records if a.published)
     stats["messages_published"] = done.messages if done else 0
     stats["alerts_undeliverable"] = done.undeliverable if done else 0
-    statuses: dict[str, SourceStatus | str] = {
+    statuses: dict[str, SourceStatus] = {
         **observed.statuses,
         Source.STATE.value: committed.status if committed else view.status,
     }
@@ -103,7 +106,7 @@ def run_once(
     statuses[Source.ALERTS.value] = (
         SourceStatus(SourceState.ERROR, errors_seen[0])
         if errors_seen
-        else deps.publisher.describe()
+        else SourceStatus(SourceState.OK, deps.publisher.describe())
     )
     roster = new_state.workers if view.writable else {**view.state.workers, **new_state.workers}
     return Report(
@@ -112,7 +115,7 @@ def run_once(
         duration_ms=int((time.perf_counter() - started) * 1000),
         workers=worker_rows(observation.workers, roster),
         findings=tuple(findings),
-        sources=source_texts(statuses),
+        sources=statuses,
         stats=stats,
         alerts=tuple(records),
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
@@ -231,7 +234,7 @@ def watch(
     while True:
         tick = clock()
         limit = (deadline or Deadline(float("inf"), clock)).earliest(run_timeout_s)
-        report = run_once(deps, "watch", limit)
+        report = run_once(deps, Mode.WATCH, limit)
         on_report(report)
         reports.append(report)
         next_tick = tick + interval

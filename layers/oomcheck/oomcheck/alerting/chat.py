@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from oomcheck.alerting.render import WHERE_TO_READ, AlertMessage
-from oomcheck.detect.text import cause_words, utc
-from oomcheck.model import Action, Cause
+from oomcheck.detect.text import GONE, cause_words, utc
+from oomcheck.model import Action, Cause, Severity
 
 __all__ = ["DESCRIPTION_MAX", "TITLE_MAX", "chat_message", "chat_request"]
 
@@ -35,8 +35,8 @@ WORKERS_LISTED = 10
 RESOURCES_MAX = 20
 
 _SEVERITY_ICONS = {
-    "critical": "\N{POLICE CARS REVOLVING LIGHT}",
-    "warning": "\N{WARNING SIGN}",
+    Severity.CRITICAL: "\N{POLICE CARS REVOLVING LIGHT}",
+    Severity.WARNING: "\N{WARNING SIGN}",
 }
 _ACTION_ICONS = {
     Action.UPDATE: "\N{ANTICLOCKWISE DOWNWARDS AND UPWARDS OPEN CIRCLE ARROWS}",
@@ -115,7 +115,7 @@ def _description(message: AlertMessage) -> str:
     members = [_mapping(m) for m in payload.get("incidents") or ()]
     lines: list[str] = []
     if message.action is Action.RESOLVE:
-        lines.append(f"Resolved: {payload.get('resolution') or 'the condition is gone'}")
+        lines.append(f"Resolved: {payload.get('resolution') or GONE}")
     elif message.action is Action.UPDATE and payload.get("note"):
         lines.append(f"Update: {payload['note']}")
     elif message.action is Action.REMIND:
@@ -146,7 +146,7 @@ def _next_steps(message: AlertMessage) -> list[str]:
 
 
 def _keywords(message: AlertMessage) -> list[str]:
-    words = (message.kind, message.severity, message.action.value)
+    words = (message.kind.value, message.severity.value, message.action.value)
     return [_clip(w, KEYWORD_CHARS) for w in words if w][:KEYWORDS_MAX]
 
 
@@ -172,8 +172,8 @@ def chat_message(message: AlertMessage) -> dict[str, Any]:
             "eventType": f"oomcheck.{message.action.value}",
             "relatedResources": [w for w in workers if w][:RESOURCES_MAX],
             "additionalContext": {
-                "kind": message.kind,
-                "severity": message.severity,
+                "kind": message.kind.value,
+                "severity": message.severity.value,
                 "action": message.action.value,
                 "dedup_key": message.dedup_key,
                 "incident_ids": ",".join(message.incident_ids)[:1000],
@@ -186,8 +186,8 @@ def chat_request(message: AlertMessage) -> dict[str, Any]:
     """Publish arguments for the chat topic: the notification as the one body every protocol
     gets, and the same filterable attributes as the alert topic."""
     attributes = {
-        "kind": message.kind,
-        "severity": message.severity,
+        "kind": message.kind.value,
+        "severity": message.severity.value,
         "action": message.action.value,
         "dedup_key": message.dedup_key,
     }

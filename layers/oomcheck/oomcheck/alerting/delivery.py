@@ -23,13 +23,11 @@ from oomcheck.alerting import outbox
 from oomcheck.alerting import render as alerting
 from oomcheck.alerting.outbox import SentJournal, SentMark
 from oomcheck.deadline import Deadline
-from oomcheck.model import SourceState, SourceStatus, State
+from oomcheck.model import Delivery, SourceState, SourceStatus, State
 from oomcheck.ports import Publisher, StateStore
 from oomcheck.redact import scrub
 from oomcheck.report.document import AlertRecord
 from oomcheck.store.base import LeaseLost, StateError
-
-UNDELIVERABLE = "undeliverable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +56,8 @@ class Delivered:
     messages: int = 0
     undeliverable: int = 0
     writes: int = 0
-    # why publishing stopped early (a failure that may pass, the deadline), if it did
+    # why publishing stopped early (a failure that may pass, the deadline), if it did: the
+    # alerts after it are deferred for that reason
     stopped: str | None = None
     state_error: str | None = None
 
@@ -73,9 +72,9 @@ def deliver(box: Outbox, state: State, saved: State, now: float) -> Delivered:
         sent_before = done.messages + done.undeliverable
         for batch in todo:
             if done.stopped is None and not box.deadline.allows(box.publish_s + box.finish_s):
-                done.stopped = "deferred: the run's deadline is near"
+                done.stopped = "the run's deadline is near"
             if done.stopped is not None:
-                _record(done, batch, "", False, done.stopped)
+                _record(done, batch, "", Delivery.DEFERRED, done.stopped)
                 continue
             _send(box, batch, now, done)
         if done.stopped is not None or done.messages + done.undeliverable == sent_before:
@@ -110,7 +109,7 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
                 SentMark(incident.id, pending.action, outbox.dedup_key(incident, pending), now)
             )
         done.messages += 1
-        _record(done, batch, message.subject, True, None)
+        _record(done, batch, message.subject, Delivery.PUBLISHED, None)
         _save(box, done)
         return
     reason = scrub(str(error), box.secrets)[:300]
@@ -118,24 +117,22 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
         for incident, pending in batch.members:
             done.state = outbox.mark_undeliverable(done.state, incident.id, pending.action)
         done.undeliverable += 1
-        _record(done, batch, message.subject, False, f"{UNDELIVERABLE}: {reason}")
+        _record(done, batch, message.subject, Delivery.UNDELIVERABLE, reason)
         _save(box, done)
         return
     for incident, pending in batch.members:
         done.state = outbox.mark_failed(done.state, incident.id, pending.action, reason)
-    _record(done, batch, message.subject, False, reason)
-    done.stopped = f"deferred: {reason}"
+    _record(done, batch, message.subject, Delivery.FAILED, reason)
+    done.stopped = reason
 
 
 def _record(
-    done: Delivered, batch: outbox.Batch, subject: str, published: bool, error: str | None
+    done: Delivered, batch: outbox.Batch, subject: str, outcome: Delivery, reason: str | None
 ) -> None:
     subject = subject or alerting.batch_subject(batch)
     for incident, pending in batch.members:
         done.records.append(
-            AlertRecord(
-                incident.id, incident.kind.value, pending.action.value, subject, published, error
-            )
+            AlertRecord(incident.id, incident.kind, pending.action, subject, outcome, reason)
         )
 
 
@@ -151,7 +148,7 @@ def _save(box: Outbox, done: Delivered) -> None:
     except StateError as exc:
         done.state_error = scrub(str(exc), box.secrets)[:300]
         if done.stopped is None:
-            done.stopped = "deferred: sent marks could not be saved"
+            done.stopped = "sent marks could not be saved"
         return
     done.writes += stats.writes
     done.saved = done.state

@@ -13,8 +13,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from oomcheck.alerting.outbox import Batch, batch_key, dedup_key
-from oomcheck.detect.text import cause_suffix, cause_words, fate_line, fates_text, utc
-from oomcheck.model import Action, Finding, Incident, IncidentKey, PendingAlert, Severity
+from oomcheck.detect.text import (
+    GONE,
+    cause_suffix,
+    cause_words,
+    fate_line,
+    fates_text,
+    group_headline,
+    headline,
+    utc,
+)
+from oomcheck.model import Action, Finding, Incident, IncidentKey, Kind, PendingAlert, Severity
 from oomcheck.store.codec import finding_to_json
 
 __all__ = [
@@ -45,8 +54,8 @@ WHERE_TO_READ = "`oomcheck audit` (or the check's JSON report) lists them all"
 class AlertMessage:
     incident_id: str  # the first (or only) incident; every one is in incident_ids
     action: Action
-    kind: str
-    severity: str
+    kind: Kind
+    severity: Severity
     subject: str
     text: str
     payload: dict[str, Any]
@@ -63,33 +72,13 @@ class PublishError(RuntimeError):
         self.permanent = permanent
 
 
-# ------------------------------------------------------------------------------ words
+# ------------------------------------------------------------------------------ headlines
+# (their words, by kind, are in oomcheck.detect.text)
 
-_HEADLINES = {
-    "worker_lost": "{worker} died{cause}",
-    "worker_restarted": "{worker} restarted{cause}",
-    "child_killed": "pool process killed{cause} on {worker}",
-    "task_orphaned": "tasks orphaned on {worker}",
-    "task_stalled": "task stalled on {worker}",
-    "poison_task": "poison task in a kill loop{cause}",
-    "oom_kill": "OOM kill on an unknown worker",
-    "source_unavailable": "a source is unavailable",
-    "memory_pressure": "{worker} near its memory limit",
-    "queue_orphaned": "queue {subject} has no live consumer",
-}
-_GROUP_HEADLINES = {
-    "worker_lost": "{n} workers died{cause}",
-    "worker_restarted": "{n} workers restarted{cause}",
-    "child_killed": "pool processes killed{cause} on {n} workers",
-    "task_orphaned": "tasks orphaned on {n} workers",
-    "task_stalled": "{n} tasks stalled",
-    "poison_task": "{n} poison tasks in kill loops{cause}",
-    "oom_kill": "{n} OOM kills on unknown workers",
-    "source_unavailable": "{n} sources unavailable",
-    "memory_pressure": "{n} workers near their memory limit",
-    "queue_orphaned": "{n} queues with no live consumer",
-}
-_COUNTS_TASKS = ("worker_lost", "worker_restarted", "child_killed", "task_orphaned")
+# Kinds whose headline counts the tasks that died with them.
+_COUNTS_TASKS = frozenset(
+    {Kind.WORKER_LOST, Kind.WORKER_RESTARTED, Kind.CHILD_KILLED, Kind.TASK_ORPHANED}
+)
 
 
 def _shared_exit_code(findings: Iterable[Finding]) -> int | None:
@@ -101,18 +90,18 @@ def _headline(findings: tuple[Finding, ...], *, brief: bool = False) -> str:
     """What happened, in a subject's words; ``brief``: without cause and task count (an update
     says what changed instead)."""
     first = findings[0]
-    kind = first.kind.value
+    kind = first.kind
     cause = "" if brief else cause_suffix(first.cause, _shared_exit_code(findings))
     if len(findings) == 1:
-        text = _HEADLINES.get(kind, kind).format(
+        text = headline(kind).format(
             worker=first.worker or "unknown worker",
             cause=cause,
             subject=first.key.subject if first.key else "",
         )
-        if kind in ("poison_task", "memory_pressure") and first.tasks:
+        if kind in (Kind.POISON_TASK, Kind.MEMORY_PRESSURE) and first.tasks:
             text += f": {first.tasks[0].name or first.tasks[0].id}"
     else:
-        text = _GROUP_HEADLINES.get(kind, "{n} x " + kind).format(n=len(findings), cause=cause)
+        text = group_headline(kind).format(n=len(findings), cause=cause)
     tasks = sum(len(f.tasks) for f in findings)
     if tasks and kind in _COUNTS_TASKS and not brief:
         text += f", {tasks} task(s)"
@@ -155,7 +144,7 @@ def _opening(batch: Batch, now: float) -> list[str]:
     if batch.action is Action.RESOLVE:
         return [
             "RESOLVED",
-            f"  {incident.resolution or 'the condition is gone'}",
+            f"  {incident.resolution or GONE}",
             "",
             f"What happened: {incident.finding.summary}",
             "",
@@ -172,9 +161,8 @@ def _opening(batch: Batch, now: float) -> list[str]:
     if len(findings) == 1:
         return ["WHAT HAPPENED", f"  {incident.finding.summary}", ""]
     # "12 workers died, OOM-killed, 340 task(s): 40 awaiting redelivery, 300 lost"
-    base = _GROUP_HEADLINES.get(findings[0].kind.value, "{n} x " + findings[0].kind.value)
     parts = (
-        base.format(n=len(findings), cause=""),
+        group_headline(findings[0].kind).format(n=len(findings), cause=""),
         cause_words(findings[0].cause, _shared_exit_code(findings)),
         fates_text(t for f in findings for t in f.tasks),
     )
@@ -260,9 +248,7 @@ def render_batch(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> A
     first, pending = batch.members[0]
     subject = batch_subject(batch)
     text = render_text(batch, now, max_tasks)
-    severity = (
-        Severity.INFO.value if batch.action is Action.RESOLVE else first.finding.severity.value
-    )
+    severity = Severity.INFO if batch.action is Action.RESOLVE else first.finding.severity
     key = batch_key(batch)
     members = _members_json(batch, max_tasks)
     payload: dict[str, Any] = {
@@ -273,7 +259,7 @@ def render_batch(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> A
         "incident_id": first.id,
         "incident_ids": [i.id for i in batch.incidents],
         "kind": first.kind.value,
-        "severity": severity,
+        "severity": severity.value,
         "opened_at": first.opened_at,
         "closed_at": first.closed_at,
         "resolution": first.resolution if batch.action is Action.RESOLVE else None,
@@ -288,7 +274,7 @@ def render_batch(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> A
     return AlertMessage(
         incident_id=first.id,
         action=batch.action,
-        kind=first.kind.value,
+        kind=first.kind,
         severity=severity,
         subject=subject,
         text=text,
@@ -313,8 +299,8 @@ def sns_request(message: AlertMessage) -> dict[str, Any]:
     machine = json.dumps(message.payload, separators=(",", ":"), default=str)
     body = {"default": machine, "email": message.text, "sms": message.subject}
     attributes = {
-        "kind": message.kind,
-        "severity": message.severity,
+        "kind": message.kind.value,
+        "severity": message.severity.value,
         "action": message.action.value,
         "dedup_key": message.dedup_key,
     }

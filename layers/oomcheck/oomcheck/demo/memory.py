@@ -28,6 +28,7 @@ from typing import Any
 
 from oomcheck.demo import run
 from oomcheck.demo.workers import MemoryCgroup, WorkerProcess, memory_cgroup_available, wait_for
+from oomcheck.model import Kind, Mode
 
 POD = "celery-worker-5d8f9c7b6-x2k4p"
 WORKER = f"worker@{POD}"  # celery's default nodename in a pod: its host part is the pod name
@@ -149,12 +150,12 @@ def run_memory_demo(*, use_cgroup: bool = True, out: Out = run.say) -> int:
         if scene is None:
             return 1
         task_id = _send_grow(scene, out)
-        warned = _watch_for(scene, "memory_pressure", out)
+        warned = _watch_for(scene, Kind.MEMORY_PRESSURE, out)
         if warned is None:
             out("no memory_pressure alert within the deadline")
             return 1
         _let_it_die(scene, out)
-        if _watch_for(scene, "worker_lost", out) is None:
+        if _watch_for(scene, Kind.WORKER_LOST, out) is None:
             out("no worker_lost alert within the deadline")
             return 1
         received = run._read_queue(scene.stage.sqs, scene.stage.queue_url)
@@ -246,13 +247,13 @@ def _send_grow(scene: _Scene, out: Out) -> str:
     return task_id
 
 
-def _watch_for(scene: _Scene, kind: str, out: Out) -> Any:
+def _watch_for(scene: _Scene, kind: Kind, out: Out) -> Any:
     """Check every second until an alert of ``kind`` is accepted; the report, or None."""
     from oomcheck.runner import run_once
 
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
-        report = run_once(scene.deps, "watch")
+        report = run_once(scene.deps, Mode.WATCH)
         kinds = [f.kind.value for f in report.findings if f.alertable]
         out(f"      check in {report.duration_ms} ms: findings {kinds or 'none'}")
         if any(m.kind == kind for _, m in scene.publisher.accepted):

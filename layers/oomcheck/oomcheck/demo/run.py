@@ -217,9 +217,10 @@ def run_scenario(*, use_cgroup: bool = True, out: Any = say) -> DemoResult | Non
         supervisor = Supervisor(worker, cgroup, stage.logs).start()
         stack.callback(supervisor.stop)
 
+        from oomcheck.model import Mode
         from oomcheck.runner import run_once
 
-        first = run_once(deps, "check")
+        first = run_once(deps, Mode.CHECK)
         out(
             f"[4/6] first check: {len(first.workers)} worker(s) alive, "
             f"{len(first.findings)} finding(s), {first.duration_ms} ms"
@@ -340,12 +341,13 @@ def _kill(
 
 def _watch(deps: Any, publisher: TimedPublisher, out: Any) -> Any:
     """Check every second until an alert is accepted or the deadline passes; the last report."""
+    from oomcheck.model import Mode
     from oomcheck.runner import run_once
 
     out("[6/6] oomcheck watch, a check every second:")
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
-        report = run_once(deps, "watch")
+        report = run_once(deps, Mode.WATCH)
         kinds = [f.kind.value for f in report.findings if f.alertable]
         out(
             f"      check in {report.duration_ms} ms: findings {kinds or 'none'}, "

@@ -45,6 +45,7 @@ from oomcheck.model import (
     Finding,
     Incident,
     KillRecord,
+    Kind,
     Observation,
     Policy,
     State,
@@ -147,7 +148,7 @@ def _pruned(state: State, policy: Policy, now: float) -> State:
         if i.closed_at is None or i.closed_at >= horizon or i.pending
     }
     open_poison = {
-        i.key.subject for i in incidents.values() if i.is_open and i.kind == "poison_task"
+        i.key.subject for i in incidents.values() if i.is_open and i.kind is Kind.POISON_TASK
     }
     return replace(
         state,

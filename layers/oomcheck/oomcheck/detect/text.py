@@ -1,4 +1,5 @@
-"""The words oomcheck says: causes, task fates, advice and times, shared by detection and alerts.
+"""The words oomcheck says: causes, task fates, advice, times, and per kind its alert headlines
+and why its incident closed; shared by detection and alerts, said once here.
 
 Pure functions of model values; nothing here decides anything.
 """
@@ -116,9 +117,54 @@ def death_advice(
     return tuple(advice)
 
 
+# An alert's headline for one finding of a kind ({worker}, {cause}: cause_suffix, {subject}: the
+# incident key's subject) and for a group of n; a kind without an entry is named as it is.
+HEADLINES: dict[Kind, str] = {
+    Kind.WORKER_LOST: "{worker} died{cause}",
+    Kind.WORKER_RESTARTED: "{worker} restarted{cause}",
+    Kind.CHILD_KILLED: "pool process killed{cause} on {worker}",
+    Kind.TASK_ORPHANED: "tasks orphaned on {worker}",
+    Kind.TASK_STALLED: "task stalled on {worker}",
+    Kind.POISON_TASK: "poison task in a kill loop{cause}",
+    Kind.OOM_KILL: "OOM kill on an unknown worker",
+    Kind.SOURCE_UNAVAILABLE: "a source is unavailable",
+    Kind.MEMORY_PRESSURE: "{worker} near its memory limit",
+    Kind.QUEUE_ORPHANED: "queue {subject} has no live consumer",
+}
+GROUP_HEADLINES: dict[Kind, str] = {
+    Kind.WORKER_LOST: "{n} workers died{cause}",
+    Kind.WORKER_RESTARTED: "{n} workers restarted{cause}",
+    Kind.CHILD_KILLED: "pool processes killed{cause} on {n} workers",
+    Kind.TASK_ORPHANED: "tasks orphaned on {n} workers",
+    Kind.TASK_STALLED: "{n} tasks stalled",
+    Kind.POISON_TASK: "{n} poison tasks in kill loops{cause}",
+    Kind.OOM_KILL: "{n} OOM kills on unknown workers",
+    Kind.SOURCE_UNAVAILABLE: "{n} sources unavailable",
+    Kind.MEMORY_PRESSURE: "{n} workers near their memory limit",
+    Kind.QUEUE_ORPHANED: "{n} queues with no live consumer",
+}
+
+
+def headline(kind: Kind) -> str:
+    """The one-finding headline template of ``kind`` (see HEADLINES)."""
+    return HEADLINES.get(kind, kind.value)
+
+
+def group_headline(kind: Kind) -> str:
+    """The group headline template of ``kind``: ``{n}`` findings, ``{cause}`` shared."""
+    return GROUP_HEADLINES.get(kind, "{n} x " + kind.value)
+
+
+# Why an incident closed, when nothing more particular is known.
+GONE = "the condition is gone"
+
+# Why an incident of a kind closed when its rule no longer sees the condition.
+GONE_TEXTS: dict[Kind, str] = {
+    Kind.TASK_STALLED: "the task is no longer running",
+    Kind.TASK_ORPHANED: "no orphaned STARTED record remains",
+    Kind.POISON_TASK: "the task has stopped dying and is not queued on any worker",
+}
+
+
 def gone_text(kind: Kind) -> str:
-    return {
-        Kind.TASK_STALLED: "the task is no longer running",
-        Kind.TASK_ORPHANED: "no orphaned STARTED record remains",
-        Kind.POISON_TASK: "the task has stopped dying and is not queued on any worker",
-    }.get(kind, "the condition is gone")
+    return GONE_TEXTS.get(kind, GONE)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from oomcheck.entry.arrivals import Arrival, Shape, parse_arrival
+from oomcheck.model import Mode
 
-MODES = ("check", "audit", "watch")
+MODES = tuple(m.value for m in Mode)
 MAX_WATCH_S = 900.0  # a Lambda's own ceiling
 MIN_INTERVAL_S = 0.1
 
@@ -27,7 +28,7 @@ class InvocationError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Invocation:
-    mode: str
+    mode: Mode
     duration_s: float = 0.0
     interval_s: float | None = None
     scheduled_time: str | None = None
@@ -52,14 +53,14 @@ def parse_invocation(event: Any, *, containers: Sequence[str] = ()) -> Invocatio
     is a check with the events as evidence (``arrival``), read with the ``containers`` patterns
     (glob patterns of the container names that count; empty: all)."""
     if event is None or event == {}:
-        return Invocation("check")
+        return Invocation(Mode.CHECK)
     if not isinstance(event, Mapping):
         raise InvocationError(f"the event must be a JSON object, not {type(event).__name__}")
     arrival = parse_arrival(event, containers=containers)
     if arrival is not None:
-        return Invocation("check", arrival=arrival)
+        return Invocation(Mode.CHECK, arrival=arrival)
     if event.get("detail-type") == "Scheduled Event":
-        return Invocation("check", scheduled_time=_time(event, "time", required=True))
+        return Invocation(Mode.CHECK, scheduled_time=_time(event, "time", required=True))
     mode = event.get("mode", "check")
     if not isinstance(mode, str) or mode not in MODES:
         raise InvocationError(f"unknown mode {_show(mode)}: use one of {', '.join(MODES)}")
@@ -74,7 +75,9 @@ def parse_invocation(event: Any, *, containers: Sequence[str] = ()) -> Invocatio
             f"interval_s must be from {MIN_INTERVAL_S:g} to {MAX_WATCH_S:g} seconds, "
             f"not {interval:g}"
         )
-    return Invocation(mode, duration, interval, _time(event, "scheduled_time", required=False))
+    return Invocation(
+        Mode(mode), duration, interval, _time(event, "scheduled_time", required=False)
+    )
 
 
 def _seconds(event: Mapping[str, Any], key: str, default: float) -> float:

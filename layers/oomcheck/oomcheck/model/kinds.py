@@ -1,4 +1,5 @@
-"""Kinds, severities, causes, verdicts, actions and source statuses."""
+"""Kinds, severities, causes, verdicts, actions, run modes, delivery outcomes and source
+statuses."""
 
 from __future__ import annotations
 
@@ -56,6 +57,27 @@ class Action(StrEnum):
     RESOLVE = "resolve"
 
 
+class Mode(StrEnum):
+    """How a run goes: a check (observe, evaluate, save, alert), an audit (read only: no alerts,
+    no state writes) or one check of a watch (repeated checks)."""
+
+    CHECK = "check"
+    AUDIT = "audit"
+    WATCH = "watch"
+
+
+class Delivery(StrEnum):
+    """What became of one alert's message in a run (rendered in the report's ``alerts``)."""
+
+    PUBLISHED = "published"
+    # publishing failed in a way that may pass (throttling, 5xx, a timeout): kept, retried next run
+    FAILED = "failed"
+    # not tried this run (an earlier failure stopped publishing, or the deadline was near): kept
+    DEFERRED = "deferred"
+    # refused for good (SNS refused the message itself, the reduced form too): dropped
+    UNDELIVERABLE = "undeliverable"
+
+
 class WorkerStatus(StrEnum):
     ALIVE = "alive"
     # A solo/threads worker inside a task does not answer remote control: not dead (yet).
@@ -86,7 +108,9 @@ class SourceState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """How one source fared in a run. Rendered as a string only in the report."""
+    """How one source fared in a run; ``detail``: why it is off, busy or failed, or, when ok,
+    what it is (the alerts' channels). Rendered as a string only in the report
+    (oomcheck.report.document.source_text)."""
 
     state: SourceState
     detail: str = ""
@@ -94,6 +118,3 @@ class SourceStatus:
     @property
     def failed(self) -> bool:
         return self.state is SourceState.ERROR
-
-    def __str__(self) -> str:
-        return f"{self.state.value}: {self.detail}" if self.detail else self.state.value

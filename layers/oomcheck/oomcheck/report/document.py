@@ -8,8 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from oomcheck.model import (
+    Action,
+    Delivery,
     Finding,
     Incident,
+    Kind,
+    Mode,
+    Source,
+    SourceState,
     SourceStatus,
     WorkerRecord,
     WorkerSnapshot,
@@ -22,12 +28,29 @@ SCHEMA = 1
 
 @dataclass(frozen=True, slots=True)
 class AlertRecord:
+    """One alert of this run and what became of its message; ``reason``: why it was not
+    published (None when it was)."""
+
     incident_id: str
-    kind: str
-    action: str
+    kind: Kind
+    action: Action
     subject: str
-    published: bool
-    error: str | None = None
+    outcome: Delivery
+    reason: str | None = None
+
+    @property
+    def published(self) -> bool:
+        return self.outcome is Delivery.PUBLISHED
+
+    @property
+    def error(self) -> str | None:
+        """The report's ``"error"``: the reason, after the outcome's word when it is not a
+        plain failure (``"undeliverable: ..."``, ``"deferred: ..."``)."""
+        if self.outcome is Delivery.PUBLISHED:
+            return None
+        if self.outcome is Delivery.FAILED:
+            return self.reason
+        return f"{self.outcome.value}: {self.reason}" if self.reason else self.outcome.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +64,12 @@ class SettingOrigin:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    mode: str
+    mode: Mode
     checked_at: float
     duration_ms: int
     workers: tuple[dict[str, Any], ...]
     findings: tuple[Finding, ...]
-    sources: Mapping[str, str]
+    sources: Mapping[str, SourceStatus]  # source name (oomcheck.model.Source) -> its status
     stats: Mapping[str, int]
     alerts: tuple[AlertRecord, ...] = ()
     incidents: tuple[Incident, ...] = ()
@@ -64,23 +87,24 @@ class Report:
         all (the check did not really run); else 0."""
         if any(f.alertable for f in self.findings):
             return 2
-        return 1 if self.sources.get("inspect", "ok").startswith("error") else 0
+        inspect = self.sources.get(Source.INSPECT)
+        return 1 if inspect is not None and inspect.failed else 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "schema": SCHEMA,
-            "mode": self.mode,
+            "mode": self.mode.value,
             "checked_at": datetime.fromtimestamp(self.checked_at, tz=UTC).isoformat(),
             "duration_ms": self.duration_ms,
             "workers": list(self.workers),
             "findings": [finding_to_json(f) for f in self.findings],
-            "sources": dict(self.sources),
+            "sources": source_texts(self.sources),
             "stats": dict(self.stats),
             "alerts": [
                 {
                     "incident_id": a.incident_id,
-                    "kind": a.kind,
-                    "action": a.action,
+                    "kind": a.kind.value,
+                    "action": a.action.value,
                     "subject": a.subject,
                     "published": a.published,
                     **({"error": a.error} if a.error else {}),
@@ -88,7 +112,7 @@ class Report:
                 for a in self.alerts
             ],
         }
-        if self.mode == "audit":
+        if self.mode is Mode.AUDIT:
             out["incidents"] = [incident_to_json(i) for i in self.incidents]
         if self.memory is not None:
             out["memory"] = list(self.memory)
@@ -103,10 +127,18 @@ class Report:
         return out
 
 
-def source_texts(statuses: Mapping[str, SourceStatus | str]) -> dict[str, str]:
-    """The report's ``"sources"``: ``"ok"``, ``"error: ..."``, ``"off: ..."``, ``"busy: ..."``
-    (the alerts entry is already text: the publisher's description)."""
-    return {name: str(status) for name, status in statuses.items()}
+def source_text(status: SourceStatus) -> str:
+    """A source's status as the report says it: ``"ok"``, ``"error: ..."``, ``"off: ..."``,
+    ``"busy: ..."``, ``"lost lease: ..."``; an ok status with a detail is that detail alone (the
+    alerts' channels: ``"sns:arn:..."``, ``"printed (no topic configured)"``)."""
+    if status.state is SourceState.OK and status.detail:
+        return status.detail
+    return f"{status.state.value}: {status.detail}" if status.detail else status.state.value
+
+
+def source_texts(statuses: Mapping[str, SourceStatus]) -> dict[str, str]:
+    """The report's ``"sources"``, in the order the run read them."""
+    return {name: source_text(status) for name, status in statuses.items()}
 
 
 def worker_rows(

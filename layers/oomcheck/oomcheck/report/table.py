@@ -6,15 +6,15 @@ from typing import Any
 
 from oomcheck.detect.text import utc
 from oomcheck.model import Severity
-from oomcheck.report.document import Report
+from oomcheck.report.document import Report, source_text
 
 _MARK = {Severity.CRITICAL: "CRIT", Severity.WARNING: "WARN", Severity.INFO: "info"}
 
 
 def render_table(report: Report) -> str:
     lines = [
-        f"oomcheck {report.mode} at {utc(report.checked_at)} in {report.duration_ms} ms",
-        "sources: " + ", ".join(f"{k} {v}" for k, v in report.sources.items()),
+        f"oomcheck {report.mode.value} at {utc(report.checked_at)} in {report.duration_ms} ms",
+        "sources: " + ", ".join(f"{k} {source_text(v)}" for k, v in report.sources.items()),
         "",
     ]
     lines.append(f"{'WORKER':<40} {'STATUS':<9} {'PID':>8} {'UPTIME':>8} {'ACTIVE':>6}  POOL")

@@ -9,7 +9,6 @@ from oomcheck.detect.signals import Outcome, Signal
 from oomcheck.model import (
     Cause,
     Finding,
-    IncidentKey,
     Kill,
     KillRecord,
     Kind,
@@ -19,10 +18,6 @@ from oomcheck.model import (
 )
 
 KINDS = frozenset({Kind.POISON_TASK})
-
-
-def gone(key: IncidentKey) -> str:
-    return "the task has stopped dying and is not queued"
 
 
 def judge(ctx: Context, carried: Carried) -> Outcome:
@@ -40,7 +35,7 @@ def judge(ctx: Context, carried: Carried) -> Outcome:
         elif len(recent) < ctx.policy.poison_kills:
             continue
         signals.append(Signal(_finding(ctx, task_id, record, recent or record.kills)))
-    return Outcome(KINDS, signals=tuple(signals), gone=gone)
+    return Outcome(KINDS, signals=tuple(signals))
 
 
 def _still_active(ctx: Context, task_id: str, record: KillRecord) -> bool:
