@@ -119,6 +119,11 @@ class Presence:
     evidence: str
     # When its connections were last seen (broker clock), if known.
     last_seen: float | None = None
+    # Once its connections are gone: whether it closed its channels as a clean shutdown does
+    # (True: kombu removed its pidbox binding), or died holding them (False: a SIGKILL or OOM kill
+    # leaves the binding behind). None: the broker cannot tell (RabbitMQ deletes the queue either
+    # way) or it is not gone.
+    closed_cleanly: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any
 
 from oomcheck.model import (
     Finding,
     Incident,
+    Source,
     SourceStatus,
     WorkerRecord,
     WorkerSnapshot,
@@ -18,6 +20,21 @@ from oomcheck.model import (
 from oomcheck.store.codec import finding_to_json, incident_to_json
 
 SCHEMA = 1
+
+# Sources without which a run is no check at all: the broker (remote control) and the backend.
+_ESSENTIAL = (Source.INSPECT.value, Source.RESULTS.value)
+
+
+class ExitCode(IntEnum):
+    """The CLI's exit codes (README, "Exit codes"); 64, 69 and 78 are sysexits.h's, as Celery's
+    own CLI exits 69 (EX_UNAVAILABLE) when no node replies."""
+
+    OK = 0  # no open critical or warning finding
+    ERROR = 1  # an unexpected failure, or interrupted
+    FINDINGS = 2  # an open critical or warning finding
+    USAGE = 64  # EX_USAGE: the command line could not be parsed
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: the broker or the result backend could not be read
+    CONFIG = 78  # EX_CONFIG: a setting was refused (environment, the app, or a flag's value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +76,15 @@ class Report:
     queues: tuple[dict[str, Any], ...] | None = None
 
     @property
-    def exit_code(self) -> int:
-        """2 = an open critical/warning finding; else 1 when the workers could not be asked at
-        all (the check did not really run); else 0."""
+    def exit_code(self) -> ExitCode:
+        """UNAVAILABLE when the broker or the backend could not be read, on every such run (with
+        or without an open ``source_unavailable``: the check was not made in full, whatever it
+        found); else FINDINGS for an open critical/warning finding; else OK."""
+        if any(str(self.sources.get(name, "ok")).startswith("error") for name in _ESSENTIAL):
+            return ExitCode.UNAVAILABLE
         if any(f.alertable for f in self.findings):
-            return 2
-        return 1 if self.sources.get("inspect", "ok").startswith("error") else 0
+            return ExitCode.FINDINGS
+        return ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -162,9 +162,8 @@ def _missing(ctx: Context, t: Transition) -> _Step:
         return _connected(ctx, record, orphans, presence.evidence)
     broker_gone = presence is not None and presence.present is False
     if record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone:
-        busy_with = _within_limit(ctx, orphans, record)
-        if busy_with is not None:
-            return _busy(ctx, record, busy_with)
+        if _within_limit(ctx, orphans, record) is not None:
+            return _Step(record=with_status(ctx, record, WorkerStatus.BUSY))
     dead = fates(ctx, orphans, record)
     step = _Step()
     step.used.update(e.event_id for e in exits)
@@ -172,7 +171,9 @@ def _missing(ctx: Context, t: Transition) -> _Step:
     if presence is not None:
         lines = (*lines, presence.evidence)
     lines = (*lines, *_memory_before(ctx, record))
-    if not dead and not abnormal_exit:
+    # its broker connections gone without the clean close a shutdown makes: killed, even idle
+    killed_idle = presence is not None and broker_gone and presence.closed_cleanly is False
+    if not dead and not abnormal_exit and not killed_idle:
         step.record = with_status(ctx, record, WorkerStatus.DEPARTED, active=())
         step.signals.append(_departed(record, lines))
         return step
@@ -206,37 +207,12 @@ def _memory_before(ctx: Context, record: WorkerRecord) -> tuple[str, ...]:
     )
 
 
-def _busy(ctx: Context, record: WorkerRecord, task_id: str) -> _Step:
-    finding = Finding(
-        kind=Kind.WORKER_DEPARTED,
-        severity=Severity.INFO,
-        worker=record.name,
-        evidence=(f"inspect: no reply; {record.pool} pool busy with {task_id}",),
-        summary=(
-            f"{record.name} ({record.pool} pool) does not answer while it runs {task_id}; "
-            "not a death until the task's limit passes"
-        ),
-        key=keys.busy(record.name),
-    )
-    return _Step(record=with_status(ctx, record, WorkerStatus.BUSY), signals=[Signal(finding)])
-
-
 def _connected(ctx: Context, record: WorkerRecord, tasks: list[ActiveTask], evidence: str) -> _Step:
-    """Silent but still connected to the broker: busy (a blocked pool) or frozen, not dead.
-    Tasks past their limit make it a hung worker: task_stalled, not a death."""
-    hung = tuple(stalls.hung(ctx, record, tasks, evidence))
-    finding = Finding(
-        kind=Kind.WORKER_DEPARTED,
-        severity=Severity.INFO,
-        worker=record.name,
-        evidence=(f"inspect: no reply (last pid {record.pid})", evidence),
-        summary=f"{record.name} does not answer but is still connected to the broker: busy or "
-        "frozen, not dead",
-        key=keys.busy(record.name),
-    )
-    return _Step(
-        record=with_status(ctx, record, WorkerStatus.BUSY), signals=[Signal(finding), *hung]
-    )
+    """Silent but still connected to the broker: busy (a blocked pool) or frozen, not dead; its
+    status says so (``busy``), no finding does. Tasks past their limit make it a hung worker:
+    task_stalled, not a death."""
+    hung = list(stalls.hung(ctx, record, tasks, evidence))
+    return _Step(record=with_status(ctx, record, WorkerStatus.BUSY), signals=hung)
 
 
 def _departed(record: WorkerRecord, lines: tuple[str, ...]) -> Signal:
