@@ -82,7 +82,8 @@ def _package_parents(edges: dict[str, set[str]]) -> dict[str, set[str]]:
     """Without the edges from a package's __init__ down into its own modules (it gathers them;
     they may use each other through their own names)."""
     return {
-        name: {t for t in targets if not t.startswith(name + ".")} for name, targets in edges.items()
+        name: {t for t in targets if not t.startswith(name + ".")}
+        for name, targets in edges.items()
     }
 
 

@@ -161,9 +161,9 @@ def _missing(ctx: Context, t: Transition) -> _Step:
     if presence is not None and presence.present and not abnormal_exit:
         return _connected(ctx, record, orphans, presence.evidence)
     broker_gone = presence is not None and presence.present is False
-    if record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone:
-        if _within_limit(ctx, orphans, record) is not None:
-            return _Step(record=with_status(ctx, record, WorkerStatus.BUSY))
+    quiet = record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone
+    if quiet and _within_limit(ctx, orphans, record) is not None:
+        return _Step(record=with_status(ctx, record, WorkerStatus.BUSY))
     dead = fates(ctx, orphans, record)
     step = _Step()
     step.used.update(e.event_id for e in exits)
