@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from oomcheck.model import Action, PendingAlert, State, WorkerStatus
+from oomcheck.model import Action, Cause, Kill, KillRecord, PendingAlert, State, WorkerStatus
 from oomcheck.store import codec
 from oomcheck.store.base import LeaseBusy, LeaseLost, StateError
 from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
@@ -246,3 +247,11 @@ def test_warm_store_reads_the_table_only_after_another_writer(dynamo):
     # an audit takes no lease and always reads
     a.release("a3", changed)
     assert a.load() == changed and len(calls) == 4
+
+
+def test_a_kill_keeps_its_cause_and_an_older_record_without_one_reads_as_unknown():
+    record = KillRecord("t1", "app.loop", (Kill("w@h", 101, T0, "kernel: ...", Cause.OOM_KILLED),))
+    encoded = codec.kills_to_json(record)
+    assert codec.kills_from_json(json.loads(json.dumps(encoded))) == record
+    encoded["kills"][0].pop("cause")
+    assert codec.kills_from_json(encoded).kills[0].cause == Cause.UNKNOWN

@@ -75,6 +75,8 @@ class LostFailure:
     signal: int | None = None
     exitcode: int | None = None
     written_at: float | None = None
+    # from the message where it was parsed: ``killed`` for signal 9, else unknown
+    cause: Cause = Cause.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from oomcheck.model.findings import Finding, IncidentKey
-from oomcheck.model.kinds import Action, Kind, WorkerStatus
+from oomcheck.model.kinds import Action, Cause, Kind, WorkerStatus
 from oomcheck.model.observation import ActiveTask, TaskLimits
 
 # --------------------------------------------------------------------------------------------
@@ -38,6 +38,8 @@ class Kill:
     pid: int | None
     at: float
     how: str  # short evidence: "worker lost", "WorkerLostError signal 9", "child pid changed"
+    # what the evidence said of the death where it was parsed (kernel/ECS OOM, signal 9...)
+    cause: Cause = Cause.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)

@@ -298,12 +298,26 @@ def incident_from_json(value: Json) -> Incident:
     )
 
 
+def _cause(raw: object) -> Cause:
+    """A kill's cause; records written before kills carried one read as unknown."""
+    try:
+        return Cause(raw) if isinstance(raw, str) else Cause.UNKNOWN
+    except ValueError:
+        return Cause.UNKNOWN
+
+
 def kills_from_json(value: Json) -> KillRecord:
     return KillRecord(
         task_id=value["task_id"],
         name=value.get("name"),
         kills=tuple(
-            Kill(worker=k.get("worker"), pid=k.get("pid"), at=float(k["at"]), how=k.get("how", ""))
+            Kill(
+                worker=k.get("worker"),
+                pid=k.get("pid"),
+                at=float(k["at"]),
+                how=k.get("how", ""),
+                cause=_cause(k.get("cause")),
+            )
             for k in value.get("kills", ())
         ),
     )

@@ -16,8 +16,9 @@ KINDS = frozenset({Kind.POISON_TASK})
 def merge_kills(
     previous: Mapping[str, KillRecord], seen: Iterable[KillSeen]
 ) -> dict[str, KillRecord]:
-    """The kill records after this run: one kill per (worker, pid) of a task; records that gain
-    nothing stay the same objects."""
+    """The kill records after this run: one kill per (worker, pid) of a task, with the cause of
+    whichever sign of it knew one (a pid gone from the pool says nothing; the kernel line about
+    it says OOM); records that gain nothing stay the same objects."""
     kills = dict(previous)
     for item in seen:
         record = kills.get(item.task_id)
@@ -25,15 +26,21 @@ def merge_kills(
         if record is None:
             kills[item.task_id] = KillRecord(item.task_id, item.name, (kill,))
             continue
-        if (
-            kill.worker is not None
+        same = [
+            i
+            for i, k in enumerate(record.kills)
+            if kill.worker is not None
             and kill.pid is not None
-            and any(k.worker == kill.worker and k.pid == kill.pid for k in record.kills)
-        ):
-            continue
-        kills[item.task_id] = replace(
-            record, name=record.name or item.name, kills=(*record.kills, kill)
-        )
+            and (k.worker, k.pid) == (kill.worker, kill.pid)
+        ]
+        if not same:
+            kills[item.task_id] = replace(
+                record, name=record.name or item.name, kills=(*record.kills, kill)
+            )
+        elif kill.cause != Cause.UNKNOWN and record.kills[same[0]].cause == Cause.UNKNOWN:
+            known = replace(record.kills[same[0]], cause=kill.cause)
+            updated = tuple(known if i == same[0] else k for i, k in enumerate(record.kills))
+            kills[item.task_id] = replace(record, kills=updated)
     return kills
 
 
@@ -70,7 +77,7 @@ def _finding(ctx: Context, task_id: str, record: KillRecord, kills: tuple[Kill, 
         kind=Kind.POISON_TASK,
         severity=Severity.CRITICAL,
         worker=workers[-1] if len(workers) == 1 else None,
-        cause=Cause.OOM_KILLED if any("oom" in k.how.lower() for k in kills) else Cause.KILLED,
+        cause=Cause.OOM_KILLED if any(k.cause == Cause.OOM_KILLED for k in kills) else Cause.KILLED,
         evidence=tuple(
             f"killed on {k.worker or '?'} pid {k.pid or '?'}: {k.how}" for k in kills[-5:]
         ),

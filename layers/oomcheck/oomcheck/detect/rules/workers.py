@@ -103,7 +103,8 @@ def _restarted(ctx: Context, t: Transition) -> _Step:
     exits = ctx.exits_for(record.name)
     step.used.update(e.event_id for e in exits)
     dead = fates(ctx, orphans, record)
-    step.kills += _kills(ctx, dead, record, "worker restarted")
+    cause, exit_code, lines = cause_from(exits)
+    step.kills += _kills(ctx, dead, record, "worker restarted", cause)
     incident = ctx.open_incident(keys.lost(record.name, record.boot_at))
     if incident is not None:
         step.resolutions.append(
@@ -119,7 +120,6 @@ def _restarted(ctx: Context, t: Transition) -> _Step:
     if record.status not in ALIVE:
         return step  # its departure or death was already reported
     abnormal = bool(dead) or any(not e.clean for e in exits)
-    cause, exit_code, lines = cause_from(exits)
     if not abnormal:
         cause = Cause.UNKNOWN
     fate_text = text.fates_text(dead)
@@ -179,7 +179,7 @@ def _missing(ctx: Context, t: Transition) -> _Step:
         return step
     if record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone:
         lines = (*lines, f"inspect: {record.pool} pool silent past the limit of its task")
-    step.kills += _kills(ctx, dead, record, "worker lost")
+    step.kills += _kills(ctx, dead, record, "worker lost", cause)
     step.record = with_status(ctx, record, WorkerStatus.LOST)
     evidence = (
         f"inspect: no reply to broadcast or direct ping (last pid {record.pid})",
@@ -321,10 +321,10 @@ def _within_limit(ctx: Context, tasks: list[ActiveTask], record: WorkerRecord) -
 
 
 def _kills(
-    ctx: Context, dead: Iterable[TaskFate], record: WorkerRecord, how: str
+    ctx: Context, dead: Iterable[TaskFate], record: WorkerRecord, how: str, cause: Cause
 ) -> list[KillSeen]:
     return [
-        KillSeen(f.id, f.name, Kill(record.name, f.worker_pid or record.pid, ctx.now, how))
+        KillSeen(f.id, f.name, Kill(record.name, f.worker_pid or record.pid, ctx.now, how, cause))
         for f in dead
     ]
 
