@@ -105,6 +105,9 @@ def test_broker_and_backend_down_exits_69_on_every_run(tmp_path: Path):
 
     assert opened(reports[0]) == opened(reports[1]) == []
     assert set(opened(reports[2])) == {"source_unavailable"}
+    # no topic configured: its alert was printed, not published
+    alerts = reports[2]["alerts"]
+    assert alerts and all(a["published"] is False and a["printed"] is True for a in alerts)
 
 
 @pytest.mark.parametrize(

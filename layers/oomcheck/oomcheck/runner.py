@@ -195,6 +195,7 @@ def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
         finish_s=deps.store_s,
         journal=deps.journal,
         secrets=deps.settings.secrets(),
+        printed_only=deps.printed_only,
     )
 
 

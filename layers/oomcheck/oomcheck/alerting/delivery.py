@@ -48,6 +48,8 @@ class Outbox:
     journal: SentJournal
     secrets: tuple[str, ...] = ()
     sleep: Callable[[float], None] = time.sleep
+    # only a printer takes alerts: what it took was printed, not published
+    printed_only: bool = False
 
 
 @dataclass
@@ -110,7 +112,7 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
                 SentMark(incident.id, pending.action, outbox.dedup_key(incident, pending), now)
             )
         done.messages += 1
-        _record(done, batch, message.subject, True, None)
+        _record(done, batch, message.subject, True, None, printed=box.printed_only)
         _save(box, done)
         return
     reason = scrub(str(error), box.secrets)[:300]
@@ -128,13 +130,26 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
 
 
 def _record(
-    done: Delivered, batch: outbox.Batch, subject: str, published: bool, error: str | None
+    done: Delivered,
+    batch: outbox.Batch,
+    subject: str,
+    taken: bool,
+    error: str | None,
+    *,
+    printed: bool = False,
 ) -> None:
+    """``taken``: the channels took the message; published, unless only a printer took it."""
     subject = subject or alerting.batch_subject(batch)
     for incident, pending in batch.members:
         done.records.append(
             AlertRecord(
-                incident.id, incident.kind.value, pending.action.value, subject, published, error
+                incident.id,
+                incident.kind.value,
+                pending.action.value,
+                subject,
+                taken and not printed,
+                error,
+                printed=taken and printed,
             )
         )
 

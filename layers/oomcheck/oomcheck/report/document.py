@@ -45,6 +45,8 @@ class AlertRecord:
     subject: str
     published: bool
     error: str | None = None
+    # taken by the printer alone (no topic, chat topic or bus configured): shown, not published
+    printed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class Report:
                     "action": a.action,
                     "subject": a.subject,
                     "published": a.published,
+                    **({"printed": True} if a.printed else {}),
                     **({"error": a.error} if a.error else {}),
                 }
                 for a in self.alerts
