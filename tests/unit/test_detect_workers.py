@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from oomcheck.detect import text
 from oomcheck.model import (
     Cause,
     Kind,
@@ -309,3 +310,22 @@ def test_broker_that_cannot_tell_leaves_todays_behaviour_and_says_so():
     unsure = Presence(w, None, "broker: cannot tell it apart from b@h")
     findings = replay.step(replace(obs(T0 + 60, [], started_=running), presence={w: unsure}))
     assert kinds(findings) == [] and replay.state.workers[w].status == WorkerStatus.BUSY
+
+
+def test_killed_solo_workers_task_is_named_from_its_unacked_message():
+    # Given a solo worker seen idle, then silent in a task whose STARTED record has no name
+    # (result_extended off); the solo pool acks after the task, so its message is unacked
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    replay.step(obs(T0, [snap(w, pool="solo", pool_pids=[100])]))
+    running = [replace(started("s1", w, 100, written=T0 + 10), name=None)]
+    unacked = [UnackedMessage("s1", "shop.sleepy", "tag-1", fetched_at=T0 + 10)]
+    gone = Presence(w, False, "broker: no subscription from 10.0.1.5 is open any more")
+    # When it is killed
+    findings = replay.step(
+        replace(obs(T0 + 60, [], started_=running, unacked=unacked), presence={w: gone})
+    )
+    # Then its task carries the name the broker's message holds, in the finding and the alert
+    lost = only(findings, Kind.WORKER_LOST)
+    assert [(t.id, t.name) for t in lost.tasks] == [("s1", "shop.sleepy")]
+    assert text.fate_line(lost.tasks[0]).startswith("  - shop.sleepy [s1] on pid 100")
