@@ -94,6 +94,9 @@ class MemoryPoint:
     at: float
     used_mb: float
     limit_mb: float
+    # what limit_mb is, in words: "limit" (the container's hard limit), "ECS reservation",
+    # "EKS request", "EKS node memory" (oomcheck.detect.rules.memory.basis_words)
+    basis: str = "limit"
 
 
 @dataclass(frozen=True, slots=True)

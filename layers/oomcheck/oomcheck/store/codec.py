@@ -159,7 +159,7 @@ _SECTIONS: tuple[tuple[str, str, Any], ...] = (
     (
         "pressure",
         "pressure",
-        lambda points: {"points": [[p.at, p.used_mb, p.limit_mb] for p in points]},
+        lambda points: {"points": [[p.at, p.used_mb, p.limit_mb, p.basis] for p in points]},
     ),
     ("orphaned", "orphaned_since", lambda at: {"at": at}),
 )
@@ -345,9 +345,10 @@ def state_from_items(items: Mapping[str, Json]) -> State:
         elif kind == "event":
             events[ident] = float(value["at"])
         elif kind == "pressure":
+            # points saved before they carried their basis have three members: a hard limit
             pressure[ident] = tuple(
-                MemoryPoint(float(at), float(used), float(limit))
-                for at, used, limit in value.get("points", ())
+                MemoryPoint(float(at), float(used), float(limit), str(rest[0]) if rest else "limit")
+                for at, used, limit, *rest in value.get("points", ())
             )
         elif kind == "orphaned":
             orphaned[ident] = float(value["at"])

@@ -203,7 +203,8 @@ def _memory_before(ctx: Context, record: WorkerRecord) -> tuple[str, ...]:
         return ()
     growing = ", ".join(f"{t.name or 'task'} {t.id}" for t in record.active[:3]) or "no task"
     return (
-        f"memory: before it died, {memory.describe(points, 'limit')}; growing in it: {growing}",
+        f"memory: before it died, {memory.describe(points, points[-1].basis)}; "
+        f"growing in it: {growing}",
     )
 
 
