@@ -138,8 +138,6 @@ class Deps:
     queues: QueueSource | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
-    # No topic, chat topic or bus: alerts are only printed, so none is reported as published.
-    printed_only: bool = False
     # Deadlines and budgets are measured on this clock, never on the wall clock.
     monotonic: Callable[[], float] = time.monotonic
     # The lease owner: one per process, so a run may take back a lease its process's previous

@@ -36,12 +36,7 @@ def build_deps(
     )
     channels = _channels(settings, write, publish_limits)
     publisher: Publisher = channels[0] if len(channels) == 1 else FanoutPublisher(channels)
-    deps = Deps(
-        settings=settings,
-        store=store,
-        publisher=publisher,
-        printed_only=not (settings.topic_arn or settings.chat_topic_arn or settings.event_bus),
-    )
+    deps = Deps(settings=settings, store=store, publisher=publisher)
     if settings.table:
         deps.store_s = store_limits.worst_s
     remote = [c for c in channels if not isinstance(c, PrintAlerter)]
