@@ -71,7 +71,7 @@ def _emit(report: Report) -> None:
     metrics.add_metric(
         name="AlertsFailed",
         unit=MetricUnit.Count,
-        value=sum(1 for a in report.alerts if not a.published),
+        value=sum(1 for a in report.alerts if not (a.published or a.printed)),
     )
     metrics.add_metric(
         name="AlertsUndeliverable",

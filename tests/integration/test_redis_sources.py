@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from oomcheck.demo import services
-from oomcheck.model import LostFailure, StartedTask
+from oomcheck.model import Cause, LostFailure, StartedTask
 from oomcheck.sources.broker import RedisBrokerScanner
 from oomcheck.sources.redis_client import make_redis
 from oomcheck.sources.results import RedisResultScanner
@@ -194,6 +194,7 @@ def assert_full_scan(scan: Any, ids: dict[str, str], marker: Path) -> None:
         name="app.hog",
         worker="w2@box",
         signal=9,
+        cause=Cause.KILLED,
         exitcode=None,
         written_at=lost[ids["lost9"]].written_at,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 
@@ -179,3 +180,29 @@ def test_report_json_matches_the_contract(fleet: Fleet):
     assert set(body["workers"][0]) == {"name", "pid", "uptime_s", "pool_pids", "active", "status"}
     assert {"result_keys_scanned", "started_tasks", "alerts_published"} <= set(body["stats"])
     json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("sig", "kind", "code", "alerts"),
+    [
+        pytest.param(signal.SIGKILL, Kind.WORKER_LOST, 2, ["worker_lost"], id="killed"),
+        pytest.param(signal.SIGTERM, Kind.WORKER_DEPARTED, 0, [], id="shut-down"),
+    ],
+)
+def test_idle_worker_killed_is_lost_and_shut_down_is_departed(
+    fleet: Fleet, sig: signal.Signals, kind: Kind, code: int, alerts: list[str]
+):
+    # Given one idle worker, known to the roster (alone, so the broker can tell its connections)
+    worker = fleet.start("idle@oomcheck-test")
+    assert fleet.check().exit_code == 0
+    # When it is SIGKILLed (or shut down with SIGTERM) with no task running
+    worker.kill(sig, whole_group=sig == signal.SIGKILL)
+    assert worker.wait(20) is not None
+    time.sleep(1.0)  # the kernel closes the dead process's sockets within a second
+    report = fleet.check()
+    # Then its connections are gone either way; only the kill leaves its pidbox binding behind
+    found = _finding(report, kind)
+    assert found.worker == "idle@oomcheck-test"
+    assert any(e.startswith("broker: ") for e in found.evidence), found.evidence
+    assert report.exit_code == code
+    assert [m.kind for m in fleet.publisher.messages] == alerts

@@ -1,5 +1,6 @@
-"""`oomcheck` as a user runs it (a subprocess): bad input is one line on stderr and exit 1, never
-a traceback; an unreachable Redis of any URL form is a degraded report, like a plain one."""
+"""`oomcheck` as a user runs it (a subprocess): bad input is one line on stderr and exit 78 (bad
+settings) or 64 (a bad command line), never a traceback; an unreachable Redis of any URL form is a
+degraded report, like a plain one, and exit 69."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def _oomcheck(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
-def _one_line_error(run: subprocess.CompletedProcess[str], starts: str) -> str:
-    assert run.returncode == 1, run.stderr
+def _one_line_error(run: subprocess.CompletedProcess[str], starts: str, code: int = 78) -> str:
+    assert run.returncode == code, run.stderr
     assert "Traceback" not in run.stderr
     lines = run.stderr.splitlines()
     assert len(lines) == 1, run.stderr
@@ -88,7 +89,7 @@ def _one_line_error(run: subprocess.CompletedProcess[str], starts: str) -> str:
             ["watch", "--duration", "nan"],
             {"OOMCHECK_BROKER_URL": "redis://127.0.0.1:1/0"},
             "--duration must be a number of seconds",
-            id="flag-duration-nan",
+            id="flag-duration-nan-is-a-bad-command-line",
         ),
         pytest.param(
             ["check"],
@@ -98,8 +99,9 @@ def _one_line_error(run: subprocess.CompletedProcess[str], starts: str) -> str:
         ),
     ],
 )
-def test_bad_input_is_one_line_and_exit_1(tmp_path, args, env, starts):
-    _one_line_error(_oomcheck(tmp_path, *args, **env), starts)
+def test_bad_input_is_one_line_and_exit_78_or_64(tmp_path, args, env, starts):
+    code = 64 if "--duration" in args else 78  # --duration is the CLI's own, not a setting
+    _one_line_error(_oomcheck(tmp_path, *args, **env), starts, code)
 
 
 def _closed_url(form: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
@@ -130,6 +132,6 @@ def test_an_unreachable_backend_of_any_form_is_a_degraded_report(tmp_path, form)
     report = json.loads(run.stdout[run.stdout.index("{") :])
     assert report["sources"]["results"].startswith("error: "), report["sources"]
     assert report["sources"]["inspect"].startswith("error: ")
-    assert run.returncode == 1  # the workers could not be asked at all
+    assert run.returncode == 69  # could not check (EX_UNAVAILABLE)
     for part in SEGMENTS:
         assert part not in run.stdout + run.stderr

@@ -148,7 +148,7 @@ def test_app_is_found_as_celery_finds_it(tmp_path: Path, files: dict[str, str], 
 def test_without_a_broker_anywhere_the_error_says_so(tmp_path: Path) -> None:
     (tmp_path / "bare.py").write_text("from celery import Celery\napp = Celery('bare')\n")
     run = _oomcheck(tmp_path, "-A", "bare", "check")
-    assert run.returncode == 1
+    assert run.returncode == 78
     assert run.stderr.startswith("oomcheck: no broker"), run.stderr
 
 
@@ -201,13 +201,13 @@ def test_without_a_broker_anywhere_the_error_says_so(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_an_app_that_cannot_be_used_is_one_line_and_exit_1(
+def test_an_app_that_cannot_be_used_is_one_line_and_exit_78(
     tmp_path: Path, files: dict[str, str], spec: str, message: str
 ) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     run = _oomcheck(tmp_path, "-A", spec, "check", "--json")
-    assert run.returncode == 1
+    assert run.returncode == 78
     assert run.stdout == ""
     assert "Traceback" not in run.stderr
     lines = run.stderr.splitlines()

@@ -81,6 +81,7 @@ def test_worker_lost_error_and_kernel_line_for_one_child_make_one_finding():
         id="c1",
         message="Worker exited prematurely: signal 9 (SIGKILL) Job: 3.",
         signal=9,
+        cause=Cause.KILLED,
         written_at=T0 + 20,
     )
     findings = replay.step(

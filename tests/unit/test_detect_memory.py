@@ -3,6 +3,8 @@ for N samples in a row, naming the tasks it runs now; and the death that follows
 
 from __future__ import annotations
 
+import pytest
+
 from oomcheck.model import Kind, Policy, Severity, Verdict
 from tests.unit.scenario import T0, Replay, actions, ecs_oom, kinds, mem, obs, only, snap, task
 
@@ -111,17 +113,24 @@ def test_a_sample_of_another_pod_is_not_this_workers():
     assert kinds(replay.step(obs(T0, [snap(W)], memory=samples))) == []
 
 
-def test_death_under_pressure_says_which_task_was_growing_and_resolves_the_pressure():
+@pytest.mark.parametrize(
+    ("basis", "source", "words"),
+    [
+        pytest.param("hard limit", "eks", "of its limit", id="hard-limit"),
+        pytest.param("reservation", "ecs", "of its ECS reservation", id="ecs-reservation"),
+    ],
+)
+def test_death_under_pressure_says_which_task_was_growing_and_resolves_the_pressure(
+    basis: str, source: str, words: str
+):
     replay = Replay()
     grow = _grow()
-    # Given pressure while app.grow runs
-    replay.step(
-        obs(
-            T0,
-            [snap(W, active=grow)],
-            memory=[mem(POD, 1900, T0 - 40), mem(POD, 1990, T0 - 10)],
-        )
-    )
+    # Given pressure while app.grow runs (a share of its hard limit, or of its ECS reservation)
+    samples = [
+        mem(POD, 1900, T0 - 40, basis=basis, source=source),
+        mem(POD, 1990, T0 - 10, basis=basis, source=source),
+    ]
+    replay.step(obs(T0, [snap(W, active=grow)], memory=samples))
     assert actions(replay, "memory_pressure") == ["open"]
     # When the worker stops answering and the ECS event says OOM
     findings = replay.step(obs(T0 + 60, [], exits=[ecs_oom(POD, at=T0 + 50)], memory=[]))
@@ -129,7 +138,7 @@ def test_death_under_pressure_says_which_task_was_growing_and_resolves_the_press
     lost = [f for h in replay.history for f in h if f.kind == Kind.WORKER_LOST]
     assert lost, f"no worker_lost: {[kinds(h) for h in replay.history]}"
     line = next(e for e in lost[0].evidence if e.startswith("memory: "))
-    assert "before it died, 1,990 of 2,048 MiB" in line
+    assert f"before it died, 1,990 of 2,048 MiB (97% {words})" in line
     assert line.endswith("growing in it: app.grow t-grow")
     # Then the pressure is closed by the death (its own incident says it)
     assert actions(replay, "memory_pressure") == ["open", "resolve"]

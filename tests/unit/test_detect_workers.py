@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from oomcheck.detect import text
 from oomcheck.model import (
     Cause,
     Kind,
@@ -167,8 +168,8 @@ def test_busy_solo_worker_stays_busy_then_is_lost_past_its_limit():
     replay.step(obs(T0, [snap(w, pool="solo", pool_pids=[100], limits=limits)]))
     running = [started("s1", w, 100, name="app.slow", written=T0 + 10)]
     findings = replay.step(obs(T0 + 60, [], started_=running))
-    busy = only(findings, Kind.WORKER_DEPARTED)
-    assert busy.severity == Severity.INFO and "busy with s1" in busy.evidence[0]
+    # busy is the worker's status, not a finding: nothing says it left
+    assert kinds(findings, alertable_only=False) == []
     assert replay.state.workers[w].status == WorkerStatus.BUSY
     assert kinds(replay.step(obs(T0 + 700, [], started_=running))) == ["worker_lost"]
 
@@ -252,19 +253,54 @@ def test_silent_worker_still_connected_is_busy_then_hung_not_dead():
     running = _solo_busy(replay, w)
     here = Presence(w, True, "broker: 6 connection(s) from 10.0.1.5 still open")
     findings = replay.step(replace(obs(T0 + 60, [], started_=running), presence={w: here}))
-    assert kinds(findings) == [] and replay.state.workers[w].status == WorkerStatus.BUSY
+    assert kinds(findings, alertable_only=False) == []
+    assert replay.state.workers[w].status == WorkerStatus.BUSY
     # past its 600 s limit and still connected: a hung worker, named with its task
     findings = replay.step(replace(obs(T0 + 700, [], started_=running), presence={w: here}))
     stalled = only(findings, Kind.TASK_STALLED)
     assert stalled.tasks[0].id == "s1" and "hung" in stalled.summary
-    assert Kind.WORKER_LOST not in {f.kind for f in findings}
+    assert kinds(findings, alertable_only=False) == ["task_stalled"]
     # a frozen prefork worker with nothing running is no alert either
     w2 = "celery@ip-10-0-1-6"
     replay2 = Replay()
     replay2.step(obs(T0, [snap(w2)]))
     frozen = Presence(w2, True, "broker: its pidbox queue is held (405)")
     findings = replay2.step(replace(obs(T0 + 60, []), presence={w2: frozen}))
-    assert kinds(findings) == [] and replay2.state.workers[w2].status == WorkerStatus.BUSY
+    assert kinds(findings, alertable_only=False) == []
+    assert replay2.state.workers[w2].status == WorkerStatus.BUSY
+
+
+@pytest.mark.parametrize(
+    ("closed_cleanly", "expected"),
+    [
+        pytest.param(False, ["worker_lost"], id="binding-left-killed"),
+        pytest.param(True, ["worker_departed"], id="binding-removed-clean-shutdown"),
+        pytest.param(None, ["worker_departed"], id="broker-cannot-tell-how"),
+    ],
+)
+def test_idle_worker_whose_connections_are_gone_is_lost_only_without_a_clean_close(
+    closed_cleanly, expected
+):
+    # Given an idle prefork worker known to the roster
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    replay.step(obs(T0, [snap(w)]))
+    # When it stops answering and its broker connections are gone
+    gone = Presence(
+        w, False, "broker: no subscription from 10.0.1.5 is open any more", None, closed_cleanly
+    )
+    findings = replay.step(replace(obs(T0 + 60, []), presence={w: gone}))
+    # Then a death without a clean close is worker_lost, alerted; a clean close a departure
+    assert kinds(findings, alertable_only=False) == expected
+    found = findings[0]
+    assert gone.evidence in found.evidence
+    if closed_cleanly is False:
+        assert found.severity == Severity.CRITICAL and found.tasks == ()
+        assert actions(replay) == ["open"]
+        assert replay.state.workers[w].status == WorkerStatus.LOST
+    else:
+        assert found.severity == Severity.INFO and replay.sent == []
+        assert replay.state.workers[w].status == WorkerStatus.DEPARTED
 
 
 def test_broker_that_cannot_tell_leaves_todays_behaviour_and_says_so():
@@ -274,3 +310,22 @@ def test_broker_that_cannot_tell_leaves_todays_behaviour_and_says_so():
     unsure = Presence(w, None, "broker: cannot tell it apart from b@h")
     findings = replay.step(replace(obs(T0 + 60, [], started_=running), presence={w: unsure}))
     assert kinds(findings) == [] and replay.state.workers[w].status == WorkerStatus.BUSY
+
+
+def test_killed_solo_workers_task_is_named_from_its_unacked_message():
+    # Given a solo worker seen idle, then silent in a task whose STARTED record has no name
+    # (result_extended off); the solo pool acks after the task, so its message is unacked
+    w = "celery@ip-10-0-1-5"
+    replay = Replay()
+    replay.step(obs(T0, [snap(w, pool="solo", pool_pids=[100])]))
+    running = [replace(started("s1", w, 100, written=T0 + 10), name=None)]
+    unacked = [UnackedMessage("s1", "shop.sleepy", "tag-1", fetched_at=T0 + 10)]
+    gone = Presence(w, False, "broker: no subscription from 10.0.1.5 is open any more")
+    # When it is killed
+    findings = replay.step(
+        replace(obs(T0 + 60, [], started_=running, unacked=unacked), presence={w: gone})
+    )
+    # Then its task carries the name the broker's message holds, in the finding and the alert
+    lost = only(findings, Kind.WORKER_LOST)
+    assert [(t.id, t.name) for t in lost.tasks] == [("s1", "shop.sleepy")]
+    assert text.fate_line(lost.tasks[0]).startswith("  - shop.sleepy [s1] on pid 100")

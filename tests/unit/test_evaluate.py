@@ -253,6 +253,7 @@ def test_child_killed_from_worker_lost_error():
         id="c1",
         message="Worker exited prematurely: signal 9 (SIGKILL) Job: 3.",
         signal=9,
+        cause=Cause.KILLED,
         written_at=T0 + 20,
     )
     findings = replay.step(
@@ -276,7 +277,9 @@ def test_child_killed_from_worker_lost_error():
 
 def test_old_worker_lost_error_on_first_run_is_reported_not_alerted():
     replay = Replay()
-    failure = LostFailure(id="old", message="signal 9", signal=9, written_at=T0 - 7200)
+    failure = LostFailure(
+        id="old", message="signal 9", signal=9, written_at=T0 - 7200, cause=Cause.KILLED
+    )
     findings = replay.step(obs(T0, [snap(W)], lost=[failure]))
     assert kinds(findings) == []
     assert only(findings, Kind.CHILD_KILLED).severity == Severity.INFO

@@ -11,7 +11,7 @@ import ssl
 
 import pytest
 
-from oomcheck.model import LostFailure, StartedTask
+from oomcheck.model import Cause, LostFailure, StartedTask
 from oomcheck.sources.broker import parse_unacked_entry
 from oomcheck.sources.redis_client import make_redis, redact
 from oomcheck.sources.results import (
@@ -141,6 +141,7 @@ def test_worker_lost_signal() -> None:
         name="papp.hog",
         worker="w1@vm",
         signal=9,
+        cause=Cause.KILLED,
         exitcode=None,
         written_at=pytest.approx(NOW - 400.0),
     )

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from oomcheck.model import Action, PendingAlert, State, WorkerStatus
+from oomcheck.model import (
+    Action,
+    Cause,
+    Kill,
+    KillRecord,
+    MemoryPoint,
+    PendingAlert,
+    State,
+    WorkerStatus,
+)
 from oomcheck.store import codec
 from oomcheck.store.base import LeaseBusy, LeaseLost, StateError
 from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
@@ -246,3 +256,20 @@ def test_warm_store_reads_the_table_only_after_another_writer(dynamo):
     # an audit takes no lease and always reads
     a.release("a3", changed)
     assert a.load() == changed and len(calls) == 4
+
+
+def test_a_kill_keeps_its_cause_and_an_older_record_without_one_reads_as_unknown():
+    record = KillRecord("t1", "app.loop", (Kill("w@h", 101, T0, "kernel: ...", Cause.OOM_KILLED),))
+    encoded = codec.kills_to_json(record)
+    assert codec.kills_from_json(json.loads(json.dumps(encoded))) == record
+    encoded["kills"][0].pop("cause")
+    assert codec.kills_from_json(encoded).kills[0].cause == Cause.UNKNOWN
+
+
+def test_pressure_points_keep_their_basis_and_older_ones_read_as_a_limit():
+    state = State(pressure={"w@h": (MemoryPoint(T0, 1990.0, 2048.0, "ECS reservation"),)})
+    items = codec.state_to_items(state)
+    assert codec.state_from_items(json.loads(json.dumps(items))) == state
+    key = next(k for k in items if k.startswith("pressure#"))
+    items[key]["points"][0] = items[key]["points"][0][:3]
+    assert codec.state_from_items(items).pressure["w@h"][0].basis == "limit"

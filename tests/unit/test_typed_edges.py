@@ -128,11 +128,12 @@ def test_mode_and_sources_are_strings_in_the_json_and_the_table():
     [
         pytest.param(SourceStatus(SourceState.OK), 0, id="ok"),
         pytest.param(SourceStatus(SourceState.OFF, "not configured"), 0, id="off-is-no-failure"),
-        pytest.param(SourceStatus(SourceState.ERROR, "timeout"), 1, id="error-could-not-check"),
+        pytest.param(SourceStatus(SourceState.ERROR, "timeout"), 69, id="error-could-not-check"),
     ],
 )
-def test_only_a_failed_inspect_makes_the_could_not_check_code(inspect, code):
+def test_only_a_failed_source_makes_the_could_not_check_code(inspect, code):
     assert _report(sources={"inspect": inspect}).exit_code == code
+    assert _report(sources={"results": inspect}).exit_code == code
 
 
 def test_every_kind_with_a_headline_has_a_group_headline():

@@ -1,6 +1,17 @@
 """`oomcheck`: check / audit / watch / setup / demo.
 
-Exit codes: 0 = no open critical or warning finding, 1 = error running the check, 2 = findings.
+Exit codes (README, "Exit codes"; 64, 69 and 78 are sysexits.h's, as Celery's CLI exits 69 when
+no node replies):
+
+====  ==================================================================================
+0     healthy: no open critical or warning finding
+2     findings: an open critical or warning finding
+69    could not check: the broker or the result backend could not be read (every such run)
+64    a bad command line: an unknown command or flag, a malformed flag value (one line)
+78    bad settings: a variable, the app (-A) or a flag's setting refused (one line)
+1     an unexpected error, or interrupted
+====  ==================================================================================
+
 Settings come from the environment (README, "Settings") and, with ``-A proj``, from the Celery
 app's own configuration; the environment beats the app, and flags beat both.
 """
@@ -15,15 +26,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from importlib import metadata
+from typing import NoReturn
 
 from oomcheck.config.parsers import DAY, seconds
 from oomcheck.config.settings import Settings, SettingsError, from_env
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.model import Mode
-from oomcheck.report.document import Report, SettingOrigin
+from oomcheck.report.document import ExitCode, Report, SettingOrigin
 from oomcheck.report.table import render_table
-
-EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
 
 # Flags set the variable they override, so that they are checked by the same rules (and named
 # in their messages as the user typed them).
@@ -81,14 +91,26 @@ def _seconds(text: str) -> float:
     return value
 
 
+class UsageError(Exception):
+    """The command line could not be parsed: one line, exit 64 (EX_USAGE)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints its usage and exits 2, the findings code: raise instead, so that a bad
+    command line is one line and EX_USAGE."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog.split()[0]} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="oomcheck",
         description="Find Celery workers that died silently (OOM kills, SIGKILL) and their tasks.",
     )
     parser.add_argument("-A", "--app", help=_APP_HELP)
     parser.add_argument("--version", action="version", version=version_text())
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     check = sub.add_parser("check", help="one run: observe, evaluate, save state, alert")
     _common(check)
     audit = sub.add_parser("audit", help="full read-only report: no alerts, no state writes")
@@ -162,7 +184,7 @@ def _duration(raw: str) -> float:
     try:
         value: float = _DURATION(raw)
     except ValueError as exc:
-        raise SettingsError(f"--duration {exc}") from None
+        raise UsageError(f"--duration {exc}") from None
     return value
 
 
@@ -177,7 +199,11 @@ def _print_report(report: Report, as_json: bool, *, one_line: bool = False) -> N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return ExitCode.USAGE
     if args.command == "setup":
         return _setup(args)
     if args.command == "demo" and args.memory:
@@ -189,16 +215,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(run_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
     try:
-        settings, origins = _settings(args)
         duration = _duration(args.duration) if args.command == "watch" else 0.0
-    except SettingsError as exc:
+        settings, origins = _settings(args)
+    except (UsageError, SettingsError) as exc:
         # Bad input is one line, never a traceback (which would show the URL it came from).
         print(f"oomcheck: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.USAGE if isinstance(exc, UsageError) else ExitCode.CONFIG
     try:
         return _run(args, settings, duration, origins)
     except KeyboardInterrupt:
-        return EXIT_ERROR
+        return ExitCode.ERROR
 
 
 def _run(
@@ -215,7 +241,7 @@ def _run(
     except ValueError as exc:  # settings the adapters still refuse: the same one line
         text = scrub(" ".join(str(exc).split()), settings.secrets())[:500]
         print(f"oomcheck: {text}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.CONFIG
     mode = Mode(args.command)
     if mode is Mode.WATCH:
         from oomcheck.runner import combine, watch
@@ -248,12 +274,12 @@ def _setup(args: argparse.Namespace) -> int:
         done = setup(args.table, args.topic, email=args.email, queue=args.queue)
     except (BotoCoreError, ClientError) as exc:
         print(f"oomcheck setup: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.UNAVAILABLE
     print(f"export OOMCHECK_TABLE={done.table}")
     print(f"export OOMCHECK_TOPIC_ARN={done.topic_arn}")
     if done.queue_url:
         print(f"# alerts are also delivered to the SQS queue {done.queue_url}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oomcheck.alerting import delivery
+from oomcheck.alerting.sns import PrintAlerter
 from oomcheck.config.advice import config_risks
 from oomcheck.config.settings import Settings
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
@@ -198,6 +199,8 @@ def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
         finish_s=deps.store_s,
         journal=deps.journal,
         secrets=deps.settings.secrets(),
+        # the printer alone (no topic, chat topic or bus): what it takes is shown, not published
+        printed_only=isinstance(deps.publisher, PrintAlerter),
     )
 
 

@@ -80,7 +80,7 @@ def build_deps(
         # the broker's clock first: the workers talk to it on every fetch
         deps.reference_clock = RedisClock(broker, "broker")
         deps.broker = RedisBrokerScanner(broker, keyprefix=settings.broker_keyprefix)
-        deps.presence = _redis_presence(broker)
+        deps.presence = _redis_presence(broker, settings.broker_keyprefix)
         deps.queues = RedisQueueDepths(
             broker,
             keyprefix=settings.broker_keyprefix,
@@ -138,12 +138,12 @@ def _channels(
     return channels
 
 
-def _redis_presence(broker: object) -> BrokerPresence:
+def _redis_presence(broker: object, keyprefix: str) -> BrokerPresence:
     from oomcheck.sources.presence.brokers import RedisBrokerPresence
 
     pool = getattr(broker, "connection_pool", None)
     db = getattr(pool, "connection_kwargs", {}).get("db") if pool is not None else None
-    return RedisBrokerPresence(broker, int(db) if db is not None else None)
+    return RedisBrokerPresence(broker, int(db) if db is not None else None, keyprefix)
 
 
 def _amqp_connection(settings: Settings) -> object:

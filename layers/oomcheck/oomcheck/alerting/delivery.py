@@ -46,6 +46,8 @@ class Outbox:
     journal: SentJournal
     secrets: tuple[str, ...] = ()
     sleep: Callable[[float], None] = time.sleep
+    # only a printer takes alerts: what it took was printed, not published
+    printed_only: bool = False
 
 
 @dataclass
@@ -109,7 +111,8 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
                 SentMark(incident.id, pending.action, outbox.dedup_key(incident, pending), now)
             )
         done.messages += 1
-        _record(done, batch, message.subject, Delivery.PUBLISHED, None)
+        taken = Delivery.PRINTED if box.printed_only else Delivery.PUBLISHED
+        _record(done, batch, message.subject, taken, None)
         _save(box, done)
         return
     reason = scrub(str(error), box.secrets)[:300]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from oomcheck.detect.signals import Carry, KillSeen
-from oomcheck.model import KillRecord, MemoryPoint, State, WorkerRecord
+from oomcheck.model import Cause, KillRecord, MemoryPoint, State, WorkerRecord
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -60,8 +60,9 @@ def _either(new: Mapping[K, V] | None, old: Mapping[K, V]) -> Mapping[K, V]:
 def merge_kills(
     previous: Mapping[str, KillRecord], seen: Iterable[KillSeen]
 ) -> dict[str, KillRecord]:
-    """The kill records after this run: one kill per (worker, pid) of a task; records that gain
-    nothing stay the same objects."""
+    """The kill records after this run: one kill per (worker, pid) of a task, with the cause of
+    whichever sign of it knew one (a pid gone from the pool says nothing; the kernel line about
+    it says OOM); records that gain nothing stay the same objects."""
     kills = dict(previous)
     for item in seen:
         record = kills.get(item.task_id)
@@ -69,13 +70,19 @@ def merge_kills(
         if record is None:
             kills[item.task_id] = KillRecord(item.task_id, item.name, (kill,))
             continue
-        if (
-            kill.worker is not None
+        same = [
+            i
+            for i, k in enumerate(record.kills)
+            if kill.worker is not None
             and kill.pid is not None
-            and any(k.worker == kill.worker and k.pid == kill.pid for k in record.kills)
-        ):
-            continue
-        kills[item.task_id] = replace(
-            record, name=record.name or item.name, kills=(*record.kills, kill)
-        )
+            and (k.worker, k.pid) == (kill.worker, kill.pid)
+        ]
+        if not same:
+            kills[item.task_id] = replace(
+                record, name=record.name or item.name, kills=(*record.kills, kill)
+            )
+        elif kill.cause != Cause.UNKNOWN and record.kills[same[0]].cause == Cause.UNKNOWN:
+            known = replace(record.kills[same[0]], cause=kill.cause)
+            updated = tuple(known if i == same[0] else k for i, k in enumerate(record.kills))
+            kills[item.task_id] = replace(record, kills=updated)
     return kills

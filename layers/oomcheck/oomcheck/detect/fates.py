@@ -55,13 +55,24 @@ def fate_of(
     verdict, redeliver_at = _verdict(ctx, task.id, acks_late, dead)
     return TaskFate(
         id=task.id,
-        name=task.name or (started.name if started else None),
+        name=_name(ctx, task),
         state=state,
         started_at=task.time_start,
         verdict=verdict,
         redeliver_at=redeliver_at,
         worker_pid=task.worker_pid,
     )
+
+
+def _name(ctx: Context, task: ActiveTask) -> str | None:
+    """The task's name from whatever saw it: active(), its STARTED record (only with
+    result_extended), or its message in the broker's unacked set (a solo worker acks after the
+    task, so its running task's message is always there, with the name in its headers)."""
+    if task.name:
+        return task.name
+    started = ctx.started_by_id.get(task.id)
+    message = ctx.unacked.get(task.id)
+    return (started.name if started else None) or (message.name if message else None)
 
 
 def _verdict(

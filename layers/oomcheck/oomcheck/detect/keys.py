@@ -15,10 +15,6 @@ def lost(name: str, boot_at: float) -> IncidentKey:
     return worker_key(Kind.WORKER_LOST, name, boot_at)
 
 
-def busy(name: str) -> IncidentKey:
-    return IncidentKey(Kind.WORKER_DEPARTED, f"busy:{name}")
-
-
 def task_key(kind: Kind, task_id: str) -> IncidentKey:
     return IncidentKey(kind, task_id)
 

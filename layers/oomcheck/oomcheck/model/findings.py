@@ -12,15 +12,14 @@ from oomcheck.model.kinds import Cause, Kind, Severity, Verdict
 
 @dataclass(frozen=True, slots=True, order=True)
 class IncidentKey:
-    """What makes two findings the same incident: a kind and its subject. The subjects (all built
-    in ``oomcheck.detect.keys``): a worker incarnation ``name:boot`` (boot time in whole epoch
-    seconds) for worker_lost, worker_restarted and worker_departed; ``busy:name`` for a silent
-    worker presumed busy; a task id for task_stalled and poison_task; ``worker:task,task`` (or
-    ``worker:event,event`` for an idle child) for child_killed, ``old:task`` for a WorkerLostError
-    from before oomcheck watched; a worker name for task_orphaned and memory_pressure; a queue name
-    for queue_orphaned; a source name for source_unavailable; an exit event id for oom_kill; an
-    advice key for config_risk (built in ``oomcheck.config.advice``). Rendered as text only for
-    storage."""
+    """What makes two findings the same incident: a kind and its subject. The subjects (all built in
+    ``oomcheck.detect.keys``): a worker incarnation ``name:boot`` (boot time in whole epoch seconds)
+    for worker_lost, worker_restarted and worker_departed; a task id for task_stalled and
+    poison_task; ``worker:task,task`` (or ``worker:event,event`` for an idle child) for
+    child_killed, ``old:task`` for a WorkerLostError from before oomcheck watched; a worker name for
+    task_orphaned and memory_pressure; a queue name for queue_orphaned; a source name for
+    source_unavailable; an exit event id for oom_kill; an advice key for config_risk (built in
+    ``oomcheck.config.advice``). Rendered as text only for storage."""
 
     kind: Kind
     subject: str

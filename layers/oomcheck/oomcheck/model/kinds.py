@@ -70,6 +70,8 @@ class Delivery(StrEnum):
     """What became of one alert's message in a run (rendered in the report's ``alerts``)."""
 
     PUBLISHED = "published"
+    # taken by the printer alone (no topic, chat topic or bus configured): shown, not published
+    PRINTED = "printed"
     # publishing failed in a way that may pass (throttling, 5xx, a timeout): kept, retried next run
     FAILED = "failed"
     # not tried this run (an earlier failure stopped publishing, or the deadline was near): kept

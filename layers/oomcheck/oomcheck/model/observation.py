@@ -75,6 +75,8 @@ class LostFailure:
     signal: int | None = None
     exitcode: int | None = None
     written_at: float | None = None
+    # from the message where it was parsed: ``killed`` for signal 9, else unknown
+    cause: Cause = Cause.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,11 @@ class Presence:
     evidence: str
     # When its connections were last seen (broker clock), if known.
     last_seen: float | None = None
+    # Once its connections are gone: whether it closed its channels as a clean shutdown does
+    # (True: kombu removed its pidbox binding), or died holding them (False: a SIGKILL or OOM kill
+    # leaves the binding behind). None: the broker cannot tell (RabbitMQ deletes the queue either
+    # way) or it is not gone.
+    closed_cleanly: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

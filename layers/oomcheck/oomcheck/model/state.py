@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from oomcheck.model.findings import Finding, IncidentKey
-from oomcheck.model.kinds import Action, Kind, WorkerStatus
+from oomcheck.model.kinds import Action, Cause, Kind, WorkerStatus
 from oomcheck.model.observation import ActiveTask, TaskLimits
 
 # --------------------------------------------------------------------------------------------
@@ -38,6 +38,8 @@ class Kill:
     pid: int | None
     at: float
     how: str  # short evidence: "worker lost", "WorkerLostError signal 9", "child pid changed"
+    # what the evidence said of the death where it was parsed (kernel/ECS OOM, signal 9...)
+    cause: Cause = Cause.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,9 @@ class MemoryPoint:
     at: float
     used_mb: float
     limit_mb: float
+    # what limit_mb is, in words: "limit" (the container's hard limit), "ECS reservation",
+    # "EKS request", "EKS node memory" (oomcheck.detect.rules.memory.basis_words)
+    basis: str = "limit"
 
 
 @dataclass(frozen=True, slots=True)

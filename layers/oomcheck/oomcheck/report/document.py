@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any
 
 from oomcheck.model import (
@@ -25,6 +26,21 @@ from oomcheck.store.codec import finding_to_json, incident_to_json
 
 SCHEMA = 1
 
+# Sources without which a run is no check at all: the broker (remote control) and the backend.
+_ESSENTIAL = (Source.INSPECT.value, Source.RESULTS.value)
+
+
+class ExitCode(IntEnum):
+    """The CLI's exit codes (README, "Exit codes"); 64, 69 and 78 are sysexits.h's, as Celery's
+    own CLI exits 69 (EX_UNAVAILABLE) when no node replies."""
+
+    OK = 0  # no open critical or warning finding
+    ERROR = 1  # an unexpected failure, or interrupted
+    FINDINGS = 2  # an open critical or warning finding
+    USAGE = 64  # EX_USAGE: the command line could not be parsed
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: the broker or the result backend could not be read
+    CONFIG = 78  # EX_CONFIG: a setting was refused (environment, the app, or a flag's value)
+
 
 @dataclass(frozen=True, slots=True)
 class AlertRecord:
@@ -43,10 +59,14 @@ class AlertRecord:
         return self.outcome is Delivery.PUBLISHED
 
     @property
+    def printed(self) -> bool:
+        return self.outcome is Delivery.PRINTED
+
+    @property
     def error(self) -> str | None:
         """The report's ``"error"``: the reason, after the outcome's word when it is not a
         plain failure (``"undeliverable: ..."``, ``"deferred: ..."``)."""
-        if self.outcome is Delivery.PUBLISHED:
+        if self.outcome in (Delivery.PUBLISHED, Delivery.PRINTED):
             return None
         if self.outcome is Delivery.FAILED:
             return self.reason
@@ -82,13 +102,18 @@ class Report:
     queues: tuple[dict[str, Any], ...] | None = None
 
     @property
-    def exit_code(self) -> int:
-        """2 = an open critical/warning finding; else 1 when the workers could not be asked at
-        all (the check did not really run); else 0."""
+    def exit_code(self) -> ExitCode:
+        """UNAVAILABLE when the broker or the backend could not be read, on every such run (with
+        or without an open ``source_unavailable``: the check was not made in full, whatever it
+        found); else FINDINGS for an open critical/warning finding; else OK."""
+        if any(
+            status is not None and status.failed
+            for status in (self.sources.get(name) for name in _ESSENTIAL)
+        ):
+            return ExitCode.UNAVAILABLE
         if any(f.alertable for f in self.findings):
-            return 2
-        inspect = self.sources.get(Source.INSPECT)
-        return 1 if inspect is not None and inspect.failed else 0
+            return ExitCode.FINDINGS
+        return ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -107,6 +132,7 @@ class Report:
                     "action": a.action.value,
                     "subject": a.subject,
                     "published": a.published,
+                    **({"printed": True} if a.printed else {}),
                     **({"error": a.error} if a.error else {}),
                 }
                 for a in self.alerts

@@ -6,7 +6,7 @@ from typing import Any
 
 from oomcheck.detect.text import utc
 from oomcheck.model import Severity
-from oomcheck.report.document import Report, source_text
+from oomcheck.report.document import AlertRecord, Report, source_text
 
 _MARK = {Severity.CRITICAL: "CRIT", Severity.WARNING: "WARN", Severity.INFO: "info"}
 
@@ -45,8 +45,8 @@ def render_table(report: Report) -> str:
         lines.append("")
         lines.append("ALERTS")
         for alert in report.alerts:
-            status = "published" if alert.published else f"NOT published ({alert.error})"
-            lines.append(f"  {alert.action:<8} {alert.incident_id} {status}: {alert.subject}")
+            how = _delivery(alert)
+            lines.append(f"  {alert.action:<8} {alert.incident_id} {how}: {alert.subject}")
     for note in report.notes:
         lines.append(f"note: {note}")
     for name, setting in report.settings.items():
@@ -92,3 +92,11 @@ def _queue_table(rows: tuple[dict[str, Any], ...] | None) -> list[str]:
     if not rows:
         lines.append("(no queue measured)")
     return lines
+
+
+def _delivery(alert: AlertRecord) -> str:
+    if alert.published:
+        return "published"
+    if alert.printed:
+        return "printed (no topic)"
+    return f"NOT published ({alert.error})"

@@ -159,7 +159,7 @@ _SECTIONS: tuple[tuple[str, str, Any], ...] = (
     (
         "pressure",
         "pressure",
-        lambda points: {"points": [[p.at, p.used_mb, p.limit_mb] for p in points]},
+        lambda points: {"points": [[p.at, p.used_mb, p.limit_mb, p.basis] for p in points]},
     ),
     ("orphaned", "orphaned_since", lambda at: {"at": at}),
 )
@@ -298,12 +298,26 @@ def incident_from_json(value: Json) -> Incident:
     )
 
 
+def _cause(raw: object) -> Cause:
+    """A kill's cause; records written before kills carried one read as unknown."""
+    try:
+        return Cause(raw) if isinstance(raw, str) else Cause.UNKNOWN
+    except ValueError:
+        return Cause.UNKNOWN
+
+
 def kills_from_json(value: Json) -> KillRecord:
     return KillRecord(
         task_id=value["task_id"],
         name=value.get("name"),
         kills=tuple(
-            Kill(worker=k.get("worker"), pid=k.get("pid"), at=float(k["at"]), how=k.get("how", ""))
+            Kill(
+                worker=k.get("worker"),
+                pid=k.get("pid"),
+                at=float(k["at"]),
+                how=k.get("how", ""),
+                cause=_cause(k.get("cause")),
+            )
             for k in value.get("kills", ())
         ),
     )
@@ -331,9 +345,10 @@ def state_from_items(items: Mapping[str, Json]) -> State:
         elif kind == "event":
             events[ident] = float(value["at"])
         elif kind == "pressure":
+            # points saved before they carried their basis have three members: a hard limit
             pressure[ident] = tuple(
-                MemoryPoint(float(at), float(used), float(limit))
-                for at, used, limit in value.get("points", ())
+                MemoryPoint(float(at), float(used), float(limit), str(rest[0]) if rest else "limit")
+                for at, used, limit, *rest in value.get("points", ())
             )
         elif kind == "orphaned":
             orphaned[ident] = float(value["at"])

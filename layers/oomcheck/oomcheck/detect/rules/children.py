@@ -42,6 +42,7 @@ class ChildDeath:
     fate: TaskFate | None  # None: the child was idle
     line: str
     event_id: str | None = None
+    cause: Cause = Cause.UNKNOWN  # as parsed from its evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +128,13 @@ def _from_failure(
         verdict=Verdict.REDELIVERED if failure.id in ctx.running_now else Verdict.LOST,
         worker_pid=pid,
     )
-    death = ChildDeath(worker or "", fate, f"results: {how}")
+    death = ChildDeath(worker or "", fate, f"results: {how}", cause=failure.cause)
     recent = (
         ctx.state.last_run_at is not None and ctx.now - written <= ctx.policy.failure_lookback_s
     )
     if not recent:
         return death, None
-    return death, KillSeen(failure.id, fate.name, Kill(worker, pid, written, how))
+    return death, KillSeen(failure.id, fate.name, Kill(worker, pid, written, how, failure.cause))
 
 
 def _old_failure(death: ChildDeath, failure: LostFailure) -> Signal:
@@ -142,7 +143,7 @@ def _old_failure(death: ChildDeath, failure: LostFailure) -> Signal:
             kind=Kind.CHILD_KILLED,
             severity=Severity.INFO,
             worker=death.worker or None,
-            cause=Cause.KILLED if failure.signal == 9 else Cause.UNKNOWN,
+            cause=failure.cause,
             evidence=(death.line,),
             tasks=(death.fate,) if death.fate else (),
             summary=f"an older WorkerLostError (before oomcheck watched): {failure.id}",
@@ -229,11 +230,11 @@ def _kernel_lines(ctx: Context) -> Iterator[Found]:
             line = f"{evidence.source}: {evidence.text}"
             ran = [t for t in record.active if t.worker_pid == pid]
             if not ran:
-                yield ChildDeath(name, None, line, evidence.event_id), None
+                yield ChildDeath(name, None, line, evidence.event_id, evidence.cause), None
             for task in ran:
                 fate = fate_of(ctx, task, record.limits, Place(name, pid))
-                kill = KillSeen(task.id, task.name, Kill(name, pid, ctx.now, line))
-                yield ChildDeath(name, fate, line, evidence.event_id), kill
+                kill = KillSeen(task.id, task.name, Kill(name, pid, ctx.now, line, evidence.cause))
+                yield ChildDeath(name, fate, line, evidence.event_id, evidence.cause), kill
 
 
 # ------------------------------------------------------------------------ the finding
@@ -251,8 +252,8 @@ def _finding(
         if e.pid is not None and (e.pid in pids or e.event_id in event_ids)
     ]
     cause, exit_code, ev_lines = cause_from(exits)
-    if cause == Cause.UNKNOWN and any("signal 9" in line for line in lines):
-        cause = Cause.KILLED
+    if cause == Cause.UNKNOWN:
+        cause = next((d.cause for d in deaths if d.cause != Cause.UNKNOWN), Cause.UNKNOWN)
     under = (
         " under " + ", ".join(f"{f.name or 'task'} {f.id}" for f in fates)
         if fates

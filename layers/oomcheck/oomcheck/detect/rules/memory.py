@@ -10,6 +10,7 @@ from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import ALIVE, Context
 from oomcheck.detect.signals import Carry, Outcome, Resolution, Signal
 from oomcheck.detect.text import short_utc
+from oomcheck.exitparse.memory import BASIS_HARD
 from oomcheck.model import (
     ActiveTask,
     Finding,
@@ -84,10 +85,20 @@ def streak(
         if points and sample.at <= points[-1].at:
             continue  # read again through an overlapping window
         if sample.share >= threshold:
-            points.append(MemoryPoint(sample.at, sample.used_mb, sample.limit_mb))
+            points.append(
+                MemoryPoint(sample.at, sample.used_mb, sample.limit_mb, basis_words(sample))
+            )
         else:
             points = []
     return tuple(points[-KEEP:])
+
+
+def basis_words(sample: MemorySample) -> str:
+    """What a sample's share was computed against, as a death's evidence says it: the hard limit
+    is "limit"; anything else names its platform ("ECS reservation"), since it is no limit."""
+    if sample.basis == BASIS_HARD:
+        return "limit"
+    return f"{sample.source.upper()} {sample.basis}" if sample.source else sample.basis
 
 
 def trend_mb_per_min(points: tuple[MemoryPoint, ...]) -> float | None:

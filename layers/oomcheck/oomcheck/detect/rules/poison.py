@@ -54,7 +54,7 @@ def _finding(ctx: Context, task_id: str, record: KillRecord, kills: tuple[Kill, 
         kind=Kind.POISON_TASK,
         severity=Severity.CRITICAL,
         worker=workers[-1] if len(workers) == 1 else None,
-        cause=Cause.OOM_KILLED if any("oom" in k.how.lower() for k in kills) else Cause.KILLED,
+        cause=Cause.OOM_KILLED if any(k.cause == Cause.OOM_KILLED for k in kills) else Cause.KILLED,
         evidence=tuple(
             f"killed on {k.worker or '?'} pid {k.pid or '?'}: {k.how}" for k in kills[-5:]
         ),

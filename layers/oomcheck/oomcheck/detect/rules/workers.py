@@ -115,7 +115,8 @@ def _restarted(ctx: Context, t: Transition) -> _Step:
     exits = ctx.exits_for(record.name)
     step.used.update(e.event_id for e in exits)
     dead = fates(ctx, orphans, record)
-    step.kills += _kills(ctx, dead, record, "worker restarted")
+    cause, exit_code, lines = cause_from(exits)
+    step.kills += _kills(ctx, dead, record, "worker restarted", cause)
     incident = ctx.open_incident(keys.lost(record.name, record.boot_at))
     if incident is not None:
         step.resolutions.append(
@@ -131,7 +132,6 @@ def _restarted(ctx: Context, t: Transition) -> _Step:
     if record.status not in ALIVE:
         return step  # its departure or death was already reported
     abnormal = bool(dead) or any(not e.clean for e in exits)
-    cause, exit_code, lines = cause_from(exits)
     if not abnormal:
         cause = Cause.UNKNOWN
     fate_text = text.fates_text(dead)
@@ -173,10 +173,9 @@ def _missing(ctx: Context, t: Transition) -> _Step:
     if presence is not None and presence.present and not abnormal_exit:
         return _connected(ctx, record, orphans, presence.evidence)
     broker_gone = presence is not None and presence.present is False
-    if record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone:
-        busy_with = _within_limit(ctx, orphans, record)
-        if busy_with is not None:
-            return _busy(ctx, record, busy_with)
+    quiet = record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone
+    if quiet and _within_limit(ctx, orphans, record) is not None:
+        return _Step(record=with_status(ctx, record, WorkerStatus.BUSY))
     dead = fates(ctx, orphans, record)
     step = _Step()
     step.used.update(e.event_id for e in exits)
@@ -184,13 +183,15 @@ def _missing(ctx: Context, t: Transition) -> _Step:
     if presence is not None:
         lines = (*lines, presence.evidence)
     lines = (*lines, *_memory_before(ctx, record))
-    if not dead and not abnormal_exit:
+    # its broker connections gone without the clean close a shutdown makes: killed, even idle
+    killed_idle = presence is not None and broker_gone and presence.closed_cleanly is False
+    if not dead and not abnormal_exit and not killed_idle:
         step.record = with_status(ctx, record, WorkerStatus.DEPARTED, active=())
         step.signals.append(_departed(record, lines))
         return step
     if record.pool in QUIET_POOLS and not abnormal_exit and not broker_gone:
         lines = (*lines, f"inspect: {record.pool} pool silent past the limit of its task")
-    step.kills += _kills(ctx, dead, record, "worker lost")
+    step.kills += _kills(ctx, dead, record, "worker lost", cause)
     step.record = with_status(ctx, record, WorkerStatus.LOST)
     evidence = (
         f"inspect: no reply to broadcast or direct ping (last pid {record.pid})",
@@ -214,41 +215,17 @@ def _memory_before(ctx: Context, record: WorkerRecord) -> tuple[str, ...]:
         return ()
     growing = ", ".join(f"{t.name or 'task'} {t.id}" for t in record.active[:3]) or "no task"
     return (
-        f"memory: before it died, {memory.describe(points, 'limit')}; growing in it: {growing}",
+        f"memory: before it died, {memory.describe(points, points[-1].basis)}; "
+        f"growing in it: {growing}",
     )
-
-
-def _busy(ctx: Context, record: WorkerRecord, task_id: str) -> _Step:
-    finding = Finding(
-        kind=Kind.WORKER_DEPARTED,
-        severity=Severity.INFO,
-        worker=record.name,
-        evidence=(f"inspect: no reply; {record.pool} pool busy with {task_id}",),
-        summary=(
-            f"{record.name} ({record.pool} pool) does not answer while it runs {task_id}; "
-            "not a death until the task's limit passes"
-        ),
-        key=keys.busy(record.name),
-    )
-    return _Step(record=with_status(ctx, record, WorkerStatus.BUSY), signals=[Signal(finding)])
 
 
 def _connected(ctx: Context, record: WorkerRecord, tasks: list[ActiveTask], evidence: str) -> _Step:
-    """Silent but still connected to the broker: busy (a blocked pool) or frozen, not dead.
-    Tasks past their limit make it a hung worker: task_stalled, not a death."""
-    hung = tuple(stalls.hung(ctx, record, tasks, evidence))
-    finding = Finding(
-        kind=Kind.WORKER_DEPARTED,
-        severity=Severity.INFO,
-        worker=record.name,
-        evidence=(f"inspect: no reply (last pid {record.pid})", evidence),
-        summary=f"{record.name} does not answer but is still connected to the broker: busy or "
-        "frozen, not dead",
-        key=keys.busy(record.name),
-    )
-    return _Step(
-        record=with_status(ctx, record, WorkerStatus.BUSY), signals=[Signal(finding), *hung]
-    )
+    """Silent but still connected to the broker: busy (a blocked pool) or frozen, not dead; its
+    status says so (``busy``), no finding does. Tasks past their limit make it a hung worker:
+    task_stalled, not a death."""
+    hung = list(stalls.hung(ctx, record, tasks, evidence))
+    return _Step(record=with_status(ctx, record, WorkerStatus.BUSY), signals=hung)
 
 
 def _departed(record: WorkerRecord, lines: tuple[str, ...]) -> Signal:
@@ -357,10 +334,10 @@ def _within_limit(ctx: Context, tasks: list[ActiveTask], record: WorkerRecord) -
 
 
 def _kills(
-    ctx: Context, dead: Iterable[TaskFate], record: WorkerRecord, how: str
+    ctx: Context, dead: Iterable[TaskFate], record: WorkerRecord, how: str, cause: Cause
 ) -> list[KillSeen]:
     return [
-        KillSeen(f.id, f.name, Kill(record.name, f.worker_pid or record.pid, ctx.now, how))
+        KillSeen(f.id, f.name, Kill(record.name, f.worker_pid or record.pid, ctx.now, how, cause))
         for f in dead
     ]
 

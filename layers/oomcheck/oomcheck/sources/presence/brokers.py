@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from oomcheck.model import Presence
@@ -22,10 +23,18 @@ class PresenceOff(RuntimeError):
     """The broker will not show its connections (an ACL denies CLIENT LIST): the source is off."""
 
 
+# kombu's Redis transport keeps each fanout binding as a member of a set; a worker's pidbox queue
+# is declared auto-delete, so a clean shutdown removes its member and a killed process leaves it
+# (FACTS.md, "Broker presence"). "celery" is Celery's default control_exchange.
+_PIDBOX_BINDINGS = "_kombu.binding.celery.pidbox"
+_BINDING_SEP = "\x06\x16"
+
+
 class RedisBrokerPresence:
-    def __init__(self, client: Any, db: int | None) -> None:
+    def __init__(self, client: Any, db: int | None, keyprefix: str = "") -> None:
         self.client = client
         self.db = db
+        self.bindings_key = keyprefix + _PIDBOX_BINDINGS
 
     def describe(self) -> str:
         return "redis CLIENT LIST"
@@ -40,8 +49,9 @@ class RedisBrokerPresence:
         pipe = self.client.pipeline(transaction=False)
         pipe.time()
         pipe.client_list()
+        pipe.smembers(self.bindings_key)
         try:
-            (seconds, micros), entries = pipe.execute()
+            (seconds, micros), entries, bindings = pipe.execute()
         except NoPermissionError as exc:
             raise PresenceOff("CLIENT LIST denied by the broker's ACL") from exc
         except ResponseError as exc:
@@ -49,13 +59,27 @@ class RedisBrokerPresence:
                 raise PresenceOff("the broker does not allow CLIENT LIST") from exc
             raise
         now = float(seconds) + float(micros) / 1e6
-        return attribute(parse_client_list(entries, self.db), members, now)
+        judged = attribute(parse_client_list(entries, self.db), members, now)
+        return {name: _how_it_closed(p, bindings) for name, p in judged.items()}
 
     def subscriptions(self) -> frozenset[str] | None:
         entries = self.client.client_list()
         return frozenset(
             c.ident for c in parse_client_list(entries, self.db) if c.pubsub and not c.own
         )
+
+
+def _how_it_closed(presence: Presence, bindings: set[bytes]) -> Presence:
+    """A worker whose connections are gone either shut down (its pidbox binding removed) or died
+    holding its channels (the binding left behind)."""
+    if presence.present is not False:
+        return presence
+    member = f"{_BINDING_SEP}{_BINDING_SEP}{presence.worker}.celery.pidbox".encode()
+    if member in bindings:
+        why = "its pidbox binding is left behind: it died without closing its channels"
+        return replace(presence, closed_cleanly=False, evidence=f"{presence.evidence}; {why}")
+    why = "its pidbox binding was removed, as a clean shutdown does"
+    return replace(presence, closed_cleanly=True, evidence=f"{presence.evidence}; {why}")
 
 
 class AmqpBrokerPresence:

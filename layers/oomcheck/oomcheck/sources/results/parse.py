@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from oomcheck.model import LostFailure, StartedTask
+from oomcheck.model import Cause, LostFailure, StartedTask
 from oomcheck.safejson import depth_cut, loads, raw_decode, too_deep
 
 __all__ = [
@@ -68,6 +68,12 @@ def written_at(now: float, pttl_ms: int | None, expires: float | None) -> float 
     if not expires or pttl_ms is None or pttl_ms < 0:
         return None
     return min(now, now - (float(expires) - pttl_ms / 1000.0))
+
+
+def lost_cause(signal: int | None) -> Cause:
+    """What a WorkerLostError's signal says of the death: SIGKILL (the OOM killer's signal, but
+    also anyone's kill -9) is a kill of unknown origin; anything else does not say."""
+    return Cause.KILLED if signal == 9 else Cause.UNKNOWN
 
 
 def lost_reason(message: str) -> tuple[int | None, int | None]:
@@ -223,6 +229,7 @@ def interpret_record(  # noqa: PLR0917 - one record's raw parts, as the scan rea
         signal=signal,
         exitcode=exitcode,
         written_at=written_at(now, pttl_ms, expires),
+        cause=lost_cause(signal),
     ), False
 
 
