@@ -267,7 +267,7 @@ def test_120_workers_dying_at_once_is_one_message(tmp_path, env):
     # in milliseconds: this test is about grouping, so the store's client may wait for moto
     checker.deps.store = env.store(MOTO_PATIENT_BUDGET_S)
     report, _ = checker.check()
-    assert report.sources["state"] == "ok" and report.exit_code == 0
+    assert report.sources["state"] == SourceStatus(SourceState.OK) and report.exit_code == 0
     _kill_all(checker)
     env.sns.mode = "delay"  # 0.25 s per publish
     report, took = checker.check()

@@ -38,8 +38,21 @@ def _names_in_code() -> set[str]:
     for path in LIBRARY.rglob("*.py"):
         if path.relative_to(LIBRARY).parts[0] in NOT_IN_LAMBDA:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        tree = ast.parse(path.read_text())
+        # docstrings name variables to explain them (one the inspector keeps Celery from
+        # reading, say); only the code's own strings are variables it reads
+        docs = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and ast.get_docstring(node) is not None
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docs
+            ):
                 found.update(_NAME.findall(node.value))
     return found
 
