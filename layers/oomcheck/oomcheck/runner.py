@@ -34,6 +34,7 @@ from oomcheck.ports import Deps
 from oomcheck.redact import scrub
 from oomcheck.report import usage
 from oomcheck.report.document import Report, worker_rows
+from oomcheck.report.schedule import schedule_rows
 from oomcheck.store.base import LeaseBusy, StateError
 
 
@@ -138,6 +139,9 @@ def _usage(
         else None,
         "queues": usage.queue_rows(observation.queues, live, roster, now)
         if observation.queues is not None
+        else None,
+        "schedule": schedule_rows(observation.beat, now, settings.policy.beat_grace_s)
+        if observation.beat is not None
         else None,
     }
 
