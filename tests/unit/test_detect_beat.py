@@ -35,7 +35,9 @@ def every(name: str, seconds: float, last: float | None, **kw: object) -> BeatEn
     return replace(entry, **kw)  # type: ignore[arg-type]
 
 
-def beat_obs(at: float, entries: list[BeatEntry], *, lock: bool = False, **kw: object) -> Observation:
+def beat_obs(
+    at: float, entries: list[BeatEntry], *, lock: bool = False, **kw: object
+) -> Observation:
     schedule = BeatSchedule(
         scheduler="redbeat.RedBeatScheduler",
         store=STORE,
@@ -144,9 +146,7 @@ def test_beats_container_oom_kill_is_the_cause_and_arrives_as_an_update():
     first = only(replay.step(beat_obs(T0 + 100, [every("tick", 10, T0)])), Kind.BEAT_STOPPED)
     assert first.cause is Cause.UNKNOWN
     # the ECS record arrives a run later
-    findings = replay.step(
-        beat_obs(T0 + 160, [every("tick", 10, T0)], exits=[_beat_oom(T0 + 12)])
-    )
+    findings = replay.step(beat_obs(T0 + 160, [every("tick", 10, T0)], exits=[_beat_oom(T0 + 12)]))
     stopped = only(findings, Kind.BEAT_STOPPED)
     assert (stopped.cause, stopped.exit_code) == (Cause.OOM_KILLED, 137)
     assert any("OutOfMemoryError" in e for e in stopped.evidence)

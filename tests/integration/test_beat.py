@@ -1,0 +1,145 @@
+"""beat_stopped with a real ``celery beat -S redbeat.RedBeatScheduler`` on a real Redis: beat
+SIGKILLed -> the alert names the overdue entries, resolved when beat returns; a running beat with
+an entry deleted and a long-interval entry -> nothing; an app without RedBeat -> the source off."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from oomcheck.demo.beat import BeatProcess
+from oomcheck.demo.workers import wait_for
+from oomcheck.model import Kind, SourceState
+from oomcheck.report.document import Report
+from tests.integration.conftest import Fleet, poll_checks
+
+SCHEDULE = {
+    "tick": {"task": "demo.pid", "every": 1},
+    "also-tick": {"task": "demo.sleepy", "every": 2, "args": [0]},
+    "hourly": {"task": "demo.pid", "every": 3600},
+}
+
+
+@pytest.fixture
+def beat_fleet(fleet: Fleet) -> Iterator[Fleet]:
+    """The fleet's checker reading RedBeat under a prefix of its own, with a 2 s grace."""
+    prefix = f"rb-{uuid.uuid4().hex[:8]}:"
+    fleet.overrides = {
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_key_prefix": prefix,
+        "policy": fleet.settings().policy.__class__(beat_grace_s=2.0),
+    }
+    yield fleet
+
+
+def _beat(fleet: Fleet, tmp: Path, name: str = "beat") -> BeatProcess:
+    return BeatProcess(
+        fleet.broker,
+        SCHEDULE,
+        key_prefix=fleet.settings().redbeat_key_prefix,
+        lock_timeout_s=3,
+        log_path=str(tmp / f"{name}.log"),
+        cwd=str(tmp),
+    ).start()
+
+
+def _runs(fleet: Fleet, entry: str) -> int:
+    """total_run_count of an entry, as RedBeat wrote it (0 before its first run)."""
+    client = redis.Redis.from_url(fleet.broker)
+    try:
+        meta = client.hget(fleet.settings().redbeat_key_prefix + entry, "meta")
+    finally:
+        client.close()
+    if not meta:
+        return 0
+    import json
+
+    return int(json.loads(meta).get("total_run_count") or 0)
+
+
+def _stopped(report: Report) -> list:
+    return [f for f in report.findings if f.kind is Kind.BEAT_STOPPED]
+
+
+def test_beat_sigkilled_is_beat_stopped_naming_the_entries_then_resolved_when_it_returns(
+    beat_fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet = beat_fleet
+    beat = _beat(fleet, tmp_path)
+    try:
+        wait_for(lambda: _runs(fleet, "tick") >= 2, 30, what="beat sending tick")
+        # Given a running beat: nothing, and the schedule listed with the lock held
+        report = fleet.check()
+        assert _stopped(report) == []
+        assert report.sources["beat"].state is SourceState.OK
+        rows = {r["name"]: r for r in report.schedule or ()}
+        assert set(rows) == set(SCHEDULE)
+        assert rows["tick"]["late"] is False and rows["tick"]["interval_s"] == 1.0
+        # When beat is SIGKILLed
+        beat.kill()
+        report = poll_checks(fleet, lambda r: bool(_stopped(r)), timeout=20, interval=0.5)
+        # Then beat_stopped names the overdue entries (not the hourly one)
+        stopped = _stopped(report)[0]
+        assert stopped.alertable
+        entries = [e for e in stopped.evidence if e.startswith("entry ")]
+        assert any(e.startswith("entry tick (demo.pid): due ") for e in entries)
+        assert not any(e.startswith("entry hourly") for e in entries)
+        assert "run(s) missed" in entries[0]
+        assert any(e.startswith("lock: ") for e in stopped.evidence)
+        assert [m.kind for m in fleet.publisher.messages].count("beat_stopped") == 1
+        rows = {r["name"]: r for r in report.schedule or ()}
+        assert rows["tick"]["late"] is True and rows["hourly"]["late"] is False
+        # When beat comes back (it waits for the dead beat's lock to expire, 3 s)
+        beat = _beat(fleet, tmp_path, "beat-2")
+        report = poll_checks(fleet, lambda r: not _stopped(r), timeout=30, interval=0.5)
+        # Then it is resolved, saying the entries run again
+        resolved = [m for m in fleet.publisher.messages if m.kind == "beat_stopped"]
+        assert len(resolved) == 2
+        assert "beat sends again" in str(resolved[-1])
+    finally:
+        beat.stop()
+
+
+def test_a_running_beat_with_a_deleted_and_a_long_entry_raises_nothing(
+    beat_fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet = beat_fleet
+    beat = _beat(fleet, tmp_path)
+    try:
+        wait_for(lambda: _runs(fleet, "also-tick") >= 1, 30, what="beat sending also-tick")
+        # When an entry is deleted while beat runs (as RedBeat's own delete does it)
+        prefix = fleet.settings().redbeat_key_prefix
+        client = redis.Redis.from_url(fleet.broker)
+        try:
+            client.zrem(prefix + ":schedule", prefix + "also-tick")
+            client.delete(prefix + "also-tick")
+        finally:
+            client.close()
+        # Then checks over several seconds (past the grace) find nothing
+        began = time.monotonic()
+        for _ in range(5):
+            report = fleet.check()
+            assert _stopped(report) == [], report.findings
+            assert {r["name"] for r in report.schedule or ()} == {"tick", "hourly"}
+            time.sleep(0.5)
+        # tick (every 1 s) was due several times meanwhile: beat kept sending it
+        assert time.monotonic() - began > 2 * fleet.settings().policy.beat_grace_s
+        assert fleet.publisher.messages == []
+    finally:
+        beat.stop()
+
+
+def test_an_app_without_redbeat_has_the_beat_source_off_and_no_error(fleet: Fleet) -> None:
+    fleet.overrides = {"beat_scheduler": "celery.beat:PersistentScheduler"}
+    report = fleet.check()
+    status = report.sources["beat"]
+    assert status.state is SourceState.OFF
+    assert "shelve file on beat's own disk" in status.detail
+    assert report.schedule is None
+    assert "beat" not in report.to_json().get("schedule", [])
+    assert _stopped(report) == []
