@@ -183,3 +183,26 @@ def test_the_schedule_block_lists_every_entry_and_whether_it_is_late():
     assert rows["daily"]["next_due_at"].startswith("2026-09-2")
     table = "\n".join(schedule_table(tuple(rows.values())))
     assert "LATE 90s, 10 missed" in table and "disabled" in table
+
+
+def test_a_hash_without_meta_is_due_at_its_score_and_bad_json_is_skipped():
+    import json
+
+    from oomcheck.sources.beat import entry_from_hash, is_redbeat, off_reason
+
+    definition = json.dumps(
+        {"name": "n", "task": "t", "schedule": {"__type__": "interval", "every": 30}}
+    )
+    entry = entry_from_hash("n", definition.encode(), None, T0)
+    assert entry is not None
+    assert (entry.last_run_at, entry.next_due_at, entry.period_s) == (None, T0, 30.0)
+    assert entry_from_hash("n", b"{not json", None, T0) is None
+    assert entry_from_hash("n", None, None, T0) is None
+    solar = json.dumps({"name": "s", "task": "t", "schedule": {"__type__": "solar"}})
+    unknown = entry_from_hash("s", solar, None, -1)
+    assert unknown is not None and unknown.next_due_at is None and unknown.score is None
+    assert is_redbeat("redbeat:RedBeatScheduler") and is_redbeat("redbeat.RedBeatScheduler")
+    assert not is_redbeat("django_celery_beat.schedulers:DatabaseScheduler")
+    assert "Django database" in off_reason("django_celery_beat.schedulers:DatabaseScheduler")
+    assert "Django database" in off_reason("django_celery_beat.schedulers.DatabaseScheduler")
+    assert "no beat scheduler configured" in off_reason(None)

@@ -39,6 +39,7 @@ if os.environ.get("OOMCHECK_DEMO_BEAT_SCHEDULE"):
 
     app.conf.update(
         beat_scheduler="redbeat.RedBeatScheduler",
+        redbeat_redis_url=app.conf.broker_url,
         redbeat_key_prefix=os.environ.get("OOMCHECK_DEMO_REDBEAT_PREFIX", "redbeat:"),
         redbeat_lock_timeout=int(os.environ.get("OOMCHECK_DEMO_REDBEAT_LOCK_TIMEOUT", "5")),
         beat_max_loop_interval=1,
