@@ -206,3 +206,67 @@ def test_a_hash_without_meta_is_due_at_its_score_and_bad_json_is_skipped():
     assert "Django database" in off_reason("django_celery_beat.schedulers:DatabaseScheduler")
     assert "Django database" in off_reason("django_celery_beat.schedulers.DatabaseScheduler")
     assert "no beat scheduler configured" in off_reason(None)
+
+
+def _run_killed(at: float, run: int, entry: BeatEntry) -> Observation:
+    """A check at ``at``: the pool child running ``run-<run>`` of the entry's task was SIGKILLed
+    (its WorkerLostError in the result backend), the worker itself alive."""
+    from oomcheck.model import LostFailure
+    from tests.unit.scenario import snap
+
+    failure = LostFailure(
+        id=f"run-{run}",
+        message="Worker exited prematurely: signal 9 (SIGKILL) Job: 0.",
+        name="app.report",
+        worker=WORKER,
+        signal=9,
+        written_at=at - 1,
+        cause=Cause.KILLED,
+    )
+    return replace(
+        obs(at, [snap(WORKER, at=at)], lost=[failure]),
+        beat=beat_obs(at, [replace(entry, last_run_at=at - 2, next_due_at=at + 8)], lock=True).beat,
+    )
+
+
+WORKER = "celery@ip-10-0-1-5"
+
+
+def test_a_periodic_task_killed_on_three_runs_is_a_kill_loop_by_entry():
+    entry = every("nightly-report", 10, T0, task="app.report")
+    replay = Replay()
+    replay.step(replace(obs(T0, []), beat=beat_obs(T0, [entry], lock=True).beat))
+    history = [replay.step(_run_killed(T0 + 10 * i, i, entry)) for i in range(1, 4)]
+    # each run had a new id: no loop per id, and one per entry
+    loops = [f for f in history[-1] if f.kind is Kind.POISON_TASK]
+    assert len(loops) == 1
+    loop = loops[0]
+    assert loop.key is not None and loop.key.subject == "entry:nightly-report"
+    assert loop.summary.startswith("beat entry nightly-report (app.report): 3 runs in a row")
+    assert [t.id for t in loop.tasks] == ["run-1", "run-2", "run-3"]
+    assert any(a.startswith("Each run of nightly-report") for a in loop.advice)
+    assert [f for f in history[1] if f.kind is Kind.POISON_TASK] == []
+    # the deaths themselves say which entry the dead task came from and when it runs next
+    killed = [f for h in history for f in h if f.kind is Kind.CHILD_KILLED]
+    assert killed
+    assert any(
+        e.startswith("periodic: app.report is sent by beat entry nightly-report (every 10 s)")
+        for e in killed[0].evidence
+    )
+    assert actions(replay, "poison_task") == ["open"]
+    # quiet for longer than poison_quiet_s: the loop is over
+    later = T0 + 30 + Policy().poison_quiet_s + 10
+    replay.step(replace(obs(later, []), beat=beat_obs(later, [entry], lock=True).beat))
+    assert actions(replay, "poison_task") == ["open", "resolve"]
+
+
+def test_two_killed_runs_of_a_periodic_task_are_not_a_loop():
+    entry = every("nightly-report", 10, T0, task="app.report")
+    replay = Replay()
+    replay.step(replace(obs(T0, []), beat=beat_obs(T0, [entry], lock=True).beat))
+    killed = [
+        only(replay.step(_run_killed(T0 + 10 * i, i, entry)), Kind.CHILD_KILLED)
+        for i in range(1, 3)
+    ]
+    assert actions(replay, "poison_task") == []
+    assert [f.tasks[0].id for f in killed] == ["run-1", "run-2"]

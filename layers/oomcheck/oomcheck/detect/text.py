@@ -187,6 +187,19 @@ def beat_entry_line(entry: BeatEntry, missed: int, now: float) -> str:
     )
 
 
+PERIODIC = "periodic: "
+
+
+def periodic_line(task: str, entry: BeatEntry, now: float) -> str:
+    """A dead task's beat entry: beat does not resend the run that died; the next is due then."""
+    due = entry.next_due_at
+    when = "not known" if due is None else short_utc(due) + (" (overdue)" if due < now else "")
+    return (
+        f"{PERIODIC}{task} is sent by beat entry {entry.name} ({entry.schedule}); beat does not "
+        f"resend the run that died; its next run: {when}"
+    )
+
+
 def beat_lock_words(held: bool, ttl_s: float | None) -> str:
     if not held:
         return "lock: free, no beat holds it (beat is not running)"

@@ -24,6 +24,7 @@ from oomcheck.model import (
     Incident,
     Kind,
     Severity,
+    TaskFate,
 )
 
 KINDS = frozenset({Kind.BEAT_STOPPED})
@@ -145,3 +146,31 @@ def _why_over(schedule: BeatSchedule, incident: Incident) -> str:
             f"(last at {text.short_utc(latest.last_run_at)}); no entry is overdue"
         )
     return "no entry is overdue any more (the late ones were deleted, disabled or rescheduled)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Periodic victims: the beat entries behind tasks that died with a worker
+
+
+def entries_of(ctx: Context, task_name: str | None) -> tuple[BeatEntry, ...]:
+    """The enabled beat entries that send ``task_name`` (matched by task name: the checker
+    sees no message headers, so ``periodic_task_name`` is not read)."""
+    return ctx.obs.beat.entry_for_task(task_name) if ctx.obs.beat is not None else ()
+
+
+def with_periodic(
+    ctx: Context, evidence: tuple[str, ...], fates: tuple[TaskFate, ...]
+) -> tuple[str, ...]:
+    """A death's evidence with, for each dead task that a beat entry sends, the entry and its
+    next run (this run's lines replace an earlier run's: the next run moves on)."""
+    kept = tuple(line for line in evidence if not line.startswith(text.PERIODIC))
+    return tuple(dict.fromkeys((*kept, *periodic_lines(ctx, fates))))
+
+
+def periodic_lines(ctx: Context, fates: tuple[TaskFate, ...]) -> tuple[str, ...]:
+    """Which beat entry each dead task came from, and when it runs next."""
+    lines: dict[str, None] = {}
+    for fate in fates:
+        for entry in entries_of(ctx, fate.name)[:3]:
+            lines[text.periodic_line(fate.name or "?", entry, ctx.now)] = None
+    return tuple(lines)
