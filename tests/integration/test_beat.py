@@ -4,6 +4,7 @@ an entry deleted and a long-interval entry -> nothing; an app without RedBeat ->
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -143,3 +144,56 @@ def test_an_app_without_redbeat_has_the_beat_source_off_and_no_error(fleet: Flee
     assert report.schedule is None
     assert "beat" not in report.to_json().get("schedule", [])
     assert _stopped(report) == []
+
+
+def test_a_periodic_task_killed_with_its_worker_on_three_runs_is_a_kill_loop_by_entry(
+    beat_fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet = beat_fleet
+    beat = BeatProcess(
+        fleet.broker,
+        {"crunch": {"task": "demo.sleepy", "every": 2, "args": [120]}},
+        key_prefix=fleet.settings().redbeat_key_prefix,
+        lock_timeout_s=3,
+        log_path=str(tmp_path / "beat.log"),
+        cwd=str(tmp_path),
+    ).start()
+    try:
+        report = None
+        for run in range(3):
+            # Given a worker running one run of the periodic task (each run a new task id)
+            name = f"periodic-{run}@oomcheck-test"
+            worker = fleet.start(name)
+            poll_checks(
+                fleet,
+                lambda r, n=name: any(w["name"] == n and w["active"] for w in r.workers),
+                timeout=20,
+                interval=0.5,
+            )
+            # When the worker is SIGKILLed with it
+            worker.kill(signal.SIGKILL)
+            worker.wait()
+            report = poll_checks(
+                fleet,
+                lambda r, n=name: any(
+                    f.kind is Kind.WORKER_LOST and f.worker == n for f in r.findings
+                ),
+                timeout=15,
+                interval=0.5,
+            )
+            lost = next(
+                f for f in report.findings if f.kind is Kind.WORKER_LOST and f.worker == name
+            )
+            # the death says which beat entry the task came from and when it runs next
+            assert any(
+                e.startswith("periodic: demo.sleepy is sent by beat entry crunch (every 2 s)")
+                for e in lost.evidence
+            )
+        # Then, on the third run, a kill loop counted by entry, not by task id
+        assert report is not None
+        loops = [f for f in report.findings if f.kind is Kind.POISON_TASK]
+        assert [f.key.subject for f in loops if f.key] == ["entry:crunch"]
+        assert len({t.id for t in loops[0].tasks}) == 3
+        assert "poison_task" in [m.kind for m in fleet.publisher.messages]
+    finally:
+        beat.stop()
