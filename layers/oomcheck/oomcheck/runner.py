@@ -123,6 +123,13 @@ def run_once(
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
         notes=(*view.notes, *observed.notes),
         **_usage(observation, roster, settings, now),
+        # every entry in an audit; in a check only the late ones (a big schedule stays out of
+        # every run's log while it is on time)
+        schedule=schedule_rows(
+            observation.beat, now, settings.policy.beat_grace_s, late_only=mode is not Mode.AUDIT
+        )
+        if observation.beat is not None
+        else None,
     )
 
 
@@ -139,9 +146,6 @@ def _usage(
         else None,
         "queues": usage.queue_rows(observation.queues, live, roster, now)
         if observation.queues is not None
-        else None,
-        "schedule": schedule_rows(observation.beat, now, settings.policy.beat_grace_s)
-        if observation.beat is not None
         else None,
     }
 

@@ -10,13 +10,17 @@ from oomcheck.detect.rules.beat import missed_runs
 from oomcheck.model import BeatSchedule
 
 
-def schedule_rows(schedule: BeatSchedule, now: float, grace_s: float) -> tuple[dict[str, Any], ...]:
-    """One row per entry, by name. ``late``: due more than ``grace_s`` ago and enabled (what
-    beat_stopped counts); ``missed``: the runs it missed then."""
+def schedule_rows(
+    schedule: BeatSchedule, now: float, grace_s: float, *, late_only: bool = False
+) -> tuple[dict[str, Any], ...]:
+    """One row per entry (``late_only``: per late entry), by name. ``late``: due more than
+    ``grace_s`` ago and enabled (what beat_stopped counts); ``missed``: the runs it missed."""
     rows: list[dict[str, Any]] = []
     for entry in schedule.entries:
         due = entry.next_due_at
         late = entry.enabled and due is not None and now - due > grace_s
+        if late_only and not late:
+            continue
         rows.append(
             {
                 "name": entry.name,
