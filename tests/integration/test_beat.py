@@ -202,3 +202,16 @@ def test_a_periodic_task_killed_with_its_worker_on_three_runs_is_a_kill_loop_by_
         assert "poison_task" in [m.kind for m in fleet.publisher.messages]
     finally:
         beat.stop()
+
+
+def test_the_beat_demo_shows_the_alert_naming_the_jobs_that_stopped() -> None:
+    from oomcheck.demo.beat import run_beat_demo
+
+    lines: list[str] = []
+    assert run_beat_demo(out=lines.append) == 0
+    shown = "\n".join(lines)
+    assert "ALERT [oomcheck] CRITICAL: celery beat stopped" in shown
+    assert "entry send-invoices (demo.pid): due " in shown
+    assert "entry sync-inventory (demo.pid): due " in shown
+    assert "entry nightly-report" not in shown
+    assert "RESOLVED" in lines[-1]

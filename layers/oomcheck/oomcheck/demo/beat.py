@@ -10,7 +10,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,106 @@ class BeatProcess:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# `oomcheck demo --beat`: beat killed, the alert naming the jobs that stopped, then resolved
+
+DEMO_SCHEDULE = {
+    "send-invoices": {"task": "demo.pid", "every": 2},
+    "sync-inventory": {"task": "demo.pid", "every": 3},
+    "nightly-report": {"task": "demo.pid", "every": 86400},
+}
+DEMO_GRACE_S = 3.0
+DEMO_DEADLINE_S = 40.0
+
+
+def run_beat_demo(out: Callable[[str], None] | None = None) -> int:
+    """A real beat (RedBeat) on a private redis-server sends three periodic jobs; it is
+    SIGKILLed; checks once a second until beat_stopped names the jobs that stopped; beat comes
+    back and the incident is resolved. 0 when all of that happened in time."""
+    import tempfile
+
+    from oomcheck.config.settings import Settings
+    from oomcheck.demo import services
+    from oomcheck.model import Kind, Mode, Policy
+    from oomcheck.runner import run_once
+    from oomcheck.wiring import build_deps
+
+    say = out or print
+    server = services.start_redis()
+    broker = f"redis://127.0.0.1:{server.port}/0"
+    messages: list[Any] = []
+    beat: BeatProcess | None = None
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            broker_url=broker,
+            state_file=f"{tmp}/state.json",
+            beat_scheduler="redbeat.RedBeatScheduler",
+            policy=Policy(beat_grace_s=DEMO_GRACE_S),
+        )
+        deps = build_deps(settings)
+        deps.publisher = _Capture(messages)
+        try:
+            beat = BeatProcess(broker, DEMO_SCHEDULE, cwd=tmp, lock_timeout_s=4).start()
+            say(
+                f"beat (RedBeat) started, pid {beat.process.pid if beat.process else '?'}: "
+                f"{', '.join(DEMO_SCHEDULE)}"
+            )
+            if not _until(lambda: bool(run_once(deps, Mode.AUDIT).schedule), DEMO_DEADLINE_S):
+                say("beat did not write its schedule in time")
+                return 1
+            time.sleep(DEMO_GRACE_S)
+            say(f"healthy check: {[f.kind.value for f in run_once(deps, Mode.CHECK).findings]}")
+            beat.kill()
+            say("beat SIGKILLed (as the OOM killer does); checking once a second...")
+            if not _until(lambda: _alerted(messages, "open"), DEMO_DEADLINE_S, deps):
+                say("no beat_stopped alert in time")
+                return 1
+            opened = next(m for m in messages if m.kind is Kind.BEAT_STOPPED)
+            say(f"\nALERT {opened.subject}\n{opened.text}\n")
+            beat = BeatProcess(broker, DEMO_SCHEDULE, cwd=tmp, lock_timeout_s=4).start()
+            say("beat started again; it waits for the dead beat's lock to expire...")
+            if not _until(lambda: _alerted(messages, "resolve"), DEMO_DEADLINE_S, deps):
+                say("beat_stopped was not resolved in time")
+                return 1
+            resolved = [m for m in messages if m.kind is Kind.BEAT_STOPPED][-1]
+            say(f"RESOLVED {resolved.subject}")
+            return 0
+        finally:
+            if beat is not None:
+                beat.stop()
+            if deps.inspector is not None:
+                deps.inspector.close()
+            server.stop()
+
+
+class _Capture:
+    def __init__(self, messages: list[Any]) -> None:
+        self.messages = messages
+
+    def describe(self) -> str:
+        return "demo"
+
+    def publish(self, message: Any) -> str:
+        self.messages.append(message)
+        return f"m-{len(self.messages)}"
+
+
+def _alerted(messages: list[Any], action: str) -> bool:
+    return any(m.kind.value == "beat_stopped" and m.action.value == action for m in messages)
+
+
+def _until(done: Callable[[], bool], timeout: float, deps: Any = None) -> bool:
+    """Until ``done()`` (with ``deps``: after a check each second); bounded by ``timeout``."""
+    from oomcheck.model import Mode
+    from oomcheck.runner import run_once
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if deps is not None:
+            run_once(deps, Mode.CHECK)
+        if done():
+            return True
+        time.sleep(1.0)
+    return False
