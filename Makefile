@@ -79,8 +79,14 @@ demo-memory: $(STAMP)
 demo-beat: $(STAMP)
 	$(BIN)/oomcheck demo --beat
 
+# The suite runs in TEST_WORKERS pytest-xdist processes, a test file per worker at a time (a file's
+# module-scoped fixtures, such as the `sam build` of tests/template/test_build.py, are made once).
+# Most of its time is spent waiting (on Celery workers, heartbeats, timeouts, moto), not computing:
+# 4 workers suit a 2-core machine. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 4
+
 test: $(STAMP) sam-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

