@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from oomcheck.demo import services
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Databases the tests may flush on a shared Redis ($OOMCHECK_REDIS_URL, or the one on 6379 when
 # no redis-server can be started); nothing else is touched. `make test` runs the suite in
@@ -32,6 +36,18 @@ def shared_dbs(worker: str | None) -> tuple[int, int]:
 
 def _worker() -> str | None:
     return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the library and the handler before any test (in xdist's controller, before its
+    workers start). A module imported for the first time writes its .pyc through a temporary file
+    beside it; tests copy these folders (the layer build's `cp -R`, `sam build`'s copy of the
+    sources) while other workers, and the Celery workers they start, import: a temporary file
+    that vanishes mid-copy fails the copy. Compiled up front, nothing is written there."""
+    if hasattr(config, "workerinput"):
+        return
+    for folder in (ROOT / "layers" / "oomcheck" / "oomcheck", ROOT / "functions" / "checker"):
+        compileall.compile_dir(folder, quiet=1)
 
 
 @pytest.fixture(autouse=True)
