@@ -20,7 +20,7 @@ help:
 	@echo "make demo    a real worker OOM-killed, detected, alerted (under a minute)"
 	@echo "make demo-memory  a task grows: memory_pressure names it before the OOM kill"
 	@echo "make demo-beat    celery beat killed: beat_stopped names the jobs that stopped"
-	@echo "make test    unit, integration and end-to-end tests (+ template checks)"
+	@echo "make test    lint, then unit, integration and end-to-end tests (+ template checks)"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   benchmarks with figures (not part of make test)"
 	@echo "make validate  sam validate --lint"
@@ -85,7 +85,8 @@ demo-beat: $(STAMP)
 # 4 workers suit a 2-core machine. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 4
 
-test: $(STAMP) sam-tools
+# The gates (ruff's complexity limits, mypy) first: CI runs `make test` (.ci/run).
+test: lint sam-tools
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 unit: $(STAMP)
