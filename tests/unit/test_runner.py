@@ -260,6 +260,27 @@ class SlowPublisher(FlakyPublisher):
         return super().publish(message)
 
 
+class _AtomicCalls:
+    """A boto3 client whose API calls run one at a time."""
+
+    def __init__(self, client: Any) -> None:
+        import threading
+
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
+
+
 def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
     import threading
 
@@ -269,7 +290,10 @@ def test_overlapping_runs_on_dynamodb_alert_once(tmp_path):
     from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
 
     with mock_aws():
-        dynamo = boto3.client("dynamodb", region_name="us-east-1")
+        # DynamoDB applies each request atomically; moto's in-process backend does not (FACTS.md),
+        # so the runs' threads share a client that makes every call atomic, and they still race
+        # between their calls as overlapping Lambda invocations do
+        dynamo = _AtomicCalls(boto3.client("dynamodb", region_name="us-east-1"))
         dynamo.create_table(**table_definition("state"))
         control, results, clock = _busy_worker()
         publisher = SlowPublisher()
@@ -329,7 +353,10 @@ def test_the_lease_outlives_the_runs_deadline_by_seconds_not_minutes(tmp_path):
     from oomcheck.store.dynamodb import DynamoDBStateStore, table_definition
 
     with mock_aws():
-        dynamo = boto3.client("dynamodb", region_name="us-east-1")
+        # DynamoDB applies each request atomically; moto's in-process backend does not (FACTS.md),
+        # so the runs' threads share a client that makes every call atomic, and they still race
+        # between their calls as overlapping Lambda invocations do
+        dynamo = _AtomicCalls(boto3.client("dynamodb", region_name="us-east-1"))
         dynamo.create_table(**table_definition("state"))
         control, results, clock = _busy_worker()
         deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
