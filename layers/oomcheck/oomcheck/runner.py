@@ -201,6 +201,7 @@ def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
         secrets=deps.settings.secrets(),
         # the printer alone (no topic, chat topic or bus): what it takes is shown, not published
         printed_only=isinstance(deps.publisher, PrintAlerter),
+        runbooks=deps.settings.runbooks,
     )
 
 

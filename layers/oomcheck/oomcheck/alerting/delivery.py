@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from oomcheck.alerting import outbox
+from oomcheck.alerting import channels, outbox
 from oomcheck.alerting import render as alerting
 from oomcheck.alerting.outbox import SentJournal, SentMark
+from oomcheck.alerting.runbooks import Runbooks
 from oomcheck.deadline import Deadline
 from oomcheck.model import Delivery, SourceState, SourceStatus, State
 from oomcheck.ports import Publisher, StateStore
@@ -48,6 +49,7 @@ class Outbox:
     sleep: Callable[[float], None] = time.sleep
     # only a printer takes alerts: what it took was printed, not published
     printed_only: bool = False
+    runbooks: Runbooks = field(default_factory=Runbooks)
 
 
 @dataclass
@@ -95,15 +97,24 @@ def _publish(box: Outbox, message: alerting.AlertMessage) -> alerting.PublishErr
     return None
 
 
+def _earlier(batch: outbox.Batch) -> frozenset[str]:
+    """Channels that took every member's alert in an earlier run."""
+    sets = [frozenset(pending.taken) for _, pending in batch.members]
+    return frozenset.intersection(*sets) if sets else frozenset()
+
+
 def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None:
-    message = alerting.fit(batch, now)
+    earlier = _earlier(batch)
+    message = replace(alerting.fit(batch, now, box.runbooks), taken=earlier)
     error = _publish(box, message)
     if error is not None and error.permanent:
         if box.deadline.allows(box.publish_s + box.finish_s):
-            message = alerting.reduced(batch, now)
+            message = replace(alerting.reduced(batch, now, box.runbooks), taken=error.taken)
             error = _publish(box, message)
         else:  # not dropped untried: the next run retries it in the reduced form
-            error = alerting.PublishError(str(error))
+            error = alerting.PublishError(str(error), taken=error.taken)
+    names = channels.channel_names(box.publisher)
+    channel_outcomes = channels.outcomes(names, earlier, error)
     if error is None:
         for incident, pending in batch.members:
             done.state = outbox.mark_sent(done.state, incident.id, pending.action, now)
@@ -112,7 +123,7 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
             )
         done.messages += 1
         taken = Delivery.PRINTED if box.printed_only else Delivery.PUBLISHED
-        _record(done, batch, message.subject, taken, None)
+        _record(done, batch, message.subject, taken, None, by_channel=channel_outcomes)
         _save(box, done)
         return
     reason = scrub(str(error), box.secrets)[:300]
@@ -120,22 +131,47 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
         for incident, pending in batch.members:
             done.state = outbox.mark_undeliverable(done.state, incident.id, pending.action)
         done.undeliverable += 1
-        _record(done, batch, message.subject, Delivery.UNDELIVERABLE, reason)
+        _record(
+            done,
+            batch,
+            message.subject,
+            Delivery.UNDELIVERABLE,
+            reason,
+            by_channel=channel_outcomes,
+        )
         _save(box, done)
         return
+    took = error.taken & frozenset(names)
     for incident, pending in batch.members:
-        done.state = outbox.mark_failed(done.state, incident.id, pending.action, reason)
-    _record(done, batch, message.subject, Delivery.FAILED, reason)
+        done.state = outbox.mark_failed(done.state, incident.id, pending.action, reason, took)
+    _record(done, batch, message.subject, Delivery.FAILED, reason, by_channel=channel_outcomes)
+    if took - earlier:
+        # what a channel took is saved now: a run cut short after this repeats it nowhere
+        _save(box, done)
     done.stopped = reason
 
 
 def _record(
-    done: Delivered, batch: outbox.Batch, subject: str, outcome: Delivery, reason: str | None
+    done: Delivered,
+    batch: outbox.Batch,
+    subject: str,
+    outcome: Delivery,
+    reason: str | None,
+    *,
+    by_channel: dict[str, str] | None = None,
 ) -> None:
     subject = subject or alerting.batch_subject(batch)
     for incident, pending in batch.members:
         done.records.append(
-            AlertRecord(incident.id, incident.kind, pending.action, subject, outcome, reason)
+            AlertRecord(
+                incident.id,
+                incident.kind,
+                pending.action,
+                subject,
+                outcome,
+                reason,
+                channels=dict(by_channel or {}),
+            )
         )
 
 

@@ -81,12 +81,24 @@ def mark_sent(state: State, incident_id: str, action: Action, now: float) -> Sta
     return replace(state, incidents={**state.incidents, incident_id: updated})
 
 
-def mark_failed(state: State, incident_id: str, action: Action, error: str) -> State:
+def mark_failed(
+    state: State,
+    incident_id: str,
+    action: Action,
+    error: str,
+    taken: frozenset[str] = frozenset(),
+) -> State:
+    """``taken``: the channels that took the alert all the same; the retry skips them."""
     incident = state.incidents[incident_id]
     if not _head_is(incident, action):
         return state
     head = incident.pending[0]
-    head = replace(head, attempts=head.attempts + 1, last_error=error[:300])
+    head = replace(
+        head,
+        attempts=head.attempts + 1,
+        last_error=error[:300],
+        taken=tuple(sorted(set(head.taken) | taken)),
+    )
     updated = replace(incident, pending=(head, *incident.pending[1:]))
     return replace(state, incidents={**state.incidents, incident_id: updated})
 

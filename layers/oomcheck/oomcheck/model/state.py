@@ -65,6 +65,9 @@ class PendingAlert:
     note: str | None = None
     # Counts the incident's messages: with the incident id and action it makes the dedup key.
     seq: int = 0
+    # Channels (their describe() names) that took this alert in an earlier run while another
+    # failed: the retry goes to the others only, in any process.
+    taken: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

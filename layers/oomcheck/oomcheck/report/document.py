@@ -53,6 +53,9 @@ class AlertRecord:
     subject: str
     outcome: Delivery
     reason: str | None = None
+    # channel (its describe() name) -> "published" | "sent earlier" | "failed"; empty when the
+    # message was not tried this run
+    channels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def published(self) -> bool:
@@ -134,6 +137,7 @@ class Report:
                     "published": a.published,
                     **({"printed": True} if a.printed else {}),
                     **({"error": a.error} if a.error else {}),
+                    **({"channels": dict(a.channels)} if a.channels else {}),
                 }
                 for a in self.alerts
             ],

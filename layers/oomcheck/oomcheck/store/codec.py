@@ -121,7 +121,8 @@ def incident_to_json(incident: Incident) -> Json:
             "closed_at": incident.closed_at,
             "resolution": incident.resolution,
             "pending": [
-                _drop_none(_flat(p) | {"action": p.action.value}) for p in incident.pending
+                _drop_none(_flat(p) | {"action": p.action.value, "taken": list(p.taken) or None})
+                for p in incident.pending
             ],
             "last_alert_at": incident.last_alert_at,
             "alerts_sent": incident.alerts_sent or None,
@@ -289,6 +290,7 @@ def incident_from_json(value: Json) -> Incident:
                 last_error=p.get("last_error"),
                 note=p.get("note"),
                 seq=int(p.get("seq", 0)),
+                taken=tuple(p.get("taken", ())),
             )
             for p in value.get("pending", ())
         ),
