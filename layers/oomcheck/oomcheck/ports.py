@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from oomcheck.alerting.render import AlertMessage
     from oomcheck.config.settings import Settings
     from oomcheck.model import Presence, State, UnackedMessage, WorkerSnapshot
+    from oomcheck.silences.model import Silence
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
     from oomcheck.sources.presence.owners import Member
@@ -123,6 +124,15 @@ class StateStore(Protocol):
     def describe(self) -> str: ...
 
 
+class SilenceSource(Protocol):
+    """Silences, read once per run (oomcheck.silences.store). Raises
+    oomcheck.store.base.StateError."""
+
+    def read(self) -> tuple[Silence, ...]: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass
 class Deps:
     """Everything a run talks to; built once per process (Lambda container, CLI invocation)."""
@@ -149,3 +159,5 @@ class Deps:
     journal: SentJournal = field(default_factory=SentJournal)
     # the workers' side of the clock (the broker's Redis TIME); None: the local clock is used
     reference_clock: ReferenceClock | None = None
+    # where silences live (the state table, or a file beside the state file); None: no silences
+    silences: SilenceSource | None = None

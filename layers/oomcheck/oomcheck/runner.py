@@ -34,6 +34,7 @@ from oomcheck.ports import Deps
 from oomcheck.redact import scrub
 from oomcheck.report import usage
 from oomcheck.report.document import Report, worker_rows
+from oomcheck.silences import held_by, without_unsent_resolved
 from oomcheck.store.base import LeaseBusy, StateError
 
 
@@ -80,11 +81,14 @@ def run_once(
         )
         if mode is Mode.AUDIT:
             findings = [*findings, *config_risks(observation, view.state)]
+        # silences, read once: they hold messages, never detection
+        held, silence_status = _silences(deps, new_state, now)
+        new_state = without_unsent_resolved(new_state, held)
 
         # 4. save, alert (each sent mark saved as it is sent), release
         committed = None
         if view.writable:
-            committed = delivery.commit(_outbox(deps, deadline), view.loaded, new_state, now)
+            committed = delivery.commit(_outbox(deps, deadline, held), view.loaded, new_state, now)
             view.held = not committed.released
     finally:
         if view.held:
@@ -99,6 +103,9 @@ def run_once(
     stats["alerts_published"] = sum(1 for a in records if a.published)
     stats["messages_published"] = done.messages if done else 0
     stats["alerts_undeliverable"] = done.undeliverable if done else 0
+    stats["alerts_held"] = sum(
+        1 for i in held if (incident := new_state.incidents.get(i)) and incident.pending
+    )
     statuses: dict[str, SourceStatus] = {
         **observed.statuses,
         Source.STATE.value: committed.status if committed else view.status,
@@ -109,6 +116,8 @@ def run_once(
         if errors_seen
         else SourceStatus(SourceState.OK, deps.publisher.describe())
     )
+    if silence_status is not None:
+        statuses[Source.SILENCES.value] = silence_status
     roster = new_state.workers if view.writable else {**view.state.workers, **new_state.workers}
     return Report(
         mode=mode,
@@ -121,6 +130,7 @@ def run_once(
         alerts=tuple(records),
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
         notes=(*view.notes, *observed.notes),
+        silenced=held,
         **_usage(observation, roster, settings, now),
     )
 
@@ -188,7 +198,22 @@ def _open_state(deps: Deps, now: float, deadline: Deadline, *, writable: bool) -
     return view
 
 
-def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
+def _silences(deps: Deps, state: State, now: float) -> tuple[dict[str, str], SourceStatus | None]:
+    """Incident id -> the silence holding its messages, and how the read went (None: no place
+    for silences is configured). A failed read holds nothing: an alert during planned work is
+    better than a death nobody hears of."""
+    if deps.silences is None:
+        return {}, None
+    try:
+        found = deps.silences.read()
+    except Exception as exc:  # noqa: BLE001 - like a source: the run goes on without it
+        detail = scrub(f"{type(exc).__name__}: {exc}", deps.settings.secrets())[:300]
+        return {}, SourceStatus(SourceState.ERROR, f"{detail}; no alert is held")
+    active = sum(1 for s in found if s.active(now))
+    return held_by(state, found, now), SourceStatus(SourceState.OK, f"{active} active")
+
+
+def _outbox(deps: Deps, deadline: Deadline, held: Mapping[str, str]) -> delivery.Outbox:
     return delivery.Outbox(
         publisher=deps.publisher,
         store=deps.store,
@@ -202,6 +227,7 @@ def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
         # the printer alone (no topic, chat topic or bus): what it takes is shown, not published
         printed_only=isinstance(deps.publisher, PrintAlerter),
         runbooks=deps.settings.runbooks,
+        held=held,
     )
 
 

@@ -16,7 +16,7 @@ Rules, in the order they matter:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from oomcheck.alerting import channels, outbox
@@ -50,6 +50,8 @@ class Outbox:
     # only a printer takes alerts: what it took was printed, not published
     printed_only: bool = False
     runbooks: Runbooks = field(default_factory=Runbooks)
+    # incident id -> the silence holding its messages: they stay pending, unsent
+    held: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,7 +72,7 @@ def deliver(box: Outbox, state: State, saved: State, now: float) -> Delivered:
     """Publish every pending alert in order (an open before the resolve queued behind it)."""
     done = Delivered(state=state, saved=saved)
     for _ in range(3):  # an open, then an update or resolve queued behind it in the same run
-        todo = outbox.batches(done.state)
+        todo = outbox.batches(done.state, box.held)
         if not todo:
             break
         sent_before = done.messages + done.undeliverable

@@ -8,6 +8,7 @@ Incidents opened in the same run with the same kind, severity and cause go out a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 from oomcheck.model import Action, Incident, PendingAlert, State
@@ -38,21 +39,22 @@ def batch_key(batch: Batch) -> str:
     return "group:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
 
 
-def due(state: State) -> list[tuple[Incident, Action]]:
+def due(state: State, held: Collection[str] = ()) -> list[tuple[Incident, Action]]:
     """The first pending alert of each incident, oldest incident first (order matters: an open
-    must go out before its resolve)."""
+    must go out before its resolve); ``held``: ids of incidents a silence holds (skipped)."""
     out = []
     for incident in sorted(state.incidents.values(), key=lambda i: (i.opened_at, i.id)):
-        if incident.pending:
+        if incident.pending and incident.id not in held:
             out.append((incident, incident.pending[0].action))
     return out
 
 
-def batches(state: State) -> list[Batch]:
+def batches(state: State, held: Collection[str] = ()) -> list[Batch]:
     """Every incident's first pending alert, as messages: opens of the same kind, severity and
-    cause opened in the same run share one; everything else goes alone. Oldest first."""
+    cause opened in the same run share one; everything else goes alone. Oldest first. Incidents
+    in ``held`` (silenced) keep their alerts pending."""
     groups: dict[tuple[object, ...], list[tuple[Incident, PendingAlert]]] = {}
-    for incident, _ in due(state):
+    for incident, _ in due(state, held):
         head = incident.pending[0]
         finding = incident.finding
         key: tuple[object, ...] = (

@@ -98,6 +98,8 @@ class Source(StrEnum):
     MEMORY = "memory"
     STATE = "state"
     ALERTS = "alerts"
+    # the silences read for this run (oomcheck.silences): an error means none held anything
+    SILENCES = "silences"
 
 
 class SourceState(StrEnum):

@@ -103,6 +103,8 @@ class Report:
     # or failed this run
     memory: tuple[dict[str, Any], ...] | None = None
     queues: tuple[dict[str, Any], ...] | None = None
+    # incident id -> the silence holding its messages (oomcheck.silences)
+    silenced: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -118,6 +120,13 @@ class Report:
             return ExitCode.FINDINGS
         return ExitCode.OK
 
+    def _finding_json(self, finding: Finding) -> dict[str, Any]:
+        out = finding_to_json(finding)
+        silence = self.silenced.get(finding.incident_id or "")
+        if silence is not None:
+            out["silenced_by"] = silence
+        return out
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "schema": SCHEMA,
@@ -125,7 +134,7 @@ class Report:
             "checked_at": datetime.fromtimestamp(self.checked_at, tz=UTC).isoformat(),
             "duration_ms": self.duration_ms,
             "workers": list(self.workers),
-            "findings": [finding_to_json(f) for f in self.findings],
+            "findings": [self._finding_json(f) for f in self.findings],
             "sources": source_texts(self.sources),
             "stats": dict(self.stats),
             "alerts": [
