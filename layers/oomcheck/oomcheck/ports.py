@@ -124,11 +124,16 @@ class StateStore(Protocol):
     def describe(self) -> str: ...
 
 
-class SilenceSource(Protocol):
-    """Silences, read once per run (oomcheck.silences.store). Raises
-    oomcheck.store.base.StateError."""
+class SilenceStore(Protocol):
+    """Silences (oomcheck.silences.store): read once per run, added and ended by the CLI or a
+    Lambda payload. Raises oomcheck.store.base.StateError; ``add`` raises SilenceError for an
+    id that exists."""
 
     def read(self) -> tuple[Silence, ...]: ...
+
+    def add(self, silence: Silence) -> None: ...
+
+    def put(self, silence: Silence, now: float) -> None: ...
 
     def describe(self) -> str: ...
 
@@ -160,4 +165,4 @@ class Deps:
     # the workers' side of the clock (the broker's Redis TIME); None: the local clock is used
     reference_clock: ReferenceClock | None = None
     # where silences live (the state table, or a file beside the state file); None: no silences
-    silences: SilenceSource | None = None
+    silences: SilenceStore | None = None

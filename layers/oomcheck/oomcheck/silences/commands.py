@@ -10,11 +10,11 @@ from typing import Any
 
 from oomcheck.detect.text import utc
 from oomcheck.model import State
+from oomcheck.ports import SilenceStore
 from oomcheck.silences.match import matching_now
 from oomcheck.silences.model import Silence, SilenceError, new_silence
-from oomcheck.silences.store import DynamoDBSilences, FileSilences, expire
+from oomcheck.silences.store import expire
 
-SilenceStore = DynamoDBSilences | FileSilences
 ACTIONS = ("add", "list", "expire")
 # Keys that say who or what a silence is about, checked against what oomcheck knows now.
 _KNOWN_NOW = ("worker", "queue", "task")
@@ -43,15 +43,13 @@ def add(
     )
     store.add(silence)
     out: dict[str, Any] = {"id": silence.id, "silence": _row(silence, now)}
-    text = f"{silence.id}"
     if state is not None and any(m.key in _KNOWN_NOW for m in silence.matchers):
         out["matches_now"] = count = matching_now(silence, state)
         if count == 0:
-            out["note"] = note = (
+            out["note"] = (
                 "matches no open incident and no worker, queue or task oomcheck knows of now"
             )
-            text += f"\nnote: {silence.id} {note}"
-    return out, text
+    return out, silence.id
 
 
 def listing(store: SilenceStore, now: float) -> tuple[dict[str, Any], str]:

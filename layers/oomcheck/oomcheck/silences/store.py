@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from oomcheck.ports import SilenceStore
 from oomcheck.silences.model import Silence, SilenceError
 from oomcheck.store.base import StateError
 
@@ -144,7 +145,7 @@ class FileSilences:
             self._write(silences, now)
 
 
-def expire(store: DynamoDBSilences | FileSilences, ident: str, now: float) -> Silence:
+def expire(store: SilenceStore, ident: str, now: float) -> Silence:
     """End a silence now (an ended one stays as it is). SilenceError when there is none."""
     found = {s.id: s for s in store.read()}.get(ident)
     if found is None:
