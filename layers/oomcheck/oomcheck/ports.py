@@ -18,6 +18,7 @@ from oomcheck.alerting.outbox import SentJournal
 
 if TYPE_CHECKING:
     from oomcheck.alerting.render import AlertMessage
+    from oomcheck.alerting.taskevents import Sent, TaskEvent
     from oomcheck.config.settings import Settings
     from oomcheck.model import Presence, State, UnackedMessage, WorkerSnapshot
     from oomcheck.silences.model import Silence
@@ -138,6 +139,15 @@ class SilenceStore(Protocol):
     def describe(self) -> str: ...
 
 
+class TaskEventSink(Protocol):
+    """One event per victim task's verdict (oomcheck.alerting.taskevents): sends while
+    ``allows_call()`` and says what went out; never raises."""
+
+    def send(self, events: list[TaskEvent], allows_call: Callable[[], bool]) -> Sent: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass
 class Deps:
     """Everything a run talks to; built once per process (Lambda container, CLI invocation)."""
@@ -166,3 +176,5 @@ class Deps:
     reference_clock: ReferenceClock | None = None
     # where silences live (the state table, or a file beside the state file); None: no silences
     silences: SilenceStore | None = None
+    # an event per victim task's verdict, on the alert bus; None: no bus configured
+    task_events: TaskEventSink | None = None

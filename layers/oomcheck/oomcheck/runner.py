@@ -103,9 +103,7 @@ def run_once(
     stats["alerts_published"] = sum(1 for a in records if a.published)
     stats["messages_published"] = done.messages if done else 0
     stats["alerts_undeliverable"] = done.undeliverable if done else 0
-    stats["alerts_held"] = sum(
-        1 for i in held if (incident := new_state.incidents.get(i)) and incident.pending
-    )
+    stats.update(_oncall_stats(done, held, new_state))
     statuses: dict[str, SourceStatus] = {
         **observed.statuses,
         Source.STATE.value: committed.status if committed else view.status,
@@ -133,6 +131,19 @@ def run_once(
         silenced=held,
         **_usage(observation, roster, settings, now),
     )
+
+
+def _oncall_stats(
+    done: delivery.Delivered | None, held: Mapping[str, str], state: State
+) -> dict[str, int]:
+    """Alerts a silence held back, and the task events of this run (when a bus is set)."""
+    out = {"alerts_held": sum(1 for i in held if (inc := state.incidents.get(i)) and inc.pending)}
+    sent = done.task_events if done is not None else None
+    if sent is not None:
+        out["task_events_sent"] = len(sent.events)
+        out["task_events_deferred"] = sent.failed
+        out["task_event_calls"] = sent.calls
+    return out
 
 
 def _usage(
@@ -228,6 +239,7 @@ def _outbox(deps: Deps, deadline: Deadline, held: Mapping[str, str]) -> delivery
         printed_only=isinstance(deps.publisher, PrintAlerter),
         runbooks=deps.settings.runbooks,
         held=held,
+        task_events=deps.task_events,
     )
 
 

@@ -39,12 +39,7 @@ def build_deps(
     channels = _channels(settings, write, publish_limits)
     publisher: Publisher = channels[0] if len(channels) == 1 else FanoutPublisher(channels)
     deps = Deps(settings=settings, store=store, publisher=publisher)
-    deps.silences = silence_store(
-        settings.table,
-        settings.target,
-        settings.state_file,
-        client=store.client if isinstance(store, DynamoDBStateStore) else None,
-    )
+    _oncall(deps, publish_limits)
     if settings.table:
         deps.store_s = store_limits.worst_s
     remote = [c for c in channels if not isinstance(c, PrintAlerter)]
@@ -121,6 +116,27 @@ def build_deps(
     else:
         deps.off["exits"] = "no log groups configured (OOMCHECK_LOG_GROUPS)"
     return deps
+
+
+def _oncall(deps: Deps, limits: CallLimits) -> None:
+    """Silences (the state table, or a file beside the state file) and, with a bus, an event
+    per victim task."""
+    from oomcheck import aws
+
+    settings = deps.settings
+    store = deps.store
+    deps.silences = silence_store(
+        settings.table,
+        settings.target,
+        settings.state_file,
+        client=store.client if isinstance(store, DynamoDBStateStore) else None,
+    )
+    if settings.event_bus:
+        from oomcheck.alerting.taskevents import EventBridgeTaskEvents
+
+        deps.task_events = EventBridgeTaskEvents(
+            settings.event_bus, aws.client("events", limits=limits)
+        )
 
 
 def _channels(

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from oomcheck.alerting import channels, outbox
+from oomcheck.alerting import channels, outbox, taskevents
 from oomcheck.alerting import render as alerting
 from oomcheck.alerting.outbox import SentJournal, SentMark
 from oomcheck.alerting.runbooks import Runbooks
 from oomcheck.deadline import Deadline
 from oomcheck.model import Delivery, SourceState, SourceStatus, State
-from oomcheck.ports import Publisher, StateStore
+from oomcheck.ports import Publisher, StateStore, TaskEventSink
 from oomcheck.redact import scrub
 from oomcheck.report.document import AlertRecord
 from oomcheck.store.base import LeaseLost, StateError
@@ -52,6 +52,7 @@ class Outbox:
     runbooks: Runbooks = field(default_factory=Runbooks)
     # incident id -> the silence holding its messages: they stay pending, unsent
     held: Mapping[str, str] = field(default_factory=dict)
+    task_events: TaskEventSink | None = None
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Delivered:
     # alerts after it are deferred for that reason
     stopped: str | None = None
     state_error: str | None = None
+    task_events: taskevents.Sent | None = None
 
 
 def deliver(box: Outbox, state: State, saved: State, now: float) -> Delivered:
@@ -218,6 +220,8 @@ def commit(box: Outbox, loaded: State, new_state: State, now: float) -> Committe
             return out
         if box.deadline.allows(box.finish_s):
             out.delivered = done = _continue(box, done, now)
+        if box.task_events is not None and done.state_error is None:
+            _send_task_events(box, box.task_events, done)
         if done.state_error is not None:
             out.status = SourceStatus(SourceState.ERROR, done.state_error)
             return out
@@ -233,6 +237,18 @@ def commit(box: Outbox, loaded: State, new_state: State, now: float) -> Committe
     except StateError as exc:
         out.status = SourceStatus(SourceState.ERROR, scrub(str(exc), box.secrets)[:300])
     return out
+
+
+def _send_task_events(box: Outbox, sink: TaskEventSink, done: Delivered) -> None:
+    """After the alerts: an event per task verdict not sent yet, marked on its incident and
+    saved at once (what the deadline leaves out goes next run, with the same keys)."""
+    todo = taskevents.due(done.state)
+    if not todo:
+        return
+    sent = sink.send(todo, lambda: box.deadline.allows(box.publish_s + box.finish_s))
+    done.task_events = sent
+    done.state = taskevents.mark(done.state, todo, sent.events)
+    _save(box, done)
 
 
 def _continue(box: Outbox, done: Delivered, now: float) -> Delivered:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from oomcheck.model.findings import Finding, IncidentKey
+from oomcheck.model.findings import Finding, IncidentKey, TaskFate
 from oomcheck.model.kinds import Action, Cause, Kind, WorkerStatus
 from oomcheck.model.observation import ActiveTask, TaskLimits
 
@@ -84,6 +84,11 @@ class Incident:
     alerts_sent: int = 0
     # Live workers before a worker_lost: the incident closes when the fleet is back to this size.
     fleet_size: int | None = None
+    # Task id -> the verdict last sent as a task event (oomcheck.alerting.taskevents)
+    task_events: Mapping[str, str] = field(default_factory=dict)
+    # Task events a run could not send (its deadline, a throttle), kept whole: the state keeps
+    # only the first tasks of a finding, and these must go out next run all the same
+    task_events_due: tuple[TaskFate, ...] = ()
 
     @property
     def is_open(self) -> bool:

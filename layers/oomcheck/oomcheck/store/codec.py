@@ -127,6 +127,8 @@ def incident_to_json(incident: Incident) -> Json:
             "last_alert_at": incident.last_alert_at,
             "alerts_sent": incident.alerts_sent or None,
             "fleet_size": incident.fleet_size,
+            "task_events": dict(incident.task_events) or None,
+            "task_events_due": [fate_to_json(t) for t in incident.task_events_due] or None,
         }
     )
 
@@ -297,6 +299,8 @@ def incident_from_json(value: Json) -> Incident:
         last_alert_at=value.get("last_alert_at"),
         alerts_sent=int(value.get("alerts_sent", 0)),
         fleet_size=value.get("fleet_size"),
+        task_events={str(k): str(v) for k, v in (value.get("task_events") or {}).items()},
+        task_events_due=tuple(fate_from_json(t) for t in value.get("task_events_due") or ()),
     )
 
 
