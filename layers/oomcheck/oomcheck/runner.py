@@ -220,8 +220,7 @@ def _silences(deps: Deps, state: State, now: float) -> tuple[dict[str, str], Sou
     except Exception as exc:  # noqa: BLE001 - like a source: the run goes on without it
         detail = scrub(f"{type(exc).__name__}: {exc}", deps.settings.secrets())[:300]
         return {}, SourceStatus(SourceState.ERROR, f"{detail}; no alert is held")
-    active = sum(1 for s in found if s.active(now))
-    return held_by(state, found, now), SourceStatus(SourceState.OK, f"{active} active")
+    return held_by(state, found, now), SourceStatus(SourceState.OK)
 
 
 def _outbox(deps: Deps, deadline: Deadline, held: Mapping[str, str]) -> delivery.Outbox:
