@@ -239,6 +239,7 @@ def _outbox(deps: Deps, deadline: Deadline, held: Mapping[str, str]) -> delivery
         runbooks=deps.settings.runbooks,
         held=held,
         task_events=deps.task_events,
+        group_wait_s=deps.settings.group_wait_s,
     )
 
 

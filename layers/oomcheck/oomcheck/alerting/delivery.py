@@ -53,6 +53,7 @@ class Outbox:
     # incident id -> the silence holding its messages: they stay pending, unsent
     held: Mapping[str, str] = field(default_factory=dict)
     task_events: TaskEventSink | None = None
+    group_wait_s: float = 0.0
 
 
 @dataclass
@@ -74,7 +75,7 @@ def deliver(box: Outbox, state: State, saved: State, now: float) -> Delivered:
     """Publish every pending alert in order (an open before the resolve queued behind it)."""
     done = Delivered(state=state, saved=saved)
     for _ in range(3):  # an open, then an update or resolve queued behind it in the same run
-        todo = outbox.batches(done.state, box.held)
+        todo = outbox.batches(done.state, box.held, box.group_wait_s, now)
         if not todo:
             break
         sent_before = done.messages + done.undeliverable

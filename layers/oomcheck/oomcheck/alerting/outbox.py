@@ -49,21 +49,33 @@ def due(state: State, held: Collection[str] = ()) -> list[tuple[Incident, Action
     return out
 
 
-def batches(state: State, held: Collection[str] = ()) -> list[Batch]:
+def batches(
+    state: State, held: Collection[str] = (), group_wait_s: float = 0.0, now: float = 0.0
+) -> list[Batch]:
     """Every incident's first pending alert, as messages: opens of the same kind, severity and
     cause opened in the same run share one; everything else goes alone. Oldest first. Incidents
-    in ``held`` (silenced) keep their alerts pending."""
+    in ``held`` (silenced) keep their alerts pending.
+
+    ``group_wait_s`` > 0 (Alertmanager's group_wait): the opens of one kind, severity and cause
+    wait until the oldest of them is that old, then go out together, whichever runs opened them."""
     groups: dict[tuple[object, ...], list[tuple[Incident, PendingAlert]]] = {}
     for incident, _ in due(state, held):
         head = incident.pending[0]
         finding = incident.finding
+        opened = incident.opened_at if group_wait_s <= 0 else None
         key: tuple[object, ...] = (
-            (head.action, incident.opened_at, finding.kind, finding.severity, finding.cause)
+            (head.action, opened, finding.kind, finding.severity, finding.cause)
             if head.action is Action.OPEN
             else (head.action, incident.id)
         )
         groups.setdefault(key, []).append((incident, head))
-    return [Batch(members[0][1].action, tuple(members)) for members in groups.values()]
+    return [
+        Batch(members[0][1].action, tuple(members))
+        for members in groups.values()
+        if group_wait_s <= 0
+        or members[0][1].action is not Action.OPEN
+        or now - min(i.opened_at for i, _ in members) >= group_wait_s
+    ]
 
 
 def _head_is(incident: Incident, action: Action) -> bool:

@@ -72,6 +72,8 @@ class Settings:
     # Runbook links in every alert: one for all kinds, and per-kind overrides (kind -> URL)
     runbook_url: str | None = None
     runbook_urls: Mapping[str, str] = field(default_factory=dict)
+    # how long a new incident's open waits for others to go out with (Alertmanager's group_wait)
+    group_wait_s: float = 0.0
     log_groups: tuple[str, ...] = ()
     # ECS/EKS container names (globs) that run workers; others' exits (sidecars) are ignored
     containers: tuple[str, ...] = ()
@@ -180,6 +182,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OOMCHECK_EVENT_BUS", "event_bus", parsers.text),
     Variable("OOMCHECK_RUNBOOK_URL", "runbook_url", link_url),
     Variable("OOMCHECK_RUNBOOK_URLS", "runbook_urls", kind_links, {}),
+    Variable("OOMCHECK_GROUP_WAIT", "group_wait_s", parsers.seconds(0, HOUR), 0.0),
     Variable("OOMCHECK_LOG_GROUPS", "log_groups", parsers.names, ()),
     Variable("OOMCHECK_CONTAINERS", "containers", parsers.names, ()),
     Variable("OOMCHECK_QUEUES", "queues", parsers.names, ()),
