@@ -8,6 +8,7 @@ import json
 import pytest
 
 from oomcheck.model import Kind
+from oomcheck.report.table import render_table
 from oomcheck.runner import run_once
 from oomcheck.silences import commands
 from oomcheck.silences.model import SilenceError, new_silence
@@ -51,6 +52,10 @@ def test_a_silenced_death_is_detected_and_reported_but_its_alert_waits(tmp_path)
     assert body["stats"]["alerts_held"] == 1
     assert body["sources"]["silences"] == "ok"
     assert report.exit_code == 2  # a silence holds messages, not findings
+    assert f"silenced by {silence_id}" in render_table(report)
+    audit = run_once(deps, "audit").to_json()
+    [held] = [i for i in audit["incidents"] if i["id"] == finding.incident_id]
+    assert held["silenced_by"] == silence_id
     # When the silence ends with the worker still dead
     clock.now += HOUR + 60
     after = run_once(deps)

@@ -152,7 +152,13 @@ class Report:
             ],
         }
         if self.mode is Mode.AUDIT:
-            out["incidents"] = [incident_to_json(i) for i in self.incidents]
+            out["incidents"] = [
+                {
+                    **incident_to_json(i),
+                    **({"silenced_by": s} if (s := self.silenced.get(i.id)) else {}),
+                }
+                for i in self.incidents
+            ]
         if self.memory is not None:
             out["memory"] = list(self.memory)
         if self.queues is not None:
