@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a task that grows: memory_pressure names it before the OOM kill",
     )
+    demo.add_argument(
+        "--beat",
+        action="store_true",
+        help="celery beat (RedBeat) killed: beat_stopped names the periodic jobs that stopped",
+    )
     return parser
 
 
@@ -233,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     if args.command == "setup":
         return _setup(args)
+    if args.command == "demo" and args.beat:
+        from oomcheck.demo.beat import run_beat_demo
+
+        return run_beat_demo()
     if args.command == "silence":
         from oomcheck.silences.cli import run_silence
 

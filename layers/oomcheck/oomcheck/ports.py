@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from oomcheck.alerting.render import AlertMessage
     from oomcheck.alerting.taskevents import Sent, TaskEvent
     from oomcheck.config.settings import Settings
-    from oomcheck.model import Presence, State, UnackedMessage, WorkerSnapshot
+    from oomcheck.model import BeatSchedule, Presence, State, UnackedMessage, WorkerSnapshot
     from oomcheck.silences.model import Silence
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
@@ -74,6 +74,14 @@ class QueueSource(Protocol):
     """Backlogs of the named queues (oomcheck.sources.queues)."""
 
     def depths(self, names: Sequence[str]) -> QueueRead: ...
+
+
+class BeatSource(Protocol):
+    """The periodic schedule as the beat scheduler stores it (oomcheck.sources.beat)."""
+
+    def read(self, now: float) -> BeatSchedule: ...
+
+    def describe(self) -> str: ...
 
 
 class BrokerPresence(Protocol):
@@ -161,6 +169,7 @@ class Deps:
     exits: ExitSource | None = None
     presence: BrokerPresence | None = None
     queues: QueueSource | None = None
+    beat: BeatSource | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
     # Deadlines and budgets are measured on this clock, never on the wall clock.

@@ -18,6 +18,7 @@ class Kind(StrEnum):
     OOM_KILL = "oom_kill"
     MEMORY_PRESSURE = "memory_pressure"
     QUEUE_ORPHANED = "queue_orphaned"
+    BEAT_STOPPED = "beat_stopped"
     WORKER_RECOVERED = "worker_recovered"
     SOURCE_UNAVAILABLE = "source_unavailable"
     CONFIG_RISK = "config_risk"
@@ -96,6 +97,7 @@ class Source(StrEnum):
     QUEUES = "queues"
     EXITS = "exits"
     MEMORY = "memory"
+    BEAT = "beat"
     STATE = "state"
     ALERTS = "alerts"
     # the silences read for this run (oomcheck.silences): an error means none held anything

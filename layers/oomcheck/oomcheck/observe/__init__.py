@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
 from oomcheck.observe.base import ClockRead, Read, ResultsRead, T, guard, read_clock
+from oomcheck.observe.beat import read_beat
 from oomcheck.observe.reads import read_broker, read_logs, read_queues, read_results
 from oomcheck.observe.workers import read_inspect, reping_strangers
 from oomcheck.ports import QueueSource, ReferenceClock
@@ -76,6 +77,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
     queues = read_queues(
         deps, state, workers, inspected.value.queues_error if inspected.value else None
     )
+    beat = read_beat(deps, now)
 
     outcomes = (
         (Source.INSPECT, inspected.status, inspected.counters),
@@ -85,6 +87,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         (Source.EXITS, exits.status, exits.counters),
         (Source.MEMORY, memory.status, memory.counters),
         (Source.QUEUES, queues.status, queues.counters),
+        (Source.BEAT, beat.status, beat.counters),
     )
     statuses = {
         source.value: status
@@ -119,6 +122,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         # off, or failed: None (no memory or queue source means nothing is known, not "none")
         memory=memory.value,
         queues=queues.value,
+        beat=beat.value,
         task_status=found.task_status if found else {},
         errors={name: s.detail for name, s in statuses.items() if s.failed},
         broker_transport=deps.settings.broker_transport,
