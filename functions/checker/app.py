@@ -9,6 +9,7 @@ on the first invocation (not at import: settings may need SSM, and tests import 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -104,6 +105,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         owner=deps.owner,
         scheduled_time=invocation.scheduled_time,
     )
+    if invocation.silence is not None:
+        return _silence(deps, invocation.silence)
     if invocation.arrival is not None:
         _log_arrival(invocation.arrival)
     if invocation.mode is Mode.WATCH:
@@ -142,6 +145,28 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if invocation.batch is not None:
         return dict(_batch_response(report, invocation.batch))
     return body
+
+
+def _silence(deps: Deps, request: Mapping[str, Any]) -> dict[str, Any]:
+    """A silence added, listed or expired for a team without CLI access; a refused request is
+    ``{"error": "..."}``, one line."""
+    from oomcheck.silences.commands import from_payload
+    from oomcheck.silences.model import SilenceError
+    from oomcheck.store.base import StateError
+
+    if deps.silences is None:
+        return {"error": "no place for silences is configured"}
+    try:
+        state = deps.store.load()
+    except StateError:
+        state = None  # only the "matches nothing" note needs it
+    try:
+        out = from_payload(request, deps.silences, state, deps.clock())
+    except (SilenceError, StateError) as exc:
+        logger.warning("silence refused", extra={"error": str(exc)})
+        return {"error": str(exc)}
+    logger.info("silence", extra={"action": request.get("action", "list"), "result": out})
+    return out
 
 
 def _log_arrival(arrival: Arrival) -> None:

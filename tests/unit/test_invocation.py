@@ -142,6 +142,8 @@ SAMPLES = {
         "check", Shape.LOGS, (OOM,), memory=4, records=True
     ),
     "kernel-oom.log": Sample("check", Shape.LOGS, (OOM,) * 6, records=True),
+    # a silence request, not a run (tests/unit/test_silence_commands.py)
+    "silence.json": Sample("check"),
 }
 
 

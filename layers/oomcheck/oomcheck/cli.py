@@ -26,7 +26,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from importlib import metadata
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from oomcheck.config.parsers import DAY, seconds
 from oomcheck.config.settings import Settings, SettingsError, from_env
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--topic", default="oomcheck-alerts", help="SNS topic name")
     setup.add_argument("--email", help="subscribe this address to the topic")
     setup.add_argument("--queue", help="subscribe a new SQS queue of this name (to read alerts)")
+    _silence_parser(sub)
     demo = sub.add_parser("demo", help="OOM-kill a real worker and show the alert")
     demo.add_argument("--json", action="store_true", help="also print the report JSON")
     demo.add_argument("--no-cgroup", action="store_true", help="use SIGKILL, not a memory cgroup")
@@ -150,6 +151,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="celery beat (RedBeat) killed: beat_stopped names the periodic jobs that stopped",
     )
     return parser
+
+
+def _silence_parser(sub: Any) -> None:
+    silence = sub.add_parser("silence", help="hold alerts during planned work: add, list, expire")
+    verbs = silence.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    where = _Parser(add_help=False)
+    where.add_argument("--json", action="store_true", help="print JSON")
+    where.add_argument("--table", help="DynamoDB state table (default $OOMCHECK_TABLE)")
+    where.add_argument("--state-file", help="local state file when no table is set")
+    where.add_argument("--target", help="name of the monitored app in the state table")
+    add = verbs.add_parser("add", parents=[where], help="add a silence; prints its id")
+    add.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="KEY=GLOB",
+        help="kind, severity, worker, queue, task or cause (repeatable: all must match)",
+    )
+    end = add.add_mutually_exclusive_group()
+    end.add_argument("--for", dest="for_", metavar="DURATION", help="e.g. 90m, 2h, 1d")
+    end.add_argument("--until", metavar="TIME", help="ISO-8601, UTC unless it says otherwise")
+    add.add_argument("--comment", help="why: shown to whoever is on call")
+    add.add_argument("--by", help="who added it (default $USER)")
+    verbs.add_parser("list", parents=[where], help="active silences, then ended ones")
+    expire = verbs.add_parser("expire", parents=[where], help="end a silence now")
+    expire.add_argument("id")
 
 
 def version_text() -> str:
@@ -215,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from oomcheck.demo.beat import run_beat_demo
 
         return run_beat_demo()
+    if args.command == "silence":
+        from oomcheck.silences.cli import run_silence
+
+        return run_silence(args, os.environ)
     if args.command == "demo" and args.memory:
         from oomcheck.demo.memory import run_memory_demo
 

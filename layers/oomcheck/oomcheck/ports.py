@@ -18,8 +18,10 @@ from oomcheck.alerting.outbox import SentJournal
 
 if TYPE_CHECKING:
     from oomcheck.alerting.render import AlertMessage
+    from oomcheck.alerting.taskevents import Sent, TaskEvent
     from oomcheck.config.settings import Settings
     from oomcheck.model import BeatSchedule, Presence, State, UnackedMessage, WorkerSnapshot
+    from oomcheck.silences.model import Silence
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
     from oomcheck.sources.presence.owners import Member
@@ -131,6 +133,29 @@ class StateStore(Protocol):
     def describe(self) -> str: ...
 
 
+class SilenceStore(Protocol):
+    """Silences (oomcheck.silences.store): read once per run, added and ended by the CLI or a
+    Lambda payload. Raises oomcheck.store.base.StateError; ``add`` raises SilenceError for an
+    id that exists."""
+
+    def read(self) -> tuple[Silence, ...]: ...
+
+    def add(self, silence: Silence) -> None: ...
+
+    def put(self, silence: Silence, now: float) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class TaskEventSink(Protocol):
+    """One event per victim task's verdict (oomcheck.alerting.taskevents): sends while
+    ``allows_call()`` and says what went out; never raises."""
+
+    def send(self, events: list[TaskEvent], allows_call: Callable[[], bool]) -> Sent: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass
 class Deps:
     """Everything a run talks to; built once per process (Lambda container, CLI invocation)."""
@@ -158,3 +183,7 @@ class Deps:
     journal: SentJournal = field(default_factory=SentJournal)
     # the workers' side of the clock (the broker's Redis TIME); None: the local clock is used
     reference_clock: ReferenceClock | None = None
+    # where silences live (the state table, or a file beside the state file); None: no silences
+    silences: SilenceStore | None = None
+    # an event per victim task's verdict, on the alert bus; None: no bus configured
+    task_events: TaskEventSink | None = None

@@ -35,6 +35,7 @@ from oomcheck.redact import scrub
 from oomcheck.report import usage
 from oomcheck.report.document import Report, worker_rows
 from oomcheck.report.schedule import schedule_rows
+from oomcheck.silences import held_by, without_unsent_resolved
 from oomcheck.store.base import LeaseBusy, StateError
 
 
@@ -81,11 +82,14 @@ def run_once(
         )
         if mode is Mode.AUDIT:
             findings = [*findings, *config_risks(observation, view.state)]
+        # silences, read once: they hold messages, never detection
+        held, silence_status = _silences(deps, new_state, now)
+        new_state = without_unsent_resolved(new_state, held)
 
         # 4. save, alert (each sent mark saved as it is sent), release
         committed = None
         if view.writable:
-            committed = delivery.commit(_outbox(deps, deadline), view.loaded, new_state, now)
+            committed = delivery.commit(_outbox(deps, deadline, held), view.loaded, new_state, now)
             view.held = not committed.released
     finally:
         if view.held:
@@ -100,6 +104,7 @@ def run_once(
     stats["alerts_published"] = sum(1 for a in records if a.published)
     stats["messages_published"] = done.messages if done else 0
     stats["alerts_undeliverable"] = done.undeliverable if done else 0
+    stats.update(_oncall_stats(done, held, new_state))
     statuses: dict[str, SourceStatus] = {
         **observed.statuses,
         Source.STATE.value: committed.status if committed else view.status,
@@ -110,6 +115,8 @@ def run_once(
         if errors_seen
         else SourceStatus(SourceState.OK, deps.publisher.describe())
     )
+    if silence_status is not None:
+        statuses[Source.SILENCES.value] = silence_status
     roster = new_state.workers if view.writable else {**view.state.workers, **new_state.workers}
     return Report(
         mode=mode,
@@ -122,6 +129,7 @@ def run_once(
         alerts=tuple(records),
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
         notes=(*view.notes, *observed.notes),
+        silenced=held,
         **_usage(observation, roster, settings, now),
         # every entry in an audit; in a check only the late ones (a big schedule stays out of
         # every run's log while it is on time)
@@ -131,6 +139,19 @@ def run_once(
         if observation.beat is not None
         else None,
     )
+
+
+def _oncall_stats(
+    done: delivery.Delivered | None, held: Mapping[str, str], state: State
+) -> dict[str, int]:
+    """Alerts a silence held back, and the task events of this run (when a bus is set)."""
+    out = {"alerts_held": sum(1 for i in held if (inc := state.incidents.get(i)) and inc.pending)}
+    sent = done.task_events if done is not None else None
+    if sent is not None:
+        out["task_events_sent"] = len(sent.events)
+        out["task_events_deferred"] = sent.failed
+        out["task_event_calls"] = sent.calls
+    return out
 
 
 def _usage(
@@ -196,7 +217,21 @@ def _open_state(deps: Deps, now: float, deadline: Deadline, *, writable: bool) -
     return view
 
 
-def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
+def _silences(deps: Deps, state: State, now: float) -> tuple[dict[str, str], SourceStatus | None]:
+    """Incident id -> the silence holding its messages, and how the read went (None: no place
+    for silences is configured). A failed read holds nothing: an alert during planned work is
+    better than a death nobody hears of."""
+    if deps.silences is None:
+        return {}, None
+    try:
+        found = deps.silences.read()
+    except Exception as exc:  # noqa: BLE001 - like a source: the run goes on without it
+        detail = scrub(f"{type(exc).__name__}: {exc}", deps.settings.secrets())[:300]
+        return {}, SourceStatus(SourceState.ERROR, f"{detail}; no alert is held")
+    return held_by(state, found, now), SourceStatus(SourceState.OK)
+
+
+def _outbox(deps: Deps, deadline: Deadline, held: Mapping[str, str]) -> delivery.Outbox:
     return delivery.Outbox(
         publisher=deps.publisher,
         store=deps.store,
@@ -209,6 +244,10 @@ def _outbox(deps: Deps, deadline: Deadline) -> delivery.Outbox:
         secrets=deps.settings.secrets(),
         # the printer alone (no topic, chat topic or bus): what it takes is shown, not published
         printed_only=isinstance(deps.publisher, PrintAlerter),
+        runbooks=deps.settings.runbooks,
+        held=held,
+        task_events=deps.task_events,
+        group_wait_s=deps.settings.group_wait_s,
     )
 
 

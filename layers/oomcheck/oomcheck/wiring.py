@@ -12,6 +12,7 @@ from oomcheck.config.settings import Settings
 from oomcheck.config.urls import for_kombu
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.ports import BrokerPresence, Deps, Publisher, StateStore
+from oomcheck.silences.store import silence_store
 from oomcheck.sources.inspector import CeleryInspector
 from oomcheck.store.dynamodb import DynamoDBStateStore
 from oomcheck.store.file import FileStateStore
@@ -38,6 +39,7 @@ def build_deps(
     channels = _channels(settings, write, publish_limits)
     publisher: Publisher = channels[0] if len(channels) == 1 else FanoutPublisher(channels)
     deps = Deps(settings=settings, store=store, publisher=publisher)
+    _oncall(deps, publish_limits)
     if settings.table:
         deps.store_s = store_limits.worst_s
     remote = [c for c in channels if not isinstance(c, PrintAlerter)]
@@ -118,6 +120,27 @@ def build_deps(
         deps.off["exits"] = "no log groups configured (OOMCHECK_LOG_GROUPS)"
     _wire_beat(deps, settings)
     return deps
+
+
+def _oncall(deps: Deps, limits: CallLimits) -> None:
+    """Silences (the state table, or a file beside the state file) and, with a bus, an event
+    per victim task."""
+    from oomcheck import aws
+
+    settings = deps.settings
+    store = deps.store
+    deps.silences = silence_store(
+        settings.table,
+        settings.target,
+        settings.state_file,
+        client=store.client if isinstance(store, DynamoDBStateStore) else None,
+    )
+    if settings.event_bus:
+        from oomcheck.alerting.taskevents import EventBridgeTaskEvents
+
+        deps.task_events = EventBridgeTaskEvents(
+            settings.event_bus, aws.client("events", limits=limits)
+        )
 
 
 def _wire_beat(deps: Deps, settings: Settings) -> None:

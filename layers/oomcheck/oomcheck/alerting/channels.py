@@ -1,10 +1,11 @@
 """Several channels for one alert: the alert topic, the chat topic, an EventBridge bus.
 
 An alert is marked sent (oomcheck.alerting.delivery) once every configured channel took it. A
-channel that fails leaves the alert pending, and the next run retries it; the channels that took it
-already are remembered by this process (per dedup key), so a warm Lambda container or a watch
-retries the failing channel alone. After a cold start that memory is gone and the retry goes to
-every channel again, with the same dedup key, which subscribers (and PagerDuty) deduplicate on.
+channel that fails leaves the alert pending, and the next run retries it on that channel alone:
+the channels that took it are saved with the pending alert (``PendingAlert.taken``, handed back
+as ``AlertMessage.taken``), so a new container does not send it to them again; until that save,
+this process remembers them too (per dedup key), for a warm container or a watch whose save
+failed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class FanoutPublisher:
         """Every channel that has not taken ``message`` yet; raises when one of them failed,
         ``permanent`` only when every failure was."""
         taken = self.taken.setdefault(message.dedup_key, set())
+        taken.update(message.taken)
         self.taken.move_to_end(message.dedup_key)
         failures: list[PublishError] = []
         replies = []
@@ -54,7 +56,33 @@ class FanoutPublisher:
             self.taken.popitem(last=False)
         if failures:
             raise PublishError(
-                "; ".join(str(f) for f in failures), permanent=all(f.permanent for f in failures)
+                "; ".join(str(f) for f in failures),
+                permanent=all(f.permanent for f in failures),
+                taken=frozenset(taken),
             )
         self.taken.pop(message.dedup_key, None)
         return ",".join(replies)
+
+
+def channel_names(publisher: Publisher) -> tuple[str, ...]:
+    """The channels behind ``publisher``, by the names ``PendingAlert.taken`` keeps."""
+    if isinstance(publisher, FanoutPublisher):
+        return tuple(c.describe() for c in publisher.channels)
+    return (publisher.describe(),)
+
+
+def outcomes(
+    names: Sequence[str], earlier: frozenset[str], error: PublishError | None
+) -> dict[str, str]:
+    """What each channel did with one message, for the report: ``published`` (now),
+    ``sent earlier`` (by a previous run), or ``failed`` (retried next run, alone)."""
+    now_taken = error.taken if error is not None else frozenset(names)
+    out = {}
+    for name in names:
+        if name in earlier:
+            out[name] = "sent earlier"
+        elif name in now_taken:
+            out[name] = "published"
+        else:
+            out[name] = "failed"
+    return out

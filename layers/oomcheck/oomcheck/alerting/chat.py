@@ -122,6 +122,8 @@ def _description(message: AlertMessage) -> str:
         lines.append(f"Still open since {utc(payload.get('opened_at'))}")
     if finding.get("summary"):
         lines.append(str(finding["summary"]))
+    if payload.get("runbook_url"):  # early: a shortened description keeps it
+        lines.append(f"Runbook: {payload['runbook_url']}")
     if len(members) > 1:
         lines += _group(members)
     elif finding:

@@ -16,15 +16,16 @@ Rules, in the order they matter:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
-from oomcheck.alerting import outbox
+from oomcheck.alerting import channels, outbox, taskevents
 from oomcheck.alerting import render as alerting
 from oomcheck.alerting.outbox import SentJournal, SentMark
+from oomcheck.alerting.runbooks import Runbooks
 from oomcheck.deadline import Deadline
 from oomcheck.model import Delivery, SourceState, SourceStatus, State
-from oomcheck.ports import Publisher, StateStore
+from oomcheck.ports import Publisher, StateStore, TaskEventSink
 from oomcheck.redact import scrub
 from oomcheck.report.document import AlertRecord
 from oomcheck.store.base import LeaseLost, StateError
@@ -48,6 +49,11 @@ class Outbox:
     sleep: Callable[[float], None] = time.sleep
     # only a printer takes alerts: what it took was printed, not published
     printed_only: bool = False
+    runbooks: Runbooks = field(default_factory=Runbooks)
+    # incident id -> the silence holding its messages: they stay pending, unsent
+    held: Mapping[str, str] = field(default_factory=dict)
+    task_events: TaskEventSink | None = None
+    group_wait_s: float = 0.0
 
 
 @dataclass
@@ -62,13 +68,14 @@ class Delivered:
     # alerts after it are deferred for that reason
     stopped: str | None = None
     state_error: str | None = None
+    task_events: taskevents.Sent | None = None
 
 
 def deliver(box: Outbox, state: State, saved: State, now: float) -> Delivered:
     """Publish every pending alert in order (an open before the resolve queued behind it)."""
     done = Delivered(state=state, saved=saved)
     for _ in range(3):  # an open, then an update or resolve queued behind it in the same run
-        todo = outbox.batches(done.state)
+        todo = outbox.batches(done.state, box.held, box.group_wait_s, now)
         if not todo:
             break
         sent_before = done.messages + done.undeliverable
@@ -95,15 +102,24 @@ def _publish(box: Outbox, message: alerting.AlertMessage) -> alerting.PublishErr
     return None
 
 
+def _earlier(batch: outbox.Batch) -> frozenset[str]:
+    """Channels that took every member's alert in an earlier run."""
+    sets = [frozenset(pending.taken) for _, pending in batch.members]
+    return frozenset.intersection(*sets) if sets else frozenset()
+
+
 def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None:
-    message = alerting.fit(batch, now)
+    earlier = _earlier(batch)
+    message = replace(alerting.fit(batch, now, box.runbooks), taken=earlier)
     error = _publish(box, message)
     if error is not None and error.permanent:
         if box.deadline.allows(box.publish_s + box.finish_s):
-            message = alerting.reduced(batch, now)
+            message = replace(alerting.reduced(batch, now, box.runbooks), taken=error.taken)
             error = _publish(box, message)
         else:  # not dropped untried: the next run retries it in the reduced form
-            error = alerting.PublishError(str(error))
+            error = alerting.PublishError(str(error), taken=error.taken)
+    names = channels.channel_names(box.publisher)
+    channel_outcomes = channels.outcomes(names, earlier, error)
     if error is None:
         for incident, pending in batch.members:
             done.state = outbox.mark_sent(done.state, incident.id, pending.action, now)
@@ -112,7 +128,7 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
             )
         done.messages += 1
         taken = Delivery.PRINTED if box.printed_only else Delivery.PUBLISHED
-        _record(done, batch, message.subject, taken, None)
+        _record(done, batch, message.subject, taken, None, by_channel=channel_outcomes)
         _save(box, done)
         return
     reason = scrub(str(error), box.secrets)[:300]
@@ -120,22 +136,47 @@ def _send(box: Outbox, batch: outbox.Batch, now: float, done: Delivered) -> None
         for incident, pending in batch.members:
             done.state = outbox.mark_undeliverable(done.state, incident.id, pending.action)
         done.undeliverable += 1
-        _record(done, batch, message.subject, Delivery.UNDELIVERABLE, reason)
+        _record(
+            done,
+            batch,
+            message.subject,
+            Delivery.UNDELIVERABLE,
+            reason,
+            by_channel=channel_outcomes,
+        )
         _save(box, done)
         return
+    took = error.taken & frozenset(names)
     for incident, pending in batch.members:
-        done.state = outbox.mark_failed(done.state, incident.id, pending.action, reason)
-    _record(done, batch, message.subject, Delivery.FAILED, reason)
+        done.state = outbox.mark_failed(done.state, incident.id, pending.action, reason, took)
+    _record(done, batch, message.subject, Delivery.FAILED, reason, by_channel=channel_outcomes)
+    if took - earlier:
+        # what a channel took is saved now: a run cut short after this repeats it nowhere
+        _save(box, done)
     done.stopped = reason
 
 
 def _record(
-    done: Delivered, batch: outbox.Batch, subject: str, outcome: Delivery, reason: str | None
+    done: Delivered,
+    batch: outbox.Batch,
+    subject: str,
+    outcome: Delivery,
+    reason: str | None,
+    *,
+    by_channel: dict[str, str] | None = None,
 ) -> None:
     subject = subject or alerting.batch_subject(batch)
     for incident, pending in batch.members:
         done.records.append(
-            AlertRecord(incident.id, incident.kind, pending.action, subject, outcome, reason)
+            AlertRecord(
+                incident.id,
+                incident.kind,
+                pending.action,
+                subject,
+                outcome,
+                reason,
+                channels=dict(by_channel or {}),
+            )
         )
 
 
@@ -180,6 +221,8 @@ def commit(box: Outbox, loaded: State, new_state: State, now: float) -> Committe
             return out
         if box.deadline.allows(box.finish_s):
             out.delivered = done = _continue(box, done, now)
+        if box.task_events is not None and done.state_error is None:
+            _send_task_events(box, box.task_events, done)
         if done.state_error is not None:
             out.status = SourceStatus(SourceState.ERROR, done.state_error)
             return out
@@ -195,6 +238,18 @@ def commit(box: Outbox, loaded: State, new_state: State, now: float) -> Committe
     except StateError as exc:
         out.status = SourceStatus(SourceState.ERROR, scrub(str(exc), box.secrets)[:300])
     return out
+
+
+def _send_task_events(box: Outbox, sink: TaskEventSink, done: Delivered) -> None:
+    """After the alerts: an event per task verdict not sent yet, marked on its incident and
+    saved at once (what the deadline leaves out goes next run, with the same keys)."""
+    todo = taskevents.due(done.state)
+    if not todo:
+        return
+    sent = sink.send(todo, lambda: box.deadline.allows(box.publish_s + box.finish_s))
+    done.task_events = sent
+    done.state = taskevents.mark(done.state, todo, sent.events)
+    _save(box, done)
 
 
 def _continue(box: Outbox, done: Delivered, now: float) -> Delivered:

@@ -8,6 +8,7 @@ Incidents opened in the same run with the same kind, severity and cause go out a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 from oomcheck.model import Action, Incident, PendingAlert, State
@@ -38,30 +39,43 @@ def batch_key(batch: Batch) -> str:
     return "group:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
 
 
-def due(state: State) -> list[tuple[Incident, Action]]:
+def due(state: State, held: Collection[str] = ()) -> list[tuple[Incident, Action]]:
     """The first pending alert of each incident, oldest incident first (order matters: an open
-    must go out before its resolve)."""
+    must go out before its resolve); ``held``: ids of incidents a silence holds (skipped)."""
     out = []
     for incident in sorted(state.incidents.values(), key=lambda i: (i.opened_at, i.id)):
-        if incident.pending:
+        if incident.pending and incident.id not in held:
             out.append((incident, incident.pending[0].action))
     return out
 
 
-def batches(state: State) -> list[Batch]:
+def batches(
+    state: State, held: Collection[str] = (), group_wait_s: float = 0.0, now: float = 0.0
+) -> list[Batch]:
     """Every incident's first pending alert, as messages: opens of the same kind, severity and
-    cause opened in the same run share one; everything else goes alone. Oldest first."""
+    cause opened in the same run share one; everything else goes alone. Oldest first. Incidents
+    in ``held`` (silenced) keep their alerts pending.
+
+    ``group_wait_s`` > 0 (Alertmanager's group_wait): the opens of one kind, severity and cause
+    wait until the oldest of them is that old, then go out together, whichever runs opened them."""
     groups: dict[tuple[object, ...], list[tuple[Incident, PendingAlert]]] = {}
-    for incident, _ in due(state):
+    for incident, _ in due(state, held):
         head = incident.pending[0]
         finding = incident.finding
+        opened = incident.opened_at if group_wait_s <= 0 else None
         key: tuple[object, ...] = (
-            (head.action, incident.opened_at, finding.kind, finding.severity, finding.cause)
+            (head.action, opened, finding.kind, finding.severity, finding.cause)
             if head.action is Action.OPEN
             else (head.action, incident.id)
         )
         groups.setdefault(key, []).append((incident, head))
-    return [Batch(members[0][1].action, tuple(members)) for members in groups.values()]
+    return [
+        Batch(members[0][1].action, tuple(members))
+        for members in groups.values()
+        if group_wait_s <= 0
+        or members[0][1].action is not Action.OPEN
+        or now - min(i.opened_at for i, _ in members) >= group_wait_s
+    ]
 
 
 def _head_is(incident: Incident, action: Action) -> bool:
@@ -81,12 +95,24 @@ def mark_sent(state: State, incident_id: str, action: Action, now: float) -> Sta
     return replace(state, incidents={**state.incidents, incident_id: updated})
 
 
-def mark_failed(state: State, incident_id: str, action: Action, error: str) -> State:
+def mark_failed(
+    state: State,
+    incident_id: str,
+    action: Action,
+    error: str,
+    taken: frozenset[str] = frozenset(),
+) -> State:
+    """``taken``: the channels that took the alert all the same; the retry skips them."""
     incident = state.incidents[incident_id]
     if not _head_is(incident, action):
         return state
     head = incident.pending[0]
-    head = replace(head, attempts=head.attempts + 1, last_error=error[:300])
+    head = replace(
+        head,
+        attempts=head.attempts + 1,
+        last_error=error[:300],
+        taken=tuple(sorted(set(head.taken) | taken)),
+    )
     updated = replace(incident, pending=(head, *incident.pending[1:]))
     return replace(state, incidents={**state.incidents, incident_id: updated})
 

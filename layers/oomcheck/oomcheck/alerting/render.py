@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from oomcheck.alerting.outbox import Batch, batch_key, dedup_key
+from oomcheck.alerting.runbooks import Runbooks
 from oomcheck.detect.text import (
     GONE,
     cause_suffix,
@@ -61,15 +62,21 @@ class AlertMessage:
     payload: dict[str, Any]
     dedup_key: str = ""
     incident_ids: tuple[str, ...] = ()
+    # channels that took this alert in an earlier run (PendingAlert.taken): not sent it again
+    taken: frozenset[str] = frozenset()
 
 
 class PublishError(RuntimeError):
     """A publish failed. ``permanent``: it can never succeed as sent (SNS refused the message
-    itself), so retrying the same message is pointless."""
+    itself), so retrying the same message is pointless. ``taken``: the channels that have the
+    message all the same (with several channels, the others took it)."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool = False, taken: frozenset[str] = frozenset()
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.taken = taken
 
 
 # ------------------------------------------------------------------------------ headlines
@@ -205,7 +212,9 @@ def _tasks(findings: tuple[Finding, ...], max_tasks: int) -> list[str]:
     return [*lines, ""]
 
 
-def render_text(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> str:
+def render_text(
+    batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0], runbook: str | None = None
+) -> str:
     findings = tuple(i.finding for i in batch.incidents)
     lines = _opening(batch, now) + _facts(batch) + _tasks(findings, max_tasks)
     evidence = [e for f in findings for e in f.evidence]
@@ -218,6 +227,8 @@ def render_text(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> st
         lines.append("WHAT TO DO")
         lines += [f"  {i}. {a}" for i, a in enumerate(findings[0].advice, 1)]
         lines.append("")
+    if runbook:
+        lines += ["RUNBOOK", f"  {runbook}", ""]
     lines.append(
         f"-- oomcheck, {utc(now)}. One alert per incident; a reminder while it stays open, "
         "a notice when it is resolved."
@@ -244,10 +255,23 @@ def _members_json(batch: Batch, max_tasks: int) -> list[dict[str, Any]]:
     return out
 
 
-def render_batch(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> AlertMessage:
+def _links(runbook: str | None) -> dict[str, Any]:
+    """The runbook as the payload carries it: ``links`` in PagerDuty Events v2's shape."""
+    if not runbook:
+        return {}
+    return {"runbook_url": runbook, "links": [{"href": runbook, "text": "Runbook"}]}
+
+
+def render_batch(
+    batch: Batch,
+    now: float,
+    max_tasks: int = TASK_LEVELS[0],
+    runbooks: Runbooks | None = None,
+) -> AlertMessage:
     first, pending = batch.members[0]
     subject = batch_subject(batch)
-    text = render_text(batch, now, max_tasks)
+    runbook = (runbooks or Runbooks()).for_kind(first.kind)
+    text = render_text(batch, now, max_tasks, runbook)
     severity = Severity.INFO if batch.action is Action.RESOLVE else first.finding.severity
     key = batch_key(batch)
     members = _members_json(batch, max_tasks)
@@ -270,6 +294,7 @@ def render_batch(batch: Batch, now: float, max_tasks: int = TASK_LEVELS[0]) -> A
         "incidents": members,
         "tasks_total": sum(len(i.finding.tasks) for i in batch.incidents),
         "text": text,
+        **_links(runbook),
     }
     return AlertMessage(
         incident_id=first.id,
@@ -323,31 +348,32 @@ def request_size(request: dict[str, Any]) -> int:
     return size
 
 
-def fit(batch: Batch, now: float) -> AlertMessage:
+def fit(batch: Batch, now: float, runbooks: Runbooks | None = None) -> AlertMessage:
     """The fullest rendering of ``batch`` that SNS accepts: fewer tasks listed in full, then
     the reduced form."""
     for level in TASK_LEVELS:
-        message = render_batch(batch, now, level)
+        message = render_batch(batch, now, level, runbooks)
         if request_size(sns_request(message)) <= FIT_BYTES:
             return message
-    return reduced(batch, now)
+    return reduced(batch, now, runbooks)
 
 
 _REDUCED_TEXT = 16_000
 _REDUCED_IDS = 2_000
 
 
-def reduced(batch: Batch, now: float) -> AlertMessage:
+def reduced(batch: Batch, now: float, runbooks: Runbooks | None = None) -> AlertMessage:
     """The smallest useful form: headline, counts, incident ids and where to read the rest.
     Sent when the full form does not fit, or when SNS refused it."""
-    full = render_batch(batch, now, 0)
+    full = render_batch(batch, now, 0, runbooks)
     text = full.text
     if len(text) > _REDUCED_TEXT:
         text = text[:_REDUCED_TEXT] + f"\n... (shortened; {WHERE_TO_READ})"
     ids = list(full.incident_ids)
-    payload = {
-        key: full.payload[key]
-        for key in ("schema", "source", "action", "dedup_key", "kind", "severity", "opened_at")
+    kept = ("schema", "source", "action", "dedup_key", "kind", "severity", "opened_at")
+    # the runbook stays: the reduced form is still a page someone answers
+    payload: dict[str, Any] = {
+        key: full.payload[key] for key in (*kept, "runbook_url", "links") if key in full.payload
     }
     payload |= {
         "incident_id": full.incident_id,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from oomcheck.alerting.runbooks import Runbooks, kind_links, link_url
 from oomcheck.config import parsers, urls
 from oomcheck.config.parsers import DAY, HOUR, MINUTE, YEARS_10, Parser
 from oomcheck.model import Policy
@@ -68,6 +69,11 @@ class Settings:
     # both off when None
     chat_topic_arn: str | None = None
     event_bus: str | None = None
+    # Runbook links in every alert: one for all kinds, and per-kind overrides (kind -> URL)
+    runbook_url: str | None = None
+    runbook_urls: Mapping[str, str] = field(default_factory=dict)
+    # how long a new incident's open waits for others to go out with (Alertmanager's group_wait)
+    group_wait_s: float = 0.0
     log_groups: tuple[str, ...] = ()
     # ECS/EKS container names (globs) that run workers; others' exits (sidecars) are ignored
     containers: tuple[str, ...] = ()
@@ -104,6 +110,10 @@ class Settings:
             self.result_backend is not None
             and urls.scheme_of(self.result_backend) in _REDIS_SCHEMES
         )
+
+    @property
+    def runbooks(self) -> Runbooks:
+        return Runbooks(self.runbook_url, self.runbook_urls)
 
     def secrets(self) -> tuple[str, ...]:
         """Every password in the configured URLs and Sentinel options, for redaction."""
@@ -176,6 +186,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OOMCHECK_TOPIC_ARN", "topic_arn", parsers.text),
     Variable("OOMCHECK_CHAT_TOPIC_ARN", "chat_topic_arn", parsers.text),
     Variable("OOMCHECK_EVENT_BUS", "event_bus", parsers.text),
+    Variable("OOMCHECK_RUNBOOK_URL", "runbook_url", link_url),
+    Variable("OOMCHECK_RUNBOOK_URLS", "runbook_urls", kind_links, {}),
+    Variable("OOMCHECK_GROUP_WAIT", "group_wait_s", parsers.seconds(0, HOUR), 0.0),
     Variable("OOMCHECK_LOG_GROUPS", "log_groups", parsers.names, ()),
     Variable("OOMCHECK_CONTAINERS", "containers", parsers.names, ()),
     Variable("OOMCHECK_QUEUES", "queues", parsers.names, ()),

@@ -34,6 +34,8 @@ class Invocation:
     scheduled_time: str | None = None
     # a check started by arriving events: what they said (oomcheck.entry.arrivals)
     arrival: Arrival | None = None
+    # a silence request instead of a run (oomcheck.silences.commands.from_payload)
+    silence: Mapping[str, Any] | None = None
 
     @property
     def batch(self) -> tuple[str, ...] | None:
@@ -59,6 +61,14 @@ def parse_invocation(event: Any, *, containers: Sequence[str] = ()) -> Invocatio
     arrival = parse_arrival(event, containers=containers)
     if arrival is not None:
         return Invocation(Mode.CHECK, arrival=arrival)
+    if "silence" in event:
+        request = event["silence"]
+        if not isinstance(request, Mapping):
+            example = '{"action": "list"}'
+            raise InvocationError(
+                f'"silence" must be a JSON object such as {example}, not {_show(request)}'
+            )
+        return Invocation(Mode.CHECK, silence=dict(request))
     if event.get("detail-type") == "Scheduled Event":
         return Invocation(Mode.CHECK, scheduled_time=_time(event, "time", required=True))
     mode = event.get("mode", "check")

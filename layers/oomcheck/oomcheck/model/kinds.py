@@ -100,6 +100,8 @@ class Source(StrEnum):
     BEAT = "beat"
     STATE = "state"
     ALERTS = "alerts"
+    # the silences read for this run (oomcheck.silences): an error means none held anything
+    SILENCES = "silences"
 
 
 class SourceState(StrEnum):

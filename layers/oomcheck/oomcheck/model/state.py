@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from oomcheck.model.findings import Finding, IncidentKey
+from oomcheck.model.findings import Finding, IncidentKey, TaskFate
 from oomcheck.model.kinds import Action, Cause, Kind, WorkerStatus
 from oomcheck.model.observation import ActiveTask, TaskLimits
 
@@ -65,6 +65,9 @@ class PendingAlert:
     note: str | None = None
     # Counts the incident's messages: with the incident id and action it makes the dedup key.
     seq: int = 0
+    # Channels (their describe() names) that took this alert in an earlier run while another
+    # failed: the retry goes to the others only, in any process.
+    taken: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,11 @@ class Incident:
     alerts_sent: int = 0
     # Live workers before a worker_lost: the incident closes when the fleet is back to this size.
     fleet_size: int | None = None
+    # Task id -> the verdict last sent as a task event (oomcheck.alerting.taskevents)
+    task_events: Mapping[str, str] = field(default_factory=dict)
+    # Task events a run could not send (its deadline, a throttle), kept whole: the state keeps
+    # only the first tasks of a finding, and these must go out next run all the same
+    task_events_due: tuple[TaskFate, ...] = ()
 
     @property
     def is_open(self) -> bool:

@@ -53,6 +53,9 @@ class AlertRecord:
     subject: str
     outcome: Delivery
     reason: str | None = None
+    # channel (its describe() name) -> "published" | "sent earlier" | "failed"; empty when the
+    # message was not tried this run
+    channels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def published(self) -> bool:
@@ -102,6 +105,8 @@ class Report:
     queues: tuple[dict[str, Any], ...] | None = None
     # beat's periodic entries (oomcheck.report.schedule); None: the beat source is off or failed
     schedule: tuple[dict[str, Any], ...] | None = None
+    # incident id -> the silence holding its messages (oomcheck.silences)
+    silenced: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -117,6 +122,13 @@ class Report:
             return ExitCode.FINDINGS
         return ExitCode.OK
 
+    def _finding_json(self, finding: Finding) -> dict[str, Any]:
+        out = finding_to_json(finding)
+        silence = self.silenced.get(finding.incident_id or "")
+        if silence is not None:
+            out["silenced_by"] = silence
+        return out
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "schema": SCHEMA,
@@ -124,7 +136,7 @@ class Report:
             "checked_at": datetime.fromtimestamp(self.checked_at, tz=UTC).isoformat(),
             "duration_ms": self.duration_ms,
             "workers": list(self.workers),
-            "findings": [finding_to_json(f) for f in self.findings],
+            "findings": [self._finding_json(f) for f in self.findings],
             "sources": source_texts(self.sources),
             "stats": dict(self.stats),
             "alerts": [
@@ -136,12 +148,19 @@ class Report:
                     "published": a.published,
                     **({"printed": True} if a.printed else {}),
                     **({"error": a.error} if a.error else {}),
+                    **({"channels": dict(a.channels)} if a.channels else {}),
                 }
                 for a in self.alerts
             ],
         }
         if self.mode is Mode.AUDIT:
-            out["incidents"] = [incident_to_json(i) for i in self.incidents]
+            out["incidents"] = [
+                {
+                    **incident_to_json(i),
+                    **({"silenced_by": s} if (s := self.silenced.get(i.id)) else {}),
+                }
+                for i in self.incidents
+            ]
         if self.memory is not None:
             out["memory"] = list(self.memory)
         if self.queues is not None:

@@ -33,6 +33,9 @@ def render_table(report: Report) -> str:
         lines.append("FINDINGS")
         for finding in report.findings:
             lines.append(f"  {_MARK[finding.severity]} {finding.kind.value:<18} {finding.summary}")
+            silence = report.silenced.get(finding.incident_id or "")
+            if silence is not None:
+                lines.append(f"      silenced by {silence}: its alert waits until the silence ends")
             for fate in finding.tasks[:10]:
                 lines.append(
                     f"       task {fate.name or '?'} [{fate.id}] {fate.state} -> "

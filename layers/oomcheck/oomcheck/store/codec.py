@@ -121,11 +121,14 @@ def incident_to_json(incident: Incident) -> Json:
             "closed_at": incident.closed_at,
             "resolution": incident.resolution,
             "pending": [
-                _drop_none(_flat(p) | {"action": p.action.value}) for p in incident.pending
+                _drop_none(_flat(p) | {"action": p.action.value, "taken": list(p.taken) or None})
+                for p in incident.pending
             ],
             "last_alert_at": incident.last_alert_at,
             "alerts_sent": incident.alerts_sent or None,
             "fleet_size": incident.fleet_size,
+            "task_events": dict(incident.task_events) or None,
+            "task_events_due": [fate_to_json(t) for t in incident.task_events_due] or None,
         }
     )
 
@@ -289,12 +292,15 @@ def incident_from_json(value: Json) -> Incident:
                 last_error=p.get("last_error"),
                 note=p.get("note"),
                 seq=int(p.get("seq", 0)),
+                taken=tuple(p.get("taken", ())),
             )
             for p in value.get("pending", ())
         ),
         last_alert_at=value.get("last_alert_at"),
         alerts_sent=int(value.get("alerts_sent", 0)),
         fleet_size=value.get("fleet_size"),
+        task_events={str(k): str(v) for k, v in (value.get("task_events") or {}).items()},
+        task_events_due=tuple(fate_from_json(t) for t in value.get("task_events_due") or ()),
     )
 
 
