@@ -19,7 +19,7 @@ from oomcheck.alerting.outbox import SentJournal
 if TYPE_CHECKING:
     from oomcheck.alerting.render import AlertMessage
     from oomcheck.config.settings import Settings
-    from oomcheck.model import Presence, State, UnackedMessage, WorkerSnapshot
+    from oomcheck.model import Presence, SqsView, State, UnackedMessage, WorkerSnapshot
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
     from oomcheck.sources.presence.owners import Member
@@ -72,6 +72,12 @@ class QueueSource(Protocol):
     """Backlogs of the named queues (oomcheck.sources.queues)."""
 
     def depths(self, names: Sequence[str]) -> QueueRead: ...
+
+
+class SqsSource(Protocol):
+    """Celery's Amazon SQS queues and their dead letters (oomcheck.sources.sqs.SqsQueues)."""
+
+    def read(self) -> SqsView: ...
 
 
 class BrokerPresence(Protocol):
@@ -136,6 +142,7 @@ class Deps:
     exits: ExitSource | None = None
     presence: BrokerPresence | None = None
     queues: QueueSource | None = None
+    sqs: SqsSource | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
     # Deadlines and budgets are measured on this clock, never on the wall clock.

@@ -44,6 +44,8 @@ _REDIS_SCHEMES = (
 # Redis socket forms a result backend may use and a broker may not (kombu: "No such transport")
 _NOT_BROKER_SCHEMES = ("unix", "socket")
 _AMQP_SCHEMES = ("amqp", "amqps", "pyamqp", "librabbitmq")
+# kombu's Amazon SQS transport (credentials from the environment or the role)
+_SQS_SCHEMES = ("sqs",)
 
 # Redis TTLs and Celery's visibility_timeout are sometimes set to years to mean "never".
 
@@ -90,6 +92,8 @@ class Settings:
             return "redis"
         if scheme in _AMQP_SCHEMES:
             return "amqp"
+        if scheme in _SQS_SCHEMES:
+            return "sqs"
         return "other"
 
     @property
@@ -109,6 +113,11 @@ class Settings:
             sentinel = options.get("sentinel_kwargs")
             if isinstance(sentinel, Mapping) and sentinel.get("password"):
                 found.append(str(sentinel["password"]))
+        # kombu's SQS predefined_queues may carry a key pair per queue
+        predefined = self.broker_transport_options.get("predefined_queues")
+        for entry in predefined.values() if isinstance(predefined, Mapping) else ():
+            if isinstance(entry, Mapping) and entry.get("secret_access_key"):
+                found.append(str(entry["secret_access_key"]))
         return tuple(dict.fromkeys(found))
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -216,6 +225,8 @@ VARIABLES: tuple[Variable, ...] = (
         300.0,
     ),
     Variable("OOMCHECK_IGNORED_QUEUES", "policy.ignored_queues", parsers.name_set, frozenset()),
+    # Amazon SQS (issue 18): what a worker's death did to a task's message depends on this
+    Variable("OOMCHECK_TASK_ACKS_LATE", "policy.task_acks_late", parsers.acks_late, {}),
 )
 
 # Every variable from_env() reads: the template test checks that template.yaml sets the ones the

@@ -156,3 +156,6 @@ class Policy:
     # is reported after this long (one whose last consumer died or left, at once)
     queue_orphan_after_s: float = 300.0
     ignored_queues: frozenset[str] = frozenset()
+    # Amazon SQS: each task's acks_late by name ("*": every other task); a task not covered has
+    # an unknown ack mode, so what its death did to its message is unknown.
+    task_acks_late: Mapping[str, bool] = field(default_factory=dict)

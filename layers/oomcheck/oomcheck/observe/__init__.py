@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 
 from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
 from oomcheck.observe.base import ClockRead, Read, ResultsRead, T, guard, read_clock
-from oomcheck.observe.reads import read_broker, read_logs, read_queues, read_results
+from oomcheck.observe.reads import (
+    read_broker,
+    read_logs,
+    read_queues,
+    read_results,
+    read_sqs,
+    sqs_depths,
+)
 from oomcheck.observe.workers import read_inspect, reping_strangers
 from oomcheck.ports import QueueSource, ReferenceClock
 
@@ -76,6 +83,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
     queues = read_queues(
         deps, state, workers, inspected.value.queues_error if inspected.value else None
     )
+    sqs = read_sqs(deps)
 
     outcomes = (
         (Source.INSPECT, inspected.status, inspected.counters),
@@ -85,6 +93,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         (Source.EXITS, exits.status, exits.counters),
         (Source.MEMORY, memory.status, memory.counters),
         (Source.QUEUES, queues.status, queues.counters),
+        (Source.SQS, sqs.status, sqs.counters),
     )
     statuses = {
         source.value: status
@@ -118,7 +127,10 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         exits=_present(deps.exits, exits.value),
         # off, or failed: None (no memory or queue source means nothing is known, not "none")
         memory=memory.value,
-        queues=queues.value,
+        queues=queues.value
+        if deps.queues is not None or sqs.value is None
+        else sqs_depths(sqs.value),
+        sqs=sqs.value,
         task_status=found.task_status if found else {},
         errors={name: s.detail for name, s in statuses.items() if s.failed},
         broker_transport=deps.settings.broker_transport,
