@@ -20,16 +20,7 @@ from dataclasses import dataclass, field, replace
 from oomcheck.detect import text
 from oomcheck.detect.context import Context
 from oomcheck.detect.signals import Outcome, Signal
-from oomcheck.model import (
-    Action,
-    Finding,
-    Incident,
-    IncidentKey,
-    Kind,
-    PendingAlert,
-    Severity,
-    Verdict,
-)
+from oomcheck.model import Action, Finding, Incident, IncidentKey, Kind, PendingAlert, Severity
 
 # Kinds whose incident closes as soon as its alert is out: the event is over when we see it.
 EVENT_KINDS = frozenset({Kind.WORKER_RESTARTED, Kind.CHILD_KILLED, Kind.OOM_KILL})
@@ -114,6 +105,8 @@ def _signal(book: _Book, signal: Signal) -> None:
         return
     finding = replace(finding, first_seen=existing.opened_at, incident_id=existing.id)
     change = material_change(existing.finding, finding)
+    if signal.news and finding != existing.finding:
+        change = "; ".join(part for part in (change, signal.news) if part)
     pending = existing.pending
     if change and not any(p.action == Action.OPEN for p in pending):
         pending = (
@@ -209,10 +202,6 @@ def material_change(before: Finding, after: Finding) -> str | None:
     new_tasks = {t.id for t in after.tasks} - {t.id for t in before.tasks}
     if new_tasks:
         parts.append(f"{len(new_tasks)} more task(s) died with it")
-    awaited = {t.id for t in before.tasks if t.verdict is Verdict.AWAITING_REDELIVERY}
-    back = [t for t in after.tasks if t.id in awaited and t.verdict is Verdict.REDELIVERED]
-    if back:
-        parts.append(f"{len(back)} task(s) redelivered: running again")
     return "; ".join(parts) or None
 
 

@@ -1,7 +1,9 @@
 """Celery on Amazon SQS: deaths, stalls, dead letters and orphaned queues without remote control.
 
 On SQS no worker answers ``inspect`` and the broker shows no connections, so the families that
-judge the roster (workers, stalls, queues) cannot judge: these two take their kinds' place. A
+judge the roster (workers, stalls, queues) cannot judge and hold their incidents. These two judge
+in their place; since each kind has one owner that sweeps it, they close what they raised of
+those kinds by explicit resolutions, and own only task_dead_lettered. A
 worker is known only from its STARTED records (hostname and pool pid); its death only from exit
 evidence (ECS, Container Insights, kernel). What became of a task's message follows from its ack
 mode: deleted when the task started (early ack: ``lost``), or invisible until the queue's
@@ -35,8 +37,9 @@ from oomcheck.model import (
     Verdict,
 )
 
-DEATH_KINDS = frozenset({Kind.WORKER_LOST, Kind.TASK_STALLED})
-QUEUE_KINDS = frozenset({Kind.TASK_DEAD_LETTERED, Kind.QUEUE_ORPHANED})
+# worker_lost, task_stalled and queue_orphaned belong to the workers, stalls and queues families
+DEATH_KINDS: frozenset[Kind] = frozenset()
+QUEUE_KINDS = frozenset({Kind.TASK_DEAD_LETTERED})
 # A STARTED record written this much after the evidence's time is a later run, not a victim.
 _CLOCK_SLACK_S = 2.0
 # Fates nothing more will be learnt of (an unknown ack mode stays unknown).
@@ -79,8 +82,10 @@ def judge_deaths(ctx: Context, carried: Carried) -> Outcome:
         elif isinstance(outcome, Resolution):
             resolutions.append(outcome)
         else:
-            signals.append(Signal(outcome))
-    signals.extend(_stalls(ctx, victims))
+            signals.append(Signal(outcome, news=_news(incident.finding, outcome)))
+    stalls = _stalls(ctx, victims)
+    signals.extend(stalls)
+    resolutions.extend(_stalls_over(ctx, {s.key for s in stalls}))
     return Outcome(
         DEATH_KINDS,
         signals=tuple(signals),
@@ -111,14 +116,17 @@ def _deaths(ctx: Context, carried: Carried) -> tuple[dict[str, tuple[ExitEvidenc
 def _death(
     ctx: Context, worker: str, evidence: Sequence[ExitEvidence]
 ) -> tuple[Finding | None, list[KillSeen]]:
-    died_at = evidence[0].at
-    tasks = [
-        t
-        for t in ctx.started_by_worker.get(worker, ())
-        if t.written_at is None or t.written_at <= died_at + _CLOCK_SLACK_S
+    running = ctx.started_by_worker.get(worker, ())
+    # evidence from before any of its tasks started is an earlier incarnation's (same address)
+    evidence = [
+        e
+        for e in evidence
+        if any(t.written_at is None or t.written_at <= e.at + _CLOCK_SLACK_S for t in running)
     ]
-    if not tasks:
+    if not evidence:
         return None, []
+    died_at = evidence[0].at
+    tasks = [t for t in running if t.written_at is None or t.written_at <= died_at + _CLOCK_SLACK_S]
     vt = _visibility_timeout(ctx.obs.sqs)
     fates = tuple(_fate(ctx, t, vt) for t in sorted(tasks, key=lambda t: t.id))
     e = min(evidence, key=lambda e: (_cause_rank(e.cause), e.at))
@@ -212,6 +220,13 @@ def _rejudged(ctx: Context, finding: Finding) -> Finding | Resolution | None:
     return None
 
 
+def _news(before: Finding, after: Finding) -> str | None:
+    """On SQS the redelivery of an awaited task is the news a death's alert promised."""
+    awaited = {t.id for t in before.tasks if t.verdict is Verdict.AWAITING_REDELIVERY}
+    back = [t for t in after.tasks if t.id in awaited and t.verdict is Verdict.REDELIVERED]
+    return f"{len(back)} task(s) redelivered: running again" if back else None
+
+
 def _refate(ctx: Context, worker: str | None, fate: TaskFate) -> TaskFate:
     if fate.verdict is not Verdict.AWAITING_REDELIVERY:
         return fate
@@ -235,6 +250,15 @@ def _stalls(ctx: Context, victims: set[str]) -> list[Signal]:
             continue
         signals.append(Signal(_stall_finding(task, running, limit)))
     return signals
+
+
+def _stalls_over(ctx: Context, stalled: set[IncidentKey]) -> list[Resolution]:
+    """An open task_stalled no longer STARTED past its limit: it finished, failed or died."""
+    return [
+        Resolution(key, text.gone_text(Kind.TASK_STALLED))
+        for key in sorted(ctx.open_by_key)
+        if key.kind is Kind.TASK_STALLED and key not in stalled
+    ]
 
 
 def _stall_finding(task: StartedTask, running: float, limit: float) -> Finding:
