@@ -1,7 +1,8 @@
 """``python -m bench`` (``make bench``): every benchmark, then one table of figures.
 
     python -m bench                      everything (about 10 minutes on 2 cores)
-    python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues, cost
+    python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues,
+                                         sqs, cost
     python -m bench --quick              smaller N, for development
 
 Progress goes to stderr, the table to stdout. Each row: what, the figure, the reference it is
@@ -27,7 +28,7 @@ from typing import Any
 
 from bench.common import ROOT, Result, progress, render_table
 
-ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "cost")
+ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "sqs", "cost")
 SCAN_TIMEOUT_S = 900.0
 
 
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_fleet,
         bench_latency,
         bench_queues_memory,
+        bench_sqs,
     )
 
     facts: dict[str, Any] = {}
@@ -236,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "fleet": lambda: bench_fleet.run(args.quick),
         "scan": lambda: run_scan(args.quick),
         "queues": lambda: bench_queues_memory.run(args.quick),
+        "sqs": lambda: bench_sqs.run(args.quick),
         "cost": lambda: bench_cost.run(args.quick, facts),
     }
     started = time.monotonic()
