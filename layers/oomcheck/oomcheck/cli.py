@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a task that grows: memory_pressure names it before the OOM kill",
     )
+    demo.add_argument(
+        "--sqs",
+        action="store_true",
+        help="the worker on Amazon SQS (moto): no remote control, the alert names its task",
+    )
     return parser
 
 
@@ -210,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from oomcheck.demo.memory import run_memory_demo
 
         return int(run_memory_demo(use_cgroup=not args.no_cgroup))
+    if args.command == "demo" and args.sqs:
+        from oomcheck.demo.sqs import run_sqs_demo
+
+        return int(run_sqs_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
     if args.command == "demo":
         from oomcheck.demo.run import run_demo
 
