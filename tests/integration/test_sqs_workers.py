@@ -219,6 +219,10 @@ def test_a_healthy_solo_worker_busy_within_its_limit_raises_nothing(sqs_fleet: S
     for _ in range(3):
         report = sqs_fleet.check()
     assert _kinds(report) == []
+    # the worker as far as it is known: from its STARTED record
+    (row,) = report.workers
+    assert (row["name"], row["status"], row["active"]) == (worker.name, "busy", 1)
+    assert row["known_from"] == "results: STARTED records"
     assert str(report.sources["inspect"].state) == "off"
     assert str(report.sources["sqs"].state) == "ok"
     assert sqs_fleet.publisher.messages == []
@@ -268,6 +272,7 @@ def test_early_ack_task_killed_mid_task_is_lost(sqs_fleet: SqsFleet) -> None:
     assert lost.worker == worker.name
     assert (lost.cause, lost.exit_code) == (Cause.OOM_KILLED, 137)
     assert [(t.id, t.verdict) for t in lost.tasks] == [(task, Verdict.LOST)]
+    assert [(r["name"], r["status"]) for r in report.workers] == [(worker.name, "lost")]
     subjects = [m.subject for m in sqs_fleet.publisher.messages]
     assert any(worker.name in s and "OOM-killed" in s for s in subjects), subjects
 
