@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from oomcheck.alerting.render import AlertMessage
     from oomcheck.config.settings import Settings
     from oomcheck.model import Presence, SqsView, State, UnackedMessage, WorkerSnapshot
+    from oomcheck.sources.ecs import EcsTask
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
     from oomcheck.sources.presence.owners import Member
@@ -78,6 +79,12 @@ class SqsSource(Protocol):
     """Celery's Amazon SQS queues and their dead letters (oomcheck.sources.sqs.SqsQueues)."""
 
     def read(self) -> SqsView: ...
+
+
+class EcsSource(Protocol):
+    """The running tasks of the named ECS services and their addresses (sources.ecs.EcsTasks)."""
+
+    def running(self) -> tuple[EcsTask, ...]: ...
 
 
 class BrokerPresence(Protocol):
@@ -143,6 +150,7 @@ class Deps:
     presence: BrokerPresence | None = None
     queues: QueueSource | None = None
     sqs: SqsSource | None = None
+    ecs: EcsSource | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
     # Deadlines and budgets are measured on this clock, never on the wall clock.

@@ -119,6 +119,13 @@ def _results(deps: Deps, settings: Settings) -> None:
 def _exits(deps: Deps, settings: Settings, budget_s: float) -> None:
     from oomcheck import aws
 
+    if settings.ecs_services:
+        from oomcheck.sources.ecs import EcsTasks, parse_services
+
+        deps.ecs = EcsTasks(
+            aws.client("ecs", limits=aws.logs_limits(budget_s)),
+            parse_services(settings.ecs_services),
+        )
     if settings.log_groups:
         from oomcheck.sources.exits import CloudWatchExitEvents
 

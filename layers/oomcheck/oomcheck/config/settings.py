@@ -75,6 +75,8 @@ class Settings:
     containers: tuple[str, ...] = ()
     # queues whose backlog is read every run, besides those the workers report consuming
     queues: tuple[str, ...] = ()
+    # ECS services (cluster/service) whose running tasks and addresses are looked up
+    ecs_services: tuple[str, ...] = ()
     state_file: str = ""
     inspect_timeout_s: float = 1.0
     reping_timeout_s: float = 2.0
@@ -227,6 +229,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OOMCHECK_IGNORED_QUEUES", "policy.ignored_queues", parsers.name_set, frozenset()),
     # Amazon SQS (issue 18): what a worker's death did to a task's message depends on this
     Variable("OOMCHECK_TASK_ACKS_LATE", "policy.task_acks_late", parsers.acks_late, {}),
+    Variable("OOMCHECK_ECS_SERVICES", "ecs_services", parsers.ecs_services, ()),
 )
 
 # Every variable from_env() reads: the template test checks that template.yaml sets the ones the

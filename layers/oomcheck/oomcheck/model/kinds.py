@@ -99,6 +99,7 @@ class Source(StrEnum):
     BROKER = "broker"
     QUEUES = "queues"
     SQS = "sqs"
+    ECS = "ecs"
     EXITS = "exits"
     MEMORY = "memory"
     STATE = "state"

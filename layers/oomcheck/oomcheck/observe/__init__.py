@@ -21,6 +21,7 @@ from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
 from oomcheck.observe.base import ClockRead, Read, ResultsRead, T, guard, read_clock
 from oomcheck.observe.reads import (
     read_broker,
+    read_ecs,
     read_logs,
     read_queues,
     read_results,
@@ -80,6 +81,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         workers.update(reping_strangers(deps, state, workers, results.value.started))
     broker = read_broker(deps, now)
     exits, memory = read_logs(deps, state.last_run_at, now)
+    ecs_status, memory = read_ecs(deps, memory)
     queues = read_queues(
         deps, state, workers, inspected.value.queues_error if inspected.value else None
     )
@@ -94,6 +96,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         (Source.MEMORY, memory.status, memory.counters),
         (Source.QUEUES, queues.status, queues.counters),
         (Source.SQS, sqs.status, sqs.counters),
+        (Source.ECS, ecs_status, dict[str, int]()),
     )
     statuses = {
         source.value: status

@@ -154,6 +154,25 @@ def _remembered_queues(state: State) -> Iterable[str]:
         yield from record.queues
 
 
+def read_ecs(
+    deps: Deps, memory: Read[tuple[MemorySample, ...]]
+) -> tuple[SourceStatus, Read[tuple[MemorySample, ...]]]:
+    """The ECS services' running tasks, read only when there are memory samples to tie to their
+    workers: each sample then also names its task's addresses."""
+    source = deps.ecs
+    if source is None:
+        return off(deps, Source.ECS), memory
+    if not memory.value:
+        return OK, memory
+    from oomcheck.sources.ecs import with_addresses
+
+    tasks, status = guard(source.running, deps.settings.secrets())
+    if tasks is None:
+        return status, memory
+    counters = {**memory.counters, "ecs_tasks": len(tasks)}
+    return status, Read(with_addresses(memory.value, tasks), memory.status, counters)
+
+
 def read_sqs(deps: Deps) -> Read[SqsView]:
     """The SQS queues' attributes and their dead letters (never a receive from a live queue)."""
     source = deps.sqs
