@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from oomcheck.detect.text import fate_line
 from oomcheck.model import (
     Cause,
     DeadLetter,
@@ -79,6 +80,8 @@ def test_acks_late_task_awaits_redelivery_then_is_redelivered_elsewhere():
     assert fate.verdict is Verdict.AWAITING_REDELIVERY
     # its start plus the queue's visibility timeout (900 s)
     assert fate.redeliver_at == T0 - 30 + 900
+    assert "invisible in its SQS queue" in fate_line(fate)
+    assert "unacked set" not in fate_line(fate)
     # While the message is invisible nothing changes and the incident stays open
     found = replay.step(sqs_obs(T0 + 120, started_=running))
     assert only(found, Kind.WORKER_LOST).tasks[0].verdict is Verdict.AWAITING_REDELIVERY

@@ -72,6 +72,10 @@ def fates_text(fates: Iterable[TaskFate]) -> str:
     return f"{total} task(s): {parts}"
 
 
+# Where an acks_late message waits on Redis (TaskFate.waits_in None).
+UNACKED_SET = "still in the broker's unacked set"
+
+
 def fate_line(fate: TaskFate) -> str:
     name = fate.name or "task"
     where = f" on pid {fate.worker_pid}" if fate.worker_pid else ""
@@ -80,7 +84,7 @@ def fate_line(fate: TaskFate) -> str:
         Verdict.LOST: "LOST - its message was acknowledged; it will not run again by itself",
         Verdict.AWAITING_REDELIVERY: "awaiting redelivery"
         + (f" at about {short_utc(fate.redeliver_at)}" if fate.redeliver_at else "")
-        + " (still in the broker's unacked set)",
+        + f" ({fate.waits_in or UNACKED_SET})",
         Verdict.REDELIVERED: "redelivered - it is queued or running again",
         Verdict.KILL_LOOP: "in a KILL LOOP - every run of it kills its process",
         Verdict.DEAD_LETTERED: "DEAD-LETTERED - in a dead-letter queue; it will not run again "

@@ -45,6 +45,7 @@ _CLOCK_SLACK_S = 2.0
 # Fates nothing more will be learnt of (an unknown ack mode stays unknown).
 _FINAL = frozenset({Verdict.LOST, Verdict.REDELIVERED, Verdict.DEAD_LETTERED, Verdict.UNKNOWN})
 DLQ_PREFIX = "dlq:"
+SQS_WAITS_IN = "invisible in its SQS queue until the visibility timeout passes"
 
 
 def on_sqs(ctx: Context) -> bool:
@@ -200,6 +201,7 @@ def _fate(ctx: Context, task: StartedTask, vt: float) -> TaskFate:
         if verdict is Verdict.AWAITING_REDELIVERY and started is not None
         else None,
         worker_pid=task.pid,
+        waits_in=SQS_WAITS_IN if verdict is Verdict.AWAITING_REDELIVERY else None,
     )
 
 
