@@ -14,11 +14,12 @@ SAM_STAMP := $(SAM_VENV)/.installed
 SAM_PYTHON_DIR ?= $(lastword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13*/bin))
 SAM_ENV   := SAM_CLI_TELEMETRY=0 PATH="$(if $(SAM_PYTHON_DIR),$(SAM_PYTHON_DIR):)$$PATH"
 
-.PHONY: help demo demo-memory test unit lint bench build invoke clean sam-tools validate lock deploy
+.PHONY: help demo demo-memory demo-beat test unit lint bench build invoke clean sam-tools validate lock deploy
 
 help:
 	@echo "make demo    a real worker OOM-killed, detected, alerted (under a minute)"
 	@echo "make demo-memory  a task grows: memory_pressure names it before the OOM kill"
+	@echo "make demo-beat    celery beat killed: beat_stopped names the jobs that stopped"
 	@echo "make test    unit, integration and end-to-end tests (+ template checks)"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   benchmarks with figures (not part of make test)"
@@ -74,6 +75,9 @@ demo: $(STAMP)
 
 demo-memory: $(STAMP)
 	$(BIN)/oomcheck demo --memory
+
+demo-beat: $(STAMP)
+	$(BIN)/oomcheck demo --beat
 
 test: $(STAMP) sam-tools
 	$(BIN)/python -m pytest

@@ -2,7 +2,7 @@
 
     python -m bench                      everything (about 10 minutes on 2 cores)
     python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues,
-                                         sqs, cost
+                                         beat, sqs, cost
     python -m bench --quick              smaller N, for development
 
 Progress goes to stderr, the table to stdout. Each row: what, the figure, the reference it is
@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.common import ROOT, Result, progress, render_table
 
-ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "sqs", "cost")
+ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "beat", "sqs", "cost")
 SCAN_TIMEOUT_S = 900.0
 
 
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
 
     from bench import (
+        bench_beat,
         bench_check,
         bench_cost,
         bench_events,
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "fleet": lambda: bench_fleet.run(args.quick),
         "scan": lambda: run_scan(args.quick),
         "queues": lambda: bench_queues_memory.run(args.quick),
+        "beat": lambda: bench_beat.run(args.quick),
         "sqs": lambda: bench_sqs.run(args.quick),
         "cost": lambda: bench_cost.run(args.quick, facts),
     }

@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a task that grows: memory_pressure names it before the OOM kill",
     )
     demo.add_argument(
+        "--beat",
+        action="store_true",
+        help="celery beat (RedBeat) killed: beat_stopped names the periodic jobs that stopped",
+    )
+    demo.add_argument(
         "--sqs",
         action="store_true",
         help="the worker on Amazon SQS (moto): no remote control, the alert names its task",
@@ -211,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     if args.command == "setup":
         return _setup(args)
+    if args.command == "demo" and args.beat:
+        from oomcheck.demo.beat import run_beat_demo
+
+        return run_beat_demo()
     if args.command == "demo" and args.memory:
         from oomcheck.demo.memory import run_memory_demo
 

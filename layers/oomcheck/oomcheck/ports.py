@@ -19,7 +19,14 @@ from oomcheck.alerting.outbox import SentJournal
 if TYPE_CHECKING:
     from oomcheck.alerting.render import AlertMessage
     from oomcheck.config.settings import Settings
-    from oomcheck.model import Presence, SqsView, State, UnackedMessage, WorkerSnapshot
+    from oomcheck.model import (
+        BeatSchedule,
+        Presence,
+        SqsView,
+        State,
+        UnackedMessage,
+        WorkerSnapshot,
+    )
     from oomcheck.sources.ecs import EcsTask
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
@@ -73,6 +80,14 @@ class QueueSource(Protocol):
     """Backlogs of the named queues (oomcheck.sources.queues)."""
 
     def depths(self, names: Sequence[str]) -> QueueRead: ...
+
+
+class BeatSource(Protocol):
+    """The periodic schedule as the beat scheduler stores it (oomcheck.sources.beat)."""
+
+    def read(self, now: float) -> BeatSchedule: ...
+
+    def describe(self) -> str: ...
 
 
 class SqsSource(Protocol):
@@ -149,6 +164,7 @@ class Deps:
     exits: ExitSource | None = None
     presence: BrokerPresence | None = None
     queues: QueueSource | None = None
+    beat: BeatSource | None = None
     sqs: SqsSource | None = None
     ecs: EcsSource | None = None
     clock: Callable[[], float] = time.time

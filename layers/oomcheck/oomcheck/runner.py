@@ -34,6 +34,7 @@ from oomcheck.ports import Deps
 from oomcheck.redact import scrub
 from oomcheck.report import usage
 from oomcheck.report.document import Report, sqs_worker_rows, worker_rows
+from oomcheck.report.schedule import schedule_rows
 from oomcheck.store.base import LeaseBusy, StateError
 
 
@@ -124,6 +125,13 @@ def run_once(
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
         notes=(*view.notes, *observed.notes),
         **_usage(observation, roster, settings, now),
+        # every entry in an audit; in a check only the late ones (a big schedule stays out of
+        # every run's log while it is on time)
+        schedule=schedule_rows(
+            observation.beat, now, settings.policy.beat_grace_s, late_only=mode is not Mode.AUDIT
+        )
+        if observation.beat is not None
+        else None,
     )
 
 

@@ -47,6 +47,7 @@ def build_deps(
         _sqs_sources(deps, settings, budget_s)
         _results(deps, settings)
         _exits(deps, settings, budget_s)
+        _wire_beat(deps, settings)
         return deps
     deps.inspector = CeleryInspector(
         settings.broker_url,
@@ -92,6 +93,7 @@ def build_deps(
         deps.off["presence"] = "broker presence needs a Redis or RabbitMQ broker"
         deps.off["queues"] = "queue depths are read from Redis and RabbitMQ brokers only"
     _exits(deps, settings, budget_s)
+    _wire_beat(deps, settings)
     return deps
 
 
@@ -132,7 +134,10 @@ def _exits(deps: Deps, settings: Settings, budget_s: float) -> None:
         deps.exits = CloudWatchExitEvents(
             aws.client("logs", limits=aws.logs_limits(budget_s)),
             settings.log_groups,
-            containers=settings.containers,
+            # beat's containers too, when workers' are named: their exits explain beat_stopped
+            containers=(*settings.containers, *settings.policy.beat_containers)
+            if settings.containers
+            else (),
         )
     else:
         deps.off["exits"] = "no log groups configured (OOMCHECK_LOG_GROUPS)"
@@ -164,6 +169,33 @@ def _sqs_sources(deps: Deps, settings: Settings, budget_s: float) -> None:
         queue_names(settings.queues, options),
         prefix=str(options.get("queue_name_prefix") or ""),
         predefined=predefined if isinstance(predefined, dict) else {},
+    )
+
+
+def _wire_beat(deps: Deps, settings: Settings) -> None:
+    """RedBeat's store, on its own Redis or the broker's; off, with why, for other schedulers."""
+    from oomcheck.sources.beat import is_redbeat, off_reason
+
+    if not is_redbeat(settings.beat_scheduler):
+        deps.off["beat"] = off_reason(settings.beat_scheduler)
+        return
+    url = settings.redbeat_redis_url or settings.broker_url
+    if settings.redbeat_redis_url is None and settings.broker_transport != "redis":
+        deps.off["beat"] = (
+            "RedBeat runs on Redis and the broker is not Redis: set OOMCHECK_REDBEAT_REDIS_URL "
+            "(redbeat_redis_url)"
+        )
+        return
+    from oomcheck.redact import redact
+    from oomcheck.sources.beat import RedBeatSource
+    from oomcheck.sources.redis_client import make_redis
+
+    options = settings.broker_transport_options if settings.redbeat_redis_url is None else {}
+    deps.beat = RedBeatSource(
+        make_redis(url, transport_options=options),
+        key_prefix=settings.redbeat_key_prefix,
+        lock_key=settings.redbeat_lock_key,
+        where=redact(url),
     )
 
 

@@ -30,6 +30,10 @@ CELERY_NAMES: Mapping[str, str] = {
     "OOMCHECK_BROKER_TRANSPORT_OPTIONS": "broker_transport_options",
     "OOMCHECK_RESULT_TRANSPORT_OPTIONS": "result_backend_transport_options",
     "OOMCHECK_APP_NAME": "main",
+    "OOMCHECK_BEAT_SCHEDULER": "beat_scheduler",
+    "OOMCHECK_REDBEAT_REDIS_URL": "redbeat_redis_url",
+    "OOMCHECK_REDBEAT_KEY_PREFIX": "redbeat_key_prefix",
+    "OOMCHECK_REDBEAT_LOCK_KEY": "redbeat_lock_key",
 }
 _FALLBACKS = {v.name: v.fallback for v in VARIABLES}
 
@@ -147,8 +151,27 @@ def app_variables(app: Any) -> dict[str, str]:
             out[name] = json.dumps(_plain(options))
     if isinstance(app.main, str) and app.main and app.main != "__main__":
         out["OOMCHECK_APP_NAME"] = app.main
+    out.update(_beat_variables(conf))
     if str(out.get("OOMCHECK_BROKER_URL", "")).lower().startswith("sqs://"):
         out.update(_sqs_task_variables(app))
+    return out
+
+
+def _beat_variables(conf: Any) -> dict[str, str]:
+    """Beat's scheduler and RedBeat's settings (read by RedBeat under these lowercase names)."""
+    out: dict[str, str] = {}
+    for name, key in (
+        ("OOMCHECK_BEAT_SCHEDULER", "beat_scheduler"),
+        ("OOMCHECK_REDBEAT_REDIS_URL", "redbeat_redis_url"),
+        ("OOMCHECK_REDBEAT_KEY_PREFIX", "redbeat_key_prefix"),
+        ("OOMCHECK_REDBEAT_LOCK_KEY", "redbeat_lock_key"),
+    ):
+        value = conf.get(key)
+        if isinstance(value, type):
+            # beat_scheduler may be the class itself
+            value = f"{value.__module__}.{value.__qualname__}"
+        if isinstance(value, str) and value.strip():
+            out[name] = value
     return out
 
 

@@ -85,6 +85,12 @@ class Settings:
     watch_interval_s: float = 5.0
     lease_s: float = 90.0
     scan_budget: int | None = None
+    # Celery beat's scheduler (beat_scheduler); only redbeat.RedBeatScheduler can be read
+    beat_scheduler: str | None = None
+    # RedBeat's Redis (redbeat_redis_url; None: the broker's) and its keys
+    redbeat_redis_url: str | None = None
+    redbeat_key_prefix: str = "redbeat:"
+    redbeat_lock_key: str | None = None
     policy: Policy = field(default_factory=Policy)
 
     @property
@@ -108,7 +114,7 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every password in the configured URLs and Sentinel options, for redaction."""
         found: list[str] = []
-        for url in (self.broker_url, self.result_backend):
+        for url in (self.broker_url, self.result_backend, self.redbeat_redis_url):
             if url:
                 found.extend(urls.passwords(url))
         for options in (self.broker_transport_options, self.result_transport_options):
@@ -227,6 +233,13 @@ VARIABLES: tuple[Variable, ...] = (
         300.0,
     ),
     Variable("OOMCHECK_IGNORED_QUEUES", "policy.ignored_queues", parsers.name_set, frozenset()),
+    # beat_stopped (issue 19)
+    Variable("OOMCHECK_BEAT_SCHEDULER", "beat_scheduler", parsers.text),
+    Variable("OOMCHECK_REDBEAT_REDIS_URL", "redbeat_redis_url", parsers.url, secret=True),
+    Variable("OOMCHECK_REDBEAT_KEY_PREFIX", "redbeat_key_prefix", parsers.text, "redbeat:"),
+    Variable("OOMCHECK_REDBEAT_LOCK_KEY", "redbeat_lock_key", parsers.text),
+    Variable("OOMCHECK_BEAT_GRACE", "policy.beat_grace_s", parsers.seconds(0, DAY), 60.0),
+    Variable("OOMCHECK_BEAT_CONTAINERS", "policy.beat_containers", parsers.names, ()),
     # Amazon SQS (issue 18): what a worker's death did to a task's message depends on this
     Variable("OOMCHECK_TASK_ACKS_LATE", "policy.task_acks_late", parsers.acks_late, {}),
     Variable("OOMCHECK_ECS_SERVICES", "ecs_services", parsers.ecs_services, ()),
@@ -314,9 +327,10 @@ def _assemble(values: Mapping[str, Any]) -> Settings:
 
 def _check_urls(settings: Settings, labels: Mapping[str, str]) -> None:
     """Redis URLs in full, as make_redis will read them; messages never quote the URL."""
-    checks = (
+    checks: tuple[tuple[str, str | None, Mapping[str, Any]], ...] = (
         ("OOMCHECK_BROKER_URL", settings.broker_url, settings.broker_transport_options),
         ("OOMCHECK_RESULT_BACKEND", settings.result_backend, settings.result_transport_options),
+        ("OOMCHECK_REDBEAT_REDIS_URL", settings.redbeat_redis_url, {}),
     )
     broker_scheme = urls.scheme_of(settings.broker_url)
     if broker_scheme in _NOT_BROKER_SCHEMES:

@@ -34,6 +34,28 @@ app.conf.update(
     task_default_queue=os.environ.get("OOMCHECK_DEMO_QUEUE", "celery"),
 )
 
+# Celery beat with RedBeat, when OOMCHECK_DEMO_BEAT_SCHEDULE is set (JSON: entry name ->
+# {"task": name, "every": seconds, "args": [...]}): the beat demo and the beat tests. Short loop
+# and lock times so that a killed beat's lock expires in seconds, as a test needs.
+if os.environ.get("OOMCHECK_DEMO_BEAT_SCHEDULE"):
+    import json
+
+    app.conf.update(
+        beat_scheduler="redbeat.RedBeatScheduler",
+        redbeat_redis_url=app.conf.broker_url,
+        redbeat_key_prefix=os.environ.get("OOMCHECK_DEMO_REDBEAT_PREFIX", "redbeat:"),
+        redbeat_lock_timeout=int(os.environ.get("OOMCHECK_DEMO_REDBEAT_LOCK_TIMEOUT", "5")),
+        beat_max_loop_interval=1,
+        beat_schedule={
+            name: {
+                "task": entry["task"],
+                "schedule": float(entry["every"]),
+                "args": tuple(entry.get("args", ())),
+            }
+            for name, entry in json.loads(os.environ["OOMCHECK_DEMO_BEAT_SCHEDULE"]).items()
+        },
+    )
+
 _PAGE = 4096
 
 

@@ -11,8 +11,8 @@ One evaluation:
     sources (source_unavailable); workers (worker_lost, worker_restarted, worker_departed, from
     the roster transitions: new, alive, restarted, returned, missing, still lost, still departed);
     children (child_killed); stalls (task_stalled); orphans (task_orphaned); poison (poison_task,
-    on the kill counts after this run); evidence (oom_kill of no known worker); memory
-    (memory_pressure); queues (queue_orphaned);
+    on the kill counts after this run); beat (beat_stopped: periodic entries overdue); evidence
+    (oom_kill of no known worker); memory (memory_pressure); queues (queue_orphaned);
  3. the ledger turns the outcomes into incident transitions (open, update, remind, expire,
     resolve), closing what a family judged and no longer mentions;
  4. the next state is written once, at the end, from the last carry; unchanged records stay the
@@ -30,6 +30,7 @@ from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context
 from oomcheck.detect.ledger import incident_id_for, settle
 from oomcheck.detect.rules import (
+    beat,
     children,
     evidence,
     memory,
@@ -73,6 +74,8 @@ FAMILIES: tuple[Family, ...] = (
     # (the exits they claim are no unknown worker's); dead letters after poison (kills seen)
     sqs.judge_deaths,
     poison.judge,
+    # before evidence: the exits of beat's container are beat's, not an unknown worker's
+    beat.judge,
     evidence.judge,
     memory.judge,
     queues.judge,

@@ -47,3 +47,8 @@ def memory(worker: str) -> IncidentKey:
 
 def queue(name: str) -> IncidentKey:
     return IncidentKey(Kind.QUEUE_ORPHANED, name)
+
+
+def beat(store: str) -> IncidentKey:
+    """One beat schedule (its store: the RedBeat key prefix)."""
+    return IncidentKey(Kind.BEAT_STOPPED, store)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from oomcheck.model import Cause, Kind, TaskFate, Verdict
+from oomcheck.model import BeatEntry, Cause, Kind, Policy, TaskFate, Verdict
 
 CAUSE_WORDS = {
     Cause.OOM_KILLED: "OOM-killed",
@@ -136,6 +136,7 @@ HEADLINES: dict[Kind, str] = {
     Kind.SOURCE_UNAVAILABLE: "a source is unavailable",
     Kind.MEMORY_PRESSURE: "{worker} near its memory limit",
     Kind.QUEUE_ORPHANED: "queue {subject} has no live consumer",
+    Kind.BEAT_STOPPED: "celery beat stopped: periodic tasks are not sent{cause}",
     Kind.TASK_DEAD_LETTERED: "task moved to a dead-letter queue",
 }
 GROUP_HEADLINES: dict[Kind, str] = {
@@ -149,6 +150,7 @@ GROUP_HEADLINES: dict[Kind, str] = {
     Kind.SOURCE_UNAVAILABLE: "{n} sources unavailable",
     Kind.MEMORY_PRESSURE: "{n} workers near their memory limit",
     Kind.QUEUE_ORPHANED: "{n} queues with no live consumer",
+    Kind.BEAT_STOPPED: "{n} beat schedules stopped{cause}",
     Kind.TASK_DEAD_LETTERED: "{n} tasks moved to dead-letter queues",
 }
 
@@ -171,12 +173,78 @@ GONE_TEXTS: dict[Kind, str] = {
     Kind.TASK_STALLED: "the task is no longer running",
     Kind.TASK_ORPHANED: "no orphaned STARTED record remains",
     Kind.POISON_TASK: "the task has stopped dying and is not queued on any worker",
+    Kind.BEAT_STOPPED: "the schedule advances again: no entry is overdue",
     Kind.TASK_DEAD_LETTERED: "the message left the dead-letter queue",
 }
 
 
 def gone_text(kind: Kind) -> str:
     return GONE_TEXTS.get(kind, GONE)
+
+
+# ---------------------------------------------------------------------------------------------
+# beat_stopped
+
+
+def beat_entry_line(entry: BeatEntry, missed: int, now: float) -> str:
+    """One overdue entry: its name and task, since when, the runs it missed, its schedule."""
+    last = f"last ran {short_utc(entry.last_run_at)}" if entry.last_run_at else "never ran"
+    late = now - (entry.next_due_at or now)
+    return (
+        f"entry {entry.name} ({entry.task or '?'}): due {short_utc(entry.next_due_at)}, "
+        f"{late:.0f} s ago, {missed} run(s) missed; {entry.schedule}, {last}"
+    )
+
+
+PERIODIC = "periodic: "
+
+
+def periodic_line(task: str, entry: BeatEntry, now: float) -> str:
+    """A dead task's beat entry: beat does not resend the run that died; the next is due then."""
+    due = entry.next_due_at
+    when = "not known" if due is None else short_utc(due) + (" (overdue)" if due < now else "")
+    return (
+        f"{PERIODIC}{task} is sent by beat entry {entry.name} ({entry.schedule}); beat does not "
+        f"resend the run that died; its next run: {when}"
+    )
+
+
+def beat_lock_words(held: bool, ttl_s: float | None) -> str:
+    if not held:
+        return "lock: free, no beat holds it (beat is not running)"
+    if ttl_s is None:
+        return "lock: held with no expiry, yet nothing is sent"
+    return (
+        f"lock: held, expires in {ttl_s:.0f} s, yet nothing is sent (the beat that took it died "
+        "and the lock has not expired yet, or it hangs)"
+    )
+
+
+def beat_advice(held: bool, ttl_s: float | None, cause: Cause, policy: Policy) -> tuple[str, ...]:
+    app = policy.app_name or "<your_app>"
+    advice = [
+        f"Start beat again (celery -A {app} beat -S redbeat.RedBeatScheduler): missed runs are "
+        "not caught up, each entry runs next at its next due time; send the ones that matter "
+        "by hand."
+    ]
+    if held:
+        advice.append(
+            "A new beat waits for the lock"
+            + (f" (about {ttl_s:.0f} s more)" if ttl_s is not None else "")
+            + "; if the beat holding it is gone, a shorter redbeat_lock_timeout lets the next "
+            "one take over sooner."
+        )
+    if cause is Cause.OOM_KILLED:
+        advice.append(
+            "Beat was OOM-killed: give its container more memory; beat itself is small, so "
+            "look for a large schedule or a task module imported into beat."
+        )
+    if not policy.beat_containers:
+        advice.append(
+            "Name beat's container or service in OOMCHECK_BEAT_CONTAINERS for the alert to say "
+            "how it died."
+        )
+    return tuple(advice)
 
 
 # ------------------------------------------------------------------------- Celery on Amazon SQS

@@ -7,6 +7,7 @@ One package, imported as ``oomcheck.model``: kinds (enums and statuses), observa
 run saw), findings, and state (what is kept between runs, and the policy).
 """
 
+from oomcheck.model.beat import BeatEntry, BeatSchedule
 from oomcheck.model.findings import Finding, IncidentKey, TaskFate
 from oomcheck.model.kinds import (
     Action,
@@ -51,6 +52,8 @@ from oomcheck.model.state import (
 __all__ = [
     "Action",
     "ActiveTask",
+    "BeatEntry",
+    "BeatSchedule",
     "Cause",
     "DeadLetter",
     "Delivery",

@@ -18,6 +18,7 @@ class Kind(StrEnum):
     OOM_KILL = "oom_kill"
     MEMORY_PRESSURE = "memory_pressure"
     QUEUE_ORPHANED = "queue_orphaned"
+    BEAT_STOPPED = "beat_stopped"
     # Amazon SQS: a Celery message the queue's redrive policy moved to its dead-letter queue
     TASK_DEAD_LETTERED = "task_dead_lettered"
     WORKER_RECOVERED = "worker_recovered"
@@ -102,6 +103,7 @@ class Source(StrEnum):
     ECS = "ecs"
     EXITS = "exits"
     MEMORY = "memory"
+    BEAT = "beat"
     STATE = "state"
     ALERTS = "alerts"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from oomcheck.model.beat import BeatSchedule
 from oomcheck.model.kinds import Cause
 
 # --------------------------------------------------------------------------------------------
@@ -222,5 +223,7 @@ class Observation:
     memory: tuple[MemorySample, ...] | None = None
     # Queue backlogs; None when the source is off or failed.
     queues: tuple[QueueDepth, ...] | None = None
+    # The periodic schedule (RedBeat); None when the source is off or failed.
+    beat: BeatSchedule | None = None
     # Amazon SQS broker: its queues and dead letters; None when off or failed.
     sqs: SqsView | None = None

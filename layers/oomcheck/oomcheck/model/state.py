@@ -156,6 +156,10 @@ class Policy:
     # is reported after this long (one whose last consumer died or left, at once)
     queue_orphan_after_s: float = 300.0
     ignored_queues: frozenset[str] = frozenset()
+    # beat_stopped: an entry overdue by more than this is not a late tick but a stopped beat
+    beat_grace_s: float = 60.0
+    # ECS/EKS container (or service, host) names, globs, that run beat: their exits explain it
+    beat_containers: tuple[str, ...] = ()
     # Amazon SQS: each task's acks_late by name ("*": every other task); a task not covered has
     # an unknown ack mode, so what its death did to its message is unknown.
     task_acks_late: Mapping[str, bool] = field(default_factory=dict)

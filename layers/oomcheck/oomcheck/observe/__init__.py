@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
 from oomcheck.observe.base import ClockRead, Read, ResultsRead, T, guard, read_clock
+from oomcheck.observe.beat import read_beat
 from oomcheck.observe.reads import (
     read_broker,
     read_ecs,
@@ -85,6 +86,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
     queues = read_queues(
         deps, state, workers, inspected.value.queues_error if inspected.value else None
     )
+    beat = read_beat(deps, now)
     sqs = read_sqs(deps)
 
     outcomes = (
@@ -95,6 +97,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         (Source.EXITS, exits.status, exits.counters),
         (Source.MEMORY, memory.status, memory.counters),
         (Source.QUEUES, queues.status, queues.counters),
+        (Source.BEAT, beat.status, beat.counters),
         (Source.SQS, sqs.status, sqs.counters),
         (Source.ECS, ecs_status, dict[str, int]()),
     )
@@ -133,6 +136,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         queues=queues.value
         if deps.queues is not None or sqs.value is None
         else sqs_depths(sqs.value),
+        beat=beat.value,
         sqs=sqs.value,
         task_status=found.task_status if found else {},
         errors={name: s.detail for name, s in statuses.items() if s.failed},

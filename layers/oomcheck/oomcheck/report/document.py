@@ -101,6 +101,8 @@ class Report:
     # or failed this run
     memory: tuple[dict[str, Any], ...] | None = None
     queues: tuple[dict[str, Any], ...] | None = None
+    # beat's periodic entries (oomcheck.report.schedule); None: the beat source is off or failed
+    schedule: tuple[dict[str, Any], ...] | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -145,6 +147,8 @@ class Report:
             out["memory"] = list(self.memory)
         if self.queues is not None:
             out["queues"] = list(self.queues)
+        if self.schedule is not None:
+            out["schedule"] = list(self.schedule)
         if self.notes:
             out["notes"] = list(self.notes)
         if self.settings:

@@ -7,6 +7,7 @@ from typing import Any
 from oomcheck.detect.text import utc
 from oomcheck.model import Severity
 from oomcheck.report.document import AlertRecord, Report, source_text
+from oomcheck.report.schedule import schedule_table
 
 _MARK = {Severity.CRITICAL: "CRIT", Severity.WARNING: "WARN", Severity.INFO: "info"}
 
@@ -42,6 +43,7 @@ def render_table(report: Report) -> str:
         lines.append("no findings")
     lines += _memory_table(report.memory)
     lines += _queue_table(report.queues)
+    lines += schedule_table(report.schedule)
     if report.alerts:
         lines.append("")
         lines.append("ALERTS")

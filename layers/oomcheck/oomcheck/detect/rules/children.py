@@ -19,6 +19,7 @@ from oomcheck.detect import keys, text
 from oomcheck.detect.carried import Carried, merge_kills
 from oomcheck.detect.context import Context, Place
 from oomcheck.detect.fates import cause_from, fate_of, unique
+from oomcheck.detect.rules import beat
 from oomcheck.detect.signals import Carry, KillSeen, Outcome, Signal
 from oomcheck.model import (
     ActiveTask,
@@ -266,7 +267,7 @@ def _finding(
         worker=name,
         cause=cause,
         exit_code=exit_code,
-        evidence=tuple(dict.fromkeys((*lines, *ev_lines))),
+        evidence=beat.with_periodic(ctx, tuple(dict.fromkeys((*lines, *ev_lines))), fates),
         tasks=fates,
         summary=f"a pool process of {name or 'an unknown worker'} was killed"
         f"{text.cause_phrase(cause, exit_code)}{under}",

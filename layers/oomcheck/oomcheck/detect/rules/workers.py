@@ -14,7 +14,7 @@ from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import ALIVE, QUIET_POOLS, Context
 from oomcheck.detect.fates import cause_from, fates, rejudge_all, tasks_of_dead_instance
 from oomcheck.detect.roster import Change, Transition, record_from, refreshed, with_status
-from oomcheck.detect.rules import memory, stalls
+from oomcheck.detect.rules import beat, memory, stalls
 from oomcheck.detect.signals import Carry, KillSeen, Outcome, Resolution, Signal
 from oomcheck.model import (
     ActiveTask,
@@ -314,7 +314,7 @@ def _lost_finding(  # noqa: PLR0917 - a death is these facts
         worker=record.name,
         cause=cause,
         exit_code=exit_code,
-        evidence=evidence,
+        evidence=beat.with_periodic(ctx, evidence, dead),
         tasks=dead,
         summary=f"{record.name} died{text.cause_phrase(cause, exit_code)}"
         + (f"; {fate_text}" if fate_text else ""),
