@@ -2,7 +2,7 @@
 
     python -m bench                      everything (about 10 minutes on 2 cores)
     python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues,
-                                         beat, oncall, cost
+                                         beat, oncall, sqs, cost
     python -m bench --quick              smaller N, for development
 
 Progress goes to stderr, the table to stdout. Each row: what, the figure, the reference it is
@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.common import ROOT, Result, progress, render_table
 
-ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "beat", "oncall", "cost")
+ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "beat", "oncall", "sqs", "cost")
 SCAN_TIMEOUT_S = 900.0
 
 
@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_latency,
         bench_oncall,
         bench_queues_memory,
+        bench_sqs,
     )
 
     facts: dict[str, Any] = {}
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "queues": lambda: bench_queues_memory.run(args.quick),
         "beat": lambda: bench_beat.run(args.quick),
         "oncall": lambda: bench_oncall.run(args.quick),
+        "sqs": lambda: bench_sqs.run(args.quick),
         "cost": lambda: bench_cost.run(args.quick, facts),
     }
     started = time.monotonic()

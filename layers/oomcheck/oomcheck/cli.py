@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="celery beat (RedBeat) killed: beat_stopped names the periodic jobs that stopped",
     )
+    demo.add_argument(
+        "--sqs",
+        action="store_true",
+        help="the worker on Amazon SQS (moto): no remote control, the alert names its task",
+    )
     return parser
 
 
@@ -250,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from oomcheck.demo.memory import run_memory_demo
 
         return int(run_memory_demo(use_cgroup=not args.no_cgroup))
+    if args.command == "demo" and args.sqs:
+        from oomcheck.demo.sqs import run_sqs_demo
+
+        return int(run_sqs_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
     if args.command == "demo":
         from oomcheck.demo.run import run_demo
 

@@ -20,8 +20,16 @@ if TYPE_CHECKING:
     from oomcheck.alerting.render import AlertMessage
     from oomcheck.alerting.taskevents import Sent, TaskEvent
     from oomcheck.config.settings import Settings
-    from oomcheck.model import BeatSchedule, Presence, State, UnackedMessage, WorkerSnapshot
+    from oomcheck.model import (
+        BeatSchedule,
+        Presence,
+        SqsView,
+        State,
+        UnackedMessage,
+        WorkerSnapshot,
+    )
     from oomcheck.silences.model import Silence
+    from oomcheck.sources.ecs import EcsTask
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
     from oomcheck.sources.presence.owners import Member
@@ -82,6 +90,18 @@ class BeatSource(Protocol):
     def read(self, now: float) -> BeatSchedule: ...
 
     def describe(self) -> str: ...
+
+
+class SqsSource(Protocol):
+    """Celery's Amazon SQS queues and their dead letters (oomcheck.sources.sqs.SqsQueues)."""
+
+    def read(self) -> SqsView: ...
+
+
+class EcsSource(Protocol):
+    """The running tasks of the named ECS services and their addresses (sources.ecs.EcsTasks)."""
+
+    def running(self) -> tuple[EcsTask, ...]: ...
 
 
 class BrokerPresence(Protocol):
@@ -170,6 +190,8 @@ class Deps:
     presence: BrokerPresence | None = None
     queues: QueueSource | None = None
     beat: BeatSource | None = None
+    sqs: SqsSource | None = None
+    ecs: EcsSource | None = None
     clock: Callable[[], float] = time.time
     off: dict[str, str] = field(default_factory=dict)  # source -> why it is not configured
     # Deadlines and budgets are measured on this clock, never on the wall clock.

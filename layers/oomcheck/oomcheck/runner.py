@@ -33,7 +33,7 @@ from oomcheck.observe import observe
 from oomcheck.ports import Deps
 from oomcheck.redact import scrub
 from oomcheck.report import usage
-from oomcheck.report.document import Report, worker_rows
+from oomcheck.report.document import Report, sqs_worker_rows, worker_rows
 from oomcheck.report.schedule import schedule_rows
 from oomcheck.silences import held_by, without_unsent_resolved
 from oomcheck.store.base import LeaseBusy, StateError
@@ -122,7 +122,9 @@ def run_once(
         mode=mode,
         checked_at=now,
         duration_ms=int((time.perf_counter() - started) * 1000),
-        workers=worker_rows(observation.workers, roster),
+        workers=sqs_worker_rows(observation.started or (), findings)
+        if observation.broker_transport == "sqs"
+        else worker_rows(observation.workers, roster),
         findings=tuple(findings),
         sources=statuses,
         stats=stats,

@@ -45,6 +45,12 @@ def build_deps(
     remote = [c for c in channels if not isinstance(c, PrintAlerter)]
     # channels are published one after the other: one alert's worst case is their sum
     deps.publish_s = publish_limits.worst_s * len(remote)
+    if settings.broker_transport == "sqs":
+        _sqs_sources(deps, settings, budget_s)
+        _results(deps, settings)
+        _exits(deps, settings, budget_s)
+        _wire_beat(deps, settings)
+        return deps
     deps.inspector = CeleryInspector(
         settings.broker_url,
         keyprefix=settings.broker_keyprefix,
@@ -52,24 +58,7 @@ def build_deps(
         timeout=settings.inspect_timeout_s,
         reping_timeout=settings.reping_timeout_s,
     )
-    if settings.result_backend is None:
-        deps.off["results"] = "no result backend configured (OOMCHECK_RESULT_BACKEND)"
-    elif not settings.backend_is_redis:
-        deps.off["results"] = "only Redis result backends can be scanned"
-    else:
-        from oomcheck.sources.redis_client import RedisClock, make_redis
-        from oomcheck.sources.results import RedisResultScanner
-
-        backend = make_redis(
-            settings.result_backend, transport_options=settings.result_transport_options
-        )
-        deps.reference_clock = RedisClock(backend, "result backend")
-        deps.results = RedisResultScanner(
-            backend,
-            keyprefix=settings.result_keyprefix,
-            result_expires=settings.result_expires_s,
-            failure_expires=settings.result_failure_expires_s,
-        )
+    _results(deps, settings)
     if settings.broker_transport == "redis":
         from oomcheck.sources.broker import RedisBrokerScanner
         from oomcheck.sources.redis_client import RedisClock, make_redis
@@ -105,6 +94,42 @@ def build_deps(
     elif settings.broker_transport != "redis":
         deps.off["presence"] = "broker presence needs a Redis or RabbitMQ broker"
         deps.off["queues"] = "queue depths are read from Redis and RabbitMQ brokers only"
+    _exits(deps, settings, budget_s)
+    _wire_beat(deps, settings)
+    return deps
+
+
+def _results(deps: Deps, settings: Settings) -> None:
+    if settings.result_backend is None:
+        deps.off["results"] = "no result backend configured (OOMCHECK_RESULT_BACKEND)"
+    elif not settings.backend_is_redis:
+        deps.off["results"] = "only Redis result backends can be scanned"
+    else:
+        from oomcheck.sources.redis_client import RedisClock, make_redis
+        from oomcheck.sources.results import RedisResultScanner
+
+        backend = make_redis(
+            settings.result_backend, transport_options=settings.result_transport_options
+        )
+        deps.reference_clock = RedisClock(backend, "result backend")
+        deps.results = RedisResultScanner(
+            backend,
+            keyprefix=settings.result_keyprefix,
+            result_expires=settings.result_expires_s,
+            failure_expires=settings.result_failure_expires_s,
+        )
+
+
+def _exits(deps: Deps, settings: Settings, budget_s: float) -> None:
+    from oomcheck import aws
+
+    if settings.ecs_services:
+        from oomcheck.sources.ecs import EcsTasks, parse_services
+
+        deps.ecs = EcsTasks(
+            aws.client("ecs", limits=aws.logs_limits(budget_s)),
+            parse_services(settings.ecs_services),
+        )
     if settings.log_groups:
         from oomcheck.sources.exits import CloudWatchExitEvents
 
@@ -118,8 +143,35 @@ def build_deps(
         )
     else:
         deps.off["exits"] = "no log groups configured (OOMCHECK_LOG_GROUPS)"
-    _wire_beat(deps, settings)
-    return deps
+
+
+def _sqs_sources(deps: Deps, settings: Settings, budget_s: float) -> None:
+    """Celery on Amazon SQS: no remote control, no events, no broker connections to look at; the
+    queues' attributes and dead-letter queues are read with boto3 (never a kombu channel, which
+    would create the pidbox reply queue a check has no use for)."""
+    from oomcheck import aws
+    from oomcheck.sources.sqs import SqsQueues, queue_names
+
+    options = settings.broker_transport_options
+    why = "SQS has no remote control (Celery: no inspect, no events on SQS)"
+    deps.off["inspect"] = why
+    deps.off["presence"] = "SQS shows no consumer connections"
+    deps.off["broker"] = (
+        "SQS shows no unacked set; in-flight counts come from the sqs source instead"
+    )
+    deps.off["queues"] = "on SQS the queues are read by the sqs source"
+    region = options.get("region")
+    predefined = options.get("predefined_queues")
+    deps.sqs = SqsQueues(
+        aws.client(
+            "sqs",
+            region if isinstance(region, str) and region else None,
+            limits=aws.logs_limits(budget_s),
+        ),
+        queue_names(settings.queues, options),
+        prefix=str(options.get("queue_name_prefix") or ""),
+        predefined=predefined if isinstance(predefined, dict) else {},
+    )
 
 
 def _oncall(deps: Deps, limits: CallLimits) -> None:

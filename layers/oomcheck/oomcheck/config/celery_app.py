@@ -152,6 +152,8 @@ def app_variables(app: Any) -> dict[str, str]:
     if isinstance(app.main, str) and app.main and app.main != "__main__":
         out["OOMCHECK_APP_NAME"] = app.main
     out.update(_beat_variables(conf))
+    if str(out.get("OOMCHECK_BROKER_URL", "")).lower().startswith("sqs://"):
+        out.update(_sqs_task_variables(app))
     return out
 
 
@@ -170,6 +172,25 @@ def _beat_variables(conf: Any) -> dict[str, str]:
             value = f"{value.__module__}.{value.__qualname__}"
         if isinstance(value, str) and value.strip():
             out[name] = value
+    return out
+
+
+def _sqs_task_variables(app: Any) -> dict[str, str]:
+    """Each task's acks_late and time_limit: on SQS no worker can be asked for them (no remote
+    control), and a death's verdict for a task depends on its ack mode."""
+    modes: dict[str, bool] = {"*": bool(app.conf.get("task_acks_late"))}
+    limits: dict[str, float] = {}
+    default_limit = app.conf.get("task_time_limit")
+    for name, task in sorted(app.tasks.items()):
+        if name.startswith("celery."):
+            continue
+        modes[name] = bool(getattr(task, "acks_late", modes["*"]))
+        limit = getattr(task, "time_limit", None) or default_limit
+        if isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0:
+            limits[name] = float(limit)
+    out = {"OOMCHECK_TASK_ACKS_LATE": json.dumps(modes)}
+    if limits:
+        out["OOMCHECK_TASK_LIMITS"] = json.dumps(limits)
     return out
 
 

@@ -89,6 +89,26 @@ def task_limits(raw: str) -> dict[str, float]:
     return limits
 
 
+def acks_late(raw: str) -> dict[str, bool]:
+    """``{"task.name": true, "*": false}``: each task's acks_late (``*``: every other task)."""
+    modes: dict[str, bool] = {}
+    for task, value in json_object(raw).items():
+        if value is not True and value is not False:
+            raise ValueError(f"[{str(task)[:80]!r}] must be true or false")
+        modes[str(task)] = bool(value)
+    return modes
+
+
+def ecs_services(raw: str) -> tuple[str, ...]:
+    """``cluster/service,cluster/service``: the ECS services that run workers."""
+    found = names(raw)
+    for name in found:
+        cluster, sep, service = name.partition("/")
+        if not sep or not cluster or not service or "/" in service:
+            raise ValueError(f"{name[:80]!r} must be cluster/service")
+    return found
+
+
 def share(raw: str) -> float:
     """A share of a memory limit: 0.5-1.0, or a percent 50-100 (``90`` or ``90%``). A number
     above 1 is a percent, so ``5`` is 5 % and refused rather than read as 0.5."""

@@ -45,6 +45,8 @@ _REDIS_SCHEMES = (
 # Redis socket forms a result backend may use and a broker may not (kombu: "No such transport")
 _NOT_BROKER_SCHEMES = ("unix", "socket")
 _AMQP_SCHEMES = ("amqp", "amqps", "pyamqp", "librabbitmq")
+# kombu's Amazon SQS transport (credentials from the environment or the role)
+_SQS_SCHEMES = ("sqs",)
 
 # Redis TTLs and Celery's visibility_timeout are sometimes set to years to mean "never".
 
@@ -79,6 +81,8 @@ class Settings:
     containers: tuple[str, ...] = ()
     # queues whose backlog is read every run, besides those the workers report consuming
     queues: tuple[str, ...] = ()
+    # ECS services (cluster/service) whose running tasks and addresses are looked up
+    ecs_services: tuple[str, ...] = ()
     state_file: str = ""
     inspect_timeout_s: float = 1.0
     reping_timeout_s: float = 2.0
@@ -102,6 +106,8 @@ class Settings:
             return "redis"
         if scheme in _AMQP_SCHEMES:
             return "amqp"
+        if scheme in _SQS_SCHEMES:
+            return "sqs"
         return "other"
 
     @property
@@ -125,6 +131,11 @@ class Settings:
             sentinel = options.get("sentinel_kwargs")
             if isinstance(sentinel, Mapping) and sentinel.get("password"):
                 found.append(str(sentinel["password"]))
+        # kombu's SQS predefined_queues may carry a key pair per queue
+        predefined = self.broker_transport_options.get("predefined_queues")
+        for entry in predefined.values() if isinstance(predefined, Mapping) else ():
+            if isinstance(entry, Mapping) and entry.get("secret_access_key"):
+                found.append(str(entry["secret_access_key"]))
         return tuple(dict.fromkeys(found))
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -242,6 +253,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OOMCHECK_REDBEAT_LOCK_KEY", "redbeat_lock_key", parsers.text),
     Variable("OOMCHECK_BEAT_GRACE", "policy.beat_grace_s", parsers.seconds(0, DAY), 60.0),
     Variable("OOMCHECK_BEAT_CONTAINERS", "policy.beat_containers", parsers.names, ()),
+    # Amazon SQS (issue 18): what a worker's death did to a task's message depends on this
+    Variable("OOMCHECK_TASK_ACKS_LATE", "policy.task_acks_late", parsers.acks_late, {}),
+    Variable("OOMCHECK_ECS_SERVICES", "ecs_services", parsers.ecs_services, ()),
 )
 
 # Every variable from_env() reads: the template test checks that template.yaml sets the ones the

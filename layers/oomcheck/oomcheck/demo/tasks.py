@@ -26,7 +26,10 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
     # Short enough that the tests see a restore; long enough that nothing is restored by surprise.
-    broker_transport_options={"visibility_timeout": 3600},
+    # (on SQS, the visibility timeout kombu gives the queues it creates)
+    broker_transport_options={
+        "visibility_timeout": int(os.environ.get("OOMCHECK_DEMO_VISIBILITY_TIMEOUT", "3600"))
+    },
     # A queue of its own when a broker is shared (RabbitMQ's default vhost in the tests).
     task_default_queue=os.environ.get("OOMCHECK_DEMO_QUEUE", "celery"),
 )

@@ -38,6 +38,7 @@ from oomcheck.detect.rules import (
     poison,
     queues,
     sources,
+    sqs,
     stalls,
     workers,
 )
@@ -69,12 +70,16 @@ FAMILIES: tuple[Family, ...] = (
     children.judge,
     stalls.judge,
     orphans.judge,
+    # Celery on SQS (no remote control): deaths before poison (their kills count) and evidence
+    # (the exits they claim are no unknown worker's); dead letters after poison (kills seen)
+    sqs.judge_deaths,
     poison.judge,
     # before evidence: the exits of beat's container are beat's, not an unknown worker's
     beat.judge,
     evidence.judge,
     memory.judge,
     queues.judge,
+    sqs.judge_queues,
 )
 
 

@@ -105,6 +105,8 @@ def _signal(book: _Book, signal: Signal) -> None:
         return
     finding = replace(finding, first_seen=existing.opened_at, incident_id=existing.id)
     change = material_change(existing.finding, finding)
+    if signal.news and finding != existing.finding:
+        change = "; ".join(part for part in (change, signal.news) if part)
     pending = existing.pending
     if change and not any(p.action == Action.OPEN for p in pending):
         pending = (

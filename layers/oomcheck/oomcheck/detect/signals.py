@@ -26,6 +26,9 @@ class Signal:
     finding: Finding
     # worker_lost: live workers before the death; the incident closes when the fleet is back.
     fleet_size: int | None = None
+    # News the family judges on-call must hear as an update, besides what the ledger's
+    # material_change finds (Celery on SQS: a task awaiting redelivery ran again).
+    news: str | None = None
 
     @property
     def key(self) -> IncidentKey:

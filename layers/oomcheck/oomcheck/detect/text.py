@@ -72,6 +72,10 @@ def fates_text(fates: Iterable[TaskFate]) -> str:
     return f"{total} task(s): {parts}"
 
 
+# Where an acks_late message waits on Redis (TaskFate.waits_in None).
+UNACKED_SET = "still in the broker's unacked set"
+
+
 def fate_line(fate: TaskFate) -> str:
     name = fate.name or "task"
     where = f" on pid {fate.worker_pid}" if fate.worker_pid else ""
@@ -80,9 +84,11 @@ def fate_line(fate: TaskFate) -> str:
         Verdict.LOST: "LOST - its message was acknowledged; it will not run again by itself",
         Verdict.AWAITING_REDELIVERY: "awaiting redelivery"
         + (f" at about {short_utc(fate.redeliver_at)}" if fate.redeliver_at else "")
-        + " (still in the broker's unacked set)",
+        + f" ({fate.waits_in or UNACKED_SET})",
         Verdict.REDELIVERED: "redelivered - it is queued or running again",
         Verdict.KILL_LOOP: "in a KILL LOOP - every run of it kills its process",
+        Verdict.DEAD_LETTERED: "DEAD-LETTERED - in a dead-letter queue; it will not run again "
+        "until it is moved back",
         Verdict.RUNNING: "still running",
         Verdict.UNKNOWN: "fate unknown",
     }[fate.verdict]
@@ -131,6 +137,7 @@ HEADLINES: dict[Kind, str] = {
     Kind.MEMORY_PRESSURE: "{worker} near its memory limit",
     Kind.QUEUE_ORPHANED: "queue {subject} has no live consumer",
     Kind.BEAT_STOPPED: "celery beat stopped: periodic tasks are not sent{cause}",
+    Kind.TASK_DEAD_LETTERED: "task moved to a dead-letter queue",
 }
 GROUP_HEADLINES: dict[Kind, str] = {
     Kind.WORKER_LOST: "{n} workers died{cause}",
@@ -144,6 +151,7 @@ GROUP_HEADLINES: dict[Kind, str] = {
     Kind.MEMORY_PRESSURE: "{n} workers near their memory limit",
     Kind.QUEUE_ORPHANED: "{n} queues with no live consumer",
     Kind.BEAT_STOPPED: "{n} beat schedules stopped{cause}",
+    Kind.TASK_DEAD_LETTERED: "{n} tasks moved to dead-letter queues",
 }
 
 
@@ -166,6 +174,7 @@ GONE_TEXTS: dict[Kind, str] = {
     Kind.TASK_ORPHANED: "no orphaned STARTED record remains",
     Kind.POISON_TASK: "the task has stopped dying and is not queued on any worker",
     Kind.BEAT_STOPPED: "the schedule advances again: no entry is overdue",
+    Kind.TASK_DEAD_LETTERED: "the message left the dead-letter queue",
 }
 
 
@@ -236,3 +245,28 @@ def beat_advice(held: bool, ttl_s: float | None, cause: Cause, policy: Policy) -
             "how it died."
         )
     return tuple(advice)
+
+
+# ------------------------------------------------------------------------- Celery on Amazon SQS
+
+# kombu's SQS transport creates queues with this visibility timeout when none is configured.
+SQS_DEFAULT_VISIBILITY_S = 1800.0
+SQS_UNKNOWN_ACK_ADVICE = (
+    "The ack mode of some tasks is not known, so neither is whether their messages survive: "
+    "run oomcheck with -A <app>, or set OOMCHECK_TASK_ACKS_LATE "
+    '(e.g. {"shop.tasks.report": true, "*": false}).'
+)
+SQS_STALL_NOTE = (
+    "On SQS a hung task and a dead worker without exit evidence look alike: no remote control "
+    "can ask the worker."
+)
+SQS_DLQ_LEFT = "the message left the dead-letter queue (moved back by a redrive, or purged)"
+
+
+def sqs_dead_letter_advice(queue: str, dead_letter_queue: str) -> tuple[str, ...]:
+    return (
+        "Find out why every run of it failed or died (a kill on each receive: memory); fix it.",
+        f"Then move it back with SQS's redrive (aws sqs start-message-move-task --source-arn "
+        f"<ARN of {dead_letter_queue}> --destination-arn <ARN of {queue}>), or purge "
+        f"{dead_letter_queue} if it must not run.",
+    )

@@ -43,6 +43,8 @@ class TaskFate:
     verdict: Verdict
     redeliver_at: float | None = None
     worker_pid: int | None = None
+    # Where an awaiting message waits until redeliver_at; None: the broker's unacked set (Redis).
+    waits_in: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

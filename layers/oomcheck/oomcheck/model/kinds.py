@@ -19,6 +19,8 @@ class Kind(StrEnum):
     MEMORY_PRESSURE = "memory_pressure"
     QUEUE_ORPHANED = "queue_orphaned"
     BEAT_STOPPED = "beat_stopped"
+    # Amazon SQS: a Celery message the queue's redrive policy moved to its dead-letter queue
+    TASK_DEAD_LETTERED = "task_dead_lettered"
     WORKER_RECOVERED = "worker_recovered"
     SOURCE_UNAVAILABLE = "source_unavailable"
     CONFIG_RISK = "config_risk"
@@ -45,6 +47,8 @@ class Verdict(StrEnum):
     AWAITING_REDELIVERY = "awaiting_redelivery"
     REDELIVERED = "redelivered"
     KILL_LOOP = "kill_loop"
+    # in a dead-letter queue: it will not run again until someone moves it back
+    DEAD_LETTERED = "dead_lettered"
     RUNNING = "running"
     UNKNOWN = "unknown"
 
@@ -95,6 +99,8 @@ class Source(StrEnum):
     RESULTS = "results"
     BROKER = "broker"
     QUEUES = "queues"
+    SQS = "sqs"
+    ECS = "ecs"
     EXITS = "exits"
     MEMORY = "memory"
     BEAT = "beat"

@@ -162,6 +162,42 @@ class QueueDepth:
 
 
 @dataclass(frozen=True, slots=True)
+class SqsQueue:
+    """An Amazon SQS queue's attributes (GetQueueAttributes): never a message of it."""
+
+    name: str  # as Celery names it (without queue_name_prefix)
+    visible: int  # ApproximateNumberOfMessages: waiting
+    in_flight: int  # ApproximateNumberOfMessagesNotVisible: received, not yet deleted
+    visibility_timeout_s: float
+    # From its RedrivePolicy: the dead-letter queue's name and the receives before a move.
+    dead_letter_queue: str | None = None
+    max_receive_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A Celery message in a dead-letter queue, looked at without taking it."""
+
+    queue: str  # the live queue whose redrive policy names the dead-letter queue
+    dead_letter_queue: str
+    message_id: str
+    task_id: str | None
+    name: str | None
+    receive_count: int | None
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SqsView:
+    """One run's read of the SQS queues and their dead-letter queues. ``complete``: every message
+    the dead-letter queues count was seen (a message not seen may still be there otherwise)."""
+
+    queues: tuple[SqsQueue, ...]
+    dead_letters: tuple[DeadLetter, ...]
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """Everything one run saw. A source that failed is None and has an entry in `errors`."""
 
@@ -189,3 +225,5 @@ class Observation:
     queues: tuple[QueueDepth, ...] | None = None
     # The periodic schedule (RedBeat); None when the source is off or failed.
     beat: BeatSchedule | None = None
+    # Amazon SQS broker: its queues and dead letters; None when off or failed.
+    sqs: SqsView | None = None

@@ -168,3 +168,6 @@ class Policy:
     beat_grace_s: float = 60.0
     # ECS/EKS container (or service, host) names, globs, that run beat: their exits explain it
     beat_containers: tuple[str, ...] = ()
+    # Amazon SQS: each task's acks_late by name ("*": every other task); a task not covered has
+    # an unknown ack mode, so what its death did to its message is unknown.
+    task_acks_late: Mapping[str, bool] = field(default_factory=dict)

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
 from oomcheck.observe.base import ClockRead, Read, ResultsRead, T, guard, read_clock
 from oomcheck.observe.beat import read_beat
-from oomcheck.observe.reads import read_broker, read_logs, read_queues, read_results
+from oomcheck.observe.reads import (
+    read_broker,
+    read_ecs,
+    read_logs,
+    read_queues,
+    read_results,
+    read_sqs,
+    sqs_depths,
+)
 from oomcheck.observe.workers import read_inspect, reping_strangers
 from oomcheck.ports import QueueSource, ReferenceClock
 
@@ -74,10 +82,12 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         workers.update(reping_strangers(deps, state, workers, results.value.started))
     broker = read_broker(deps, now)
     exits, memory = read_logs(deps, state.last_run_at, now)
+    ecs_status, memory = read_ecs(deps, memory)
     queues = read_queues(
         deps, state, workers, inspected.value.queues_error if inspected.value else None
     )
     beat = read_beat(deps, now)
+    sqs = read_sqs(deps)
 
     outcomes = (
         (Source.INSPECT, inspected.status, inspected.counters),
@@ -88,6 +98,8 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         (Source.MEMORY, memory.status, memory.counters),
         (Source.QUEUES, queues.status, queues.counters),
         (Source.BEAT, beat.status, beat.counters),
+        (Source.SQS, sqs.status, sqs.counters),
+        (Source.ECS, ecs_status, dict[str, int]()),
     )
     statuses = {
         source.value: status
@@ -121,8 +133,11 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
         exits=_present(deps.exits, exits.value),
         # off, or failed: None (no memory or queue source means nothing is known, not "none")
         memory=memory.value,
-        queues=queues.value,
+        queues=queues.value
+        if deps.queues is not None or sqs.value is None
+        else sqs_depths(sqs.value),
         beat=beat.value,
+        sqs=sqs.value,
         task_status=found.task_status if found else {},
         errors={name: s.detail for name, s in statuses.items() if s.failed},
         broker_transport=deps.settings.broker_transport,

@@ -13,6 +13,7 @@ from oomcheck.model import (
     Source,
     SourceState,
     SourceStatus,
+    SqsView,
     State,
     UnackedMessage,
     WorkerSnapshot,
@@ -151,3 +152,39 @@ def _remembered_queues(state: State) -> Iterable[str]:
     roster keeps them), so that a queue whose only workers died is still measured."""
     for record in state.workers.values():
         yield from record.queues
+
+
+def read_ecs(
+    deps: Deps, memory: Read[tuple[MemorySample, ...]]
+) -> tuple[SourceStatus, Read[tuple[MemorySample, ...]]]:
+    """The ECS services' running tasks, read only when there are memory samples to tie to their
+    workers: each sample then also names its task's addresses."""
+    source = deps.ecs
+    if source is None:
+        return off(deps, Source.ECS), memory
+    if not memory.value:
+        return OK, memory
+    from oomcheck.sources.ecs import with_addresses
+
+    tasks, status = guard(source.running, deps.settings.secrets())
+    if tasks is None:
+        return status, memory
+    counters = {**memory.counters, "ecs_tasks": len(tasks)}
+    return status, Read(with_addresses(memory.value, tasks), memory.status, counters)
+
+
+def read_sqs(deps: Deps) -> Read[SqsView]:
+    """The SQS queues' attributes and their dead letters (never a receive from a live queue)."""
+    source = deps.sqs
+    if source is None:
+        return Read(None, off(deps, Source.SQS))
+    view, status = guard(source.read, deps.settings.secrets())
+    if view is None:
+        return Read(None, status)
+    counters = {"sqs_queues": len(view.queues), "dead_letters": len(view.dead_letters)}
+    return Read(view, status, counters)
+
+
+def sqs_depths(view: SqsView) -> tuple[QueueDepth, ...]:
+    """The report's queue block on SQS: the waiting messages (in-flight ones are being run)."""
+    return tuple(QueueDepth(q.name, q.visible) for q in view.queues)

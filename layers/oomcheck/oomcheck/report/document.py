@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -18,6 +18,7 @@ from oomcheck.model import (
     Source,
     SourceState,
     SourceStatus,
+    StartedTask,
     WorkerRecord,
     WorkerSnapshot,
     WorkerStatus,
@@ -213,3 +214,28 @@ def worker_rows(
             "status": WorkerStatus.ALIVE.value,
         }
     return tuple(rows[n] for n in sorted(rows))
+
+
+def sqs_worker_rows(
+    started: Iterable[StartedTask], findings: Iterable[Finding]
+) -> tuple[dict[str, Any], ...]:
+    """Celery on SQS: no worker can be asked, so the workers are those the result backend's
+    STARTED records name (hostname, pool pids), ``lost`` where a worker_lost names them."""
+    lost = {f.worker for f in findings if f.kind is Kind.WORKER_LOST and f.worker}
+    by_worker: dict[str, list[StartedTask]] = {}
+    for task in started:
+        if task.worker:
+            by_worker.setdefault(task.worker, []).append(task)
+    names = sorted(set(by_worker) | lost)
+    return tuple(
+        {
+            "name": name,
+            "pid": None,
+            "uptime_s": None,
+            "pool_pids": sorted({t.pid for t in by_worker.get(name, ()) if t.pid}),
+            "active": len(by_worker.get(name, ())),
+            "status": WorkerStatus.LOST.value if name in lost else WorkerStatus.BUSY.value,
+            "known_from": "results: STARTED records" + (", exit evidence" if name in lost else ""),
+        }
+        for name in names
+    )

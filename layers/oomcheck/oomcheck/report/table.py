@@ -21,9 +21,10 @@ def render_table(report: Report) -> str:
     lines.append(f"{'WORKER':<40} {'STATUS':<9} {'PID':>8} {'UPTIME':>8} {'ACTIVE':>6}  POOL")
     for row in report.workers:
         uptime = "-" if row["uptime_s"] is None else f"{row['uptime_s']}s"
+        pid = "-" if row["pid"] is None else row["pid"]  # Celery on SQS: no worker to ask
         pool = ",".join(str(p) for p in row["pool_pids"][:8])
         lines.append(
-            f"{row['name'][:40]:<40} {row['status']:<9} {row['pid']:>8} {uptime:>8} "
+            f"{row['name'][:40]:<40} {row['status']:<9} {pid:>8} {uptime:>8} "
             f"{row['active']:>6}  {pool}"
         )
     if not report.workers:

@@ -88,6 +88,7 @@ def fate_to_json(fate: TaskFate) -> Json:
             "verdict": fate.verdict.value,
             "redeliver_at": fate.redeliver_at,
             "worker_pid": fate.worker_pid,
+            "waits_in": fate.waits_in,
         }
     )
 
@@ -255,6 +256,7 @@ def fate_from_json(value: Json) -> TaskFate:
         verdict=Verdict(value.get("verdict", "unknown")),
         redeliver_at=value.get("redeliver_at"),
         worker_pid=value.get("worker_pid"),
+        waits_in=value.get("waits_in"),
     )
 
 

@@ -30,7 +30,8 @@ def judge(ctx: Context, carried: Carried) -> Outcome:
             )
         )
         for e in ctx.unmatched
-        # an exit a family before this one claimed (beat's own container) is explained there
+        # an exit a family before this one claimed (beat's own container, a worker on SQS) is
+        # explained there
         if not e.clean and e.cause == Cause.OOM_KILLED and e.event_id not in carried.events
     )
     # Unmatched evidence is judged here once and for all: an OOM kill becomes a finding, any
