@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,7 +35,12 @@ from oomcheck.ports import Deps
 from oomcheck.redact import scrub
 from oomcheck.report import usage
 from oomcheck.report.document import Report, worker_rows
+from oomcheck.report.events import RunEvents, run_events
+from oomcheck.report.history import history_block
 from oomcheck.store.base import LeaseBusy, StateError
+
+# The audit's history window by default: a week.
+DEFAULT_HISTORY_S = 7 * 24 * 3600.0
 
 
 def run_once(
@@ -43,13 +49,15 @@ def run_once(
     deadline: Deadline | None = None,
     *,
     arrival: Arrival | None = None,
+    since_s: float = DEFAULT_HISTORY_S,
 ) -> Report:
     """A check (observe, evaluate, save, alert) or an audit (read-only: no alerts, no writes).
 
     ``deadline``: when the run must be done (report built, lease released); by default
     DEFAULT_RUN_TIMEOUT_S from now on ``deps.monotonic``. A run that raises still releases its
     lease. ``arrival``: the evidence of the events that started this run, observed besides what
-    the sources read (the same ids as when the log group gives them back later).
+    the sources read (the same ids as when the log group gives them back later). ``since_s``:
+    the window of an audit's history by task type.
     """
     started = time.perf_counter()
     try:  # untyped callers (scripts, a Lambda event) may hand in the mode's string
@@ -110,6 +118,11 @@ def run_once(
         else SourceStatus(SourceState.OK, deps.publisher.describe())
     )
     roster = new_state.workers if view.writable else {**view.state.workers, **new_state.workers}
+    history = (
+        history_block(new_state.task_history, new_state.pressure, since_s, now)
+        if mode is Mode.AUDIT
+        else None
+    )
     return Report(
         mode=mode,
         checked_at=now,
@@ -121,6 +134,8 @@ def run_once(
         alerts=tuple(records),
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
         notes=(*view.notes, *observed.notes),
+        events=run_events(view.loaded, done.saved) if done else None,
+        history=history,
         **_usage(observation, roster, settings, now),
     )
 
@@ -285,8 +300,23 @@ def combine(reports: list[Report]) -> Report:
     stats["alerts_published"] = sum(r.stats.get("alerts_published", 0) for r in reports)
     return replace(
         last,
+        events=_summed([r.events for r in reports]),
         duration_ms=sum(r.duration_ms for r in reports),
         checked_at=reports[0].checked_at,
         alerts=tuple(a for r in reports for a in r.alerts),
         stats=stats,
     )
+
+
+def _summed(events: list[RunEvents | None]) -> RunEvents | None:
+    """A watch's events: every check's, added up (each counts what it saved)."""
+    saved = [e for e in events if e is not None]
+    if not saved:
+        return None
+    opened: Counter[Any] = Counter()
+    victims: Counter[Any] = Counter()
+    for e in saved:
+        opened.update(e.opened)
+        victims.update(e.victims)
+    names = sorted({n for e in saved for n in e.task_names})
+    return RunEvents(dict(opened), dict(victims), tuple(names))

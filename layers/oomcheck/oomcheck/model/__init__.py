@@ -41,7 +41,10 @@ from oomcheck.model.state import (
     MemoryPoint,
     PendingAlert,
     Policy,
+    PressureOnset,
     State,
+    TaskDeath,
+    TaskHistory,
     WorkerRecord,
 )
 
@@ -65,6 +68,7 @@ __all__ = [
     "PendingAlert",
     "Policy",
     "Presence",
+    "PressureOnset",
     "QueueDepth",
     "Severity",
     "Source",
@@ -72,7 +76,9 @@ __all__ = [
     "SourceStatus",
     "StartedTask",
     "State",
+    "TaskDeath",
     "TaskFate",
+    "TaskHistory",
     "TaskLimits",
     "UnackedMessage",
     "Verdict",

@@ -22,6 +22,7 @@ from oomcheck.model import (
     WorkerSnapshot,
     WorkerStatus,
 )
+from oomcheck.report.events import RunEvents
 from oomcheck.store.codec import finding_to_json, incident_to_json
 
 SCHEMA = 1
@@ -100,6 +101,10 @@ class Report:
     # or failed this run
     memory: tuple[dict[str, Any], ...] | None = None
     queues: tuple[dict[str, Any], ...] | None = None
+    # what this run opened and learned, as saved (for metrics; None: nothing was saved)
+    events: RunEvents | None = None
+    # the audit's history by task type (oomcheck.report.history.history_block); None otherwise
+    history: Mapping[str, Any] | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -144,6 +149,8 @@ class Report:
             out["memory"] = list(self.memory)
         if self.queues is not None:
             out["queues"] = list(self.queues)
+        if self.history is not None:
+            out["history"] = dict(self.history)
         if self.notes:
             out["notes"] = list(self.notes)
         if self.settings:
