@@ -99,7 +99,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         report = combine(reports)
     else:
-        report = run_once(deps, invocation.mode, deadline, arrival=invocation.arrival)
+        since = {"since_s": invocation.since_s} if invocation.since_s is not None else {}
+        report = run_once(deps, invocation.mode, deadline, arrival=invocation.arrival, **since)
     _emit(report, deps.settings.target)
     body = report.to_json()
     logger.info(

@@ -28,7 +28,7 @@ from dataclasses import replace
 from importlib import metadata
 from typing import NoReturn
 
-from oomcheck.config.parsers import DAY, seconds
+from oomcheck.config.parsers import DAY, seconds, span
 from oomcheck.config.settings import Settings, SettingsError, from_env
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.model import Mode
@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(check)
     audit = sub.add_parser("audit", help="full read-only report: no alerts, no state writes")
     _common(audit)
+    audit.add_argument(
+        "--since",
+        default="7d",
+        help="the window of the top task types by kills: 7d (default), 24h, 90m or seconds",
+    )
     watch = sub.add_parser(
         "watch",
         help="check every --interval seconds for --duration seconds (--json: one line per check)",
@@ -188,6 +193,13 @@ def _duration(raw: str) -> float:
     return value
 
 
+def _since(raw: str) -> float:
+    try:
+        return span(raw)
+    except ValueError as exc:
+        raise UsageError(f"--since {exc}") from None
+
+
 def _print_report(report: Report, as_json: bool, *, one_line: bool = False) -> None:
     if one_line:
         # watch --json: one document per line, flushed, for `| jq -c` or a log shipper
@@ -216,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
     try:
         duration = _duration(args.duration) if args.command == "watch" else 0.0
+        args.since_s = _since(args.since) if args.command == "audit" else None
         settings, origins = _settings(args)
     except (UsageError, SettingsError) as exc:
         # Bad input is one line, never a traceback (which would show the URL it came from).
@@ -260,7 +273,8 @@ def _run(
     from oomcheck.runner import run_once
 
     deadline = Deadline.after(args.timeout, deps.monotonic)
-    report = replace(run_once(deps, mode, deadline), settings=origins)
+    since = {"since_s": args.since_s} if args.since_s is not None else {}
+    report = replace(run_once(deps, mode, deadline, **since), settings=origins)
     _print_report(report, args.json)
     return report.exit_code
 
