@@ -106,6 +106,8 @@ def _merged(
 ) -> TaskHistory:
     kept_deaths = {d.incident_id: d for d in old.deaths if d.at >= horizon}
     for incident_id, death in deaths.items():
+        if death.at < horizon:  # an old incident that closed or expired in this run
+            continue
         # an earlier peak survives an update: the samples are gone once the worker died
         earlier = kept_deaths.get(incident_id)
         kept_deaths[incident_id] = (
@@ -114,7 +116,7 @@ def _merged(
             else death
         )
     kept_onsets = {p.incident_id: p for p in old.pressure if p.at >= horizon}
-    kept_onsets.update(onsets)
+    kept_onsets.update((k, p) for k, p in onsets.items() if p.at >= horizon)
     return TaskHistory(
         name=old.name,
         deaths=tuple(sorted(kept_deaths.values(), key=lambda d: (d.at, d.incident_id))),
