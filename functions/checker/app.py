@@ -21,7 +21,7 @@ from oomcheck.entry.lambdalog import bind_run, route_library_logs
 from oomcheck.model import Delivery, Mode, Source, SourceState
 from oomcheck.ports import Deps
 from oomcheck.report.document import Report, source_text
-from oomcheck.report.metrics import CATALOG, blobs, run_level
+from oomcheck.report.metrics import CATALOG, blobs, open_incidents_text, run_level
 from oomcheck.runner import combine, run_once, watch
 
 if TYPE_CHECKING:
@@ -110,6 +110,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "sources": body["sources"],
             "stats": body["stats"],
             "alerts": body["alerts"],
+            # for the dashboard's "open incidents now" (a Logs Insights table of this line)
+            "open_incidents": open_incidents_text(report),
         },
     )
     for alert in report.alerts:

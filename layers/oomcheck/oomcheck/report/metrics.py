@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from oomcheck.detect.text import utc
 from oomcheck.model import Mode, Verdict
 from oomcheck.report.document import Report
 from oomcheck.report.events import RunEvents
@@ -57,6 +58,8 @@ CATALOG: Mapping[str, MetricSpec] = {
     "SourceFailing": MetricSpec(COUNT, ("target", "source")),
 }
 RUN_LEVEL = tuple(name for name, spec in CATALOG.items() if spec.dimensions == _SERVICE)
+# emitted by every check, whatever happened (the rest only when not zero, or with their source)
+ALWAYS = (*RUN_LEVEL, "OpenIncidents")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +162,16 @@ def _metadata(report: Report) -> dict[str, object]:
 
 def _names(names: Iterable[str]) -> list[str]:
     return sorted(set(names))
+
+
+def open_incidents_text(report: Report, limit: int = 20) -> str:
+    """The open incidents in one line, for a Logs Insights table: ``worker_lost celery@a
+    (inc-..., since 2026-11-24 13:50:31 UTC); ...``, or ``none``."""
+    open_ = [i for i in report.incidents if i.is_open]
+    shown = [
+        f"{i.kind.value} {i.finding.worker or i.key.subject} ({i.id}, since {utc(i.opened_at)})"
+        for i in sorted(open_, key=lambda i: i.opened_at)[:limit]
+    ]
+    if len(open_) > limit:
+        shown.append(f"and {len(open_) - limit} more")
+    return "; ".join(shown) or "none"
