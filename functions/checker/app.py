@@ -89,6 +89,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     if invocation.arrival is not None:
         _log_arrival(invocation.arrival)
+    if invocation.mode is Mode.DIGEST:
+        return _digest(deps)
     if invocation.mode is Mode.WATCH:
         duration = max(0.0, min(invocation.duration_s, remaining - _WATCH_MARGIN_S))
         reports = watch(
@@ -128,6 +130,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if invocation.batch is not None:
         return dict(_batch_response(report, invocation.batch))
     return body
+
+
+def _digest(deps: Deps) -> dict[str, Any]:
+    """The weekly digest (its own schedule): one message from the stored history, no check."""
+    from oomcheck import aws
+    from oomcheck.runner import send_digest
+
+    sns = aws.client("sns") if deps.settings.topic_arn else None
+    sent = send_digest(deps, lambda text: logger.info("digest", extra={"text": text}), sns=sns)
+    logger.info("digest sent" if sent.published else "digest not sent", extra=sent.to_json())
+    return sent.to_json()
 
 
 def _log_arrival(arrival: Arrival) -> None:

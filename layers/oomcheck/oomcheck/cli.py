@@ -1,4 +1,4 @@
-"""`oomcheck`: check / audit / watch / setup / demo.
+"""`oomcheck`: check / audit / watch / digest / setup / demo.
 
 Exit codes (README, "Exit codes"; 64, 69 and 78 are sysexits.h's, as Celery's CLI exits 69 when
 no node replies):
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from importlib import metadata
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from oomcheck.config.parsers import DAY, seconds, span
 from oomcheck.config.settings import Settings, SettingsError, from_env
@@ -34,6 +34,9 @@ from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.model import Mode
 from oomcheck.report.document import ExitCode, Report, SettingOrigin
 from oomcheck.report.table import render_table
+
+if TYPE_CHECKING:
+    from oomcheck.ports import Deps
 
 # Flags set the variable they override, so that they are checked by the same rules (and named
 # in their messages as the user typed them).
@@ -136,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="60",
         help="seconds to keep watching (default 60; 0: one check)",
     )
+    digest = sub.add_parser(
+        "digest", help="the weekly digest from the stored history (to the topic, if one is set)"
+    )
+    _common(digest)
     setup = sub.add_parser("setup", help="create the DynamoDB table and SNS topic (idempotent)")
     setup.add_argument("--table", default=os.environ.get("OOMCHECK_TABLE", "oomcheck-state"))
     setup.add_argument("--topic", default="oomcheck-alerts", help="SNS topic name")
@@ -256,6 +263,8 @@ def _run(
         print(f"oomcheck: {text}", file=sys.stderr)
         return ExitCode.CONFIG
     mode = Mode(args.command)
+    if mode is Mode.DIGEST:
+        return _digest(deps, args.json)
     if mode is Mode.WATCH:
         from oomcheck.runner import combine, watch
 
@@ -277,6 +286,25 @@ def _run(
     report = replace(run_once(deps, mode, deadline, **since), settings=origins)
     _print_report(report, args.json)
     return report.exit_code
+
+
+def _digest(deps: Deps, as_json: bool) -> int:
+    from oomcheck import aws
+    from oomcheck.runner import send_digest
+    from oomcheck.store.base import StateError
+
+    sns = aws.client("sns") if deps.settings.topic_arn else None
+    try:
+        sent = send_digest(deps, sys.stdout.write, sns=sns)
+    except StateError as exc:
+        print(f"oomcheck digest: {exc}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    if as_json:
+        print(json.dumps(sent.to_json(), indent=2))
+    if sent.error:
+        print(f"oomcheck digest: {sent.error}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    return ExitCode.OK
 
 
 def _setup(args: argparse.Namespace) -> int:

@@ -320,3 +320,42 @@ def _summed(events: list[RunEvents | None]) -> RunEvents | None:
         victims.update(e.victims)
     names = sorted({n for e in saved for n in e.task_names})
     return RunEvents(dict(opened), dict(victims), tuple(names))
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSent:
+    subject: str
+    text: str
+    published: bool
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": Mode.DIGEST.value, "subject": self.subject}
+        out["published"] = self.published
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def send_digest(
+    deps: Deps, write: Callable[[str], object], *, sns: Any | None = None
+) -> DigestSent:
+    """The weekly digest from the stored history (read only: no lease, no check), to the alert
+    topic when one is configured (``sns``: its client), else written out."""
+    from oomcheck.report import digest
+
+    settings = deps.settings
+    state = deps.store.load()
+    built = digest.build(state.task_history, state.pressure, settings.target, deps.clock())
+    request = digest.sns_request(built)
+    text = digest.text(built)
+    if sns is None or not settings.topic_arn:
+        write(f"Subject: {request['Subject']}\n\n{text}\n")
+        return DigestSent(request["Subject"], text, published=False)
+    try:
+        sns.publish(TopicArn=settings.topic_arn, **request)
+    except Exception as exc:  # noqa: BLE001 - reported (scrubbed), the next week tries again
+        return DigestSent(
+            request["Subject"], text, False, scrub(f"sns publish: {exc}", settings.secrets())
+        )
+    return DigestSent(request["Subject"], text, published=True)

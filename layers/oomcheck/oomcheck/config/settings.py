@@ -216,6 +216,8 @@ VARIABLES: tuple[Variable, ...] = (
         300.0,
     ),
     Variable("OOMCHECK_IGNORED_QUEUES", "policy.ignored_queues", parsers.name_set, frozenset()),
+    # history by task type (issue 21): seconds or a span (30d, 2w)
+    Variable("OOMCHECK_HISTORY_RETENTION", "policy.history_retention_s", parsers.span, 30 * DAY),
 )
 
 # Every variable from_env() reads: the template test checks that template.yaml sets the ones the
