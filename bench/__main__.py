@@ -1,7 +1,8 @@
 """``python -m bench`` (``make bench``): every benchmark, then one table of figures.
 
     python -m bench                      everything (about 10 minutes on 2 cores)
-    python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues, cost
+    python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues,
+                                         metrics, cost
     python -m bench --quick              smaller N, for development
 
 Progress goes to stderr, the table to stdout. Each row: what, the figure, the reference it is
@@ -27,7 +28,7 @@ from typing import Any
 
 from bench.common import ROOT, Result, progress, render_table
 
-ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "cost")
+ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "metrics", "cost")
 SCAN_TIMEOUT_S = 900.0
 
 
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_events,
         bench_fleet,
         bench_latency,
+        bench_metrics,
         bench_queues_memory,
     )
 
@@ -236,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "fleet": lambda: bench_fleet.run(args.quick),
         "scan": lambda: run_scan(args.quick),
         "queues": lambda: bench_queues_memory.run(args.quick),
+        "metrics": lambda: bench_metrics.run(args.quick),
         "cost": lambda: bench_cost.run(args.quick, facts),
     }
     started = time.monotonic()
