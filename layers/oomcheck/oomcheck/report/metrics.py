@@ -175,3 +175,14 @@ def open_incidents_text(report: Report, limit: int = 20) -> str:
     if len(open_) > limit:
         shown.append(f"and {len(open_) - limit} more")
     return "; ".join(shown) or "none"
+
+
+def metric_lines(report: Report, target: str) -> list[str]:
+    """The per-target metrics of a run as a person reads them (the demo prints these):
+    ``WorkerDeaths{target=default, cause=oom_killed} 1 Count``, then the metadata."""
+    lines = []
+    for blob in blobs(report, target):
+        dims = ", ".join(f"{k}={v}" for k, v in blob.dimensions.items())
+        lines += [f"{p.name}{{{dims}}} {p.value:g} {p.unit}" for p in blob.points]
+        lines += [f"  metadata {key}: {value}" for key, value in blob.metadata.items()]
+    return lines
