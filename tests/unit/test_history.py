@@ -145,4 +145,8 @@ def test_rising_memory_names_workers_whose_samples_grow():
     assert [(r["worker"], r["trend_mb_per_min"]) for r in block["rising_memory"]] == [
         ("celery@up", 100.0)
     ]
+    # a worker no longer running is not rising, whatever its last samples said
+    assert (
+        history_block({}, points, 7 * DAY, T0 + 60, running={"celery@flat"})["rising_memory"] == []
+    )
     assert peak_share(points["celery@up"]) == round(1900 / 2048, 4)

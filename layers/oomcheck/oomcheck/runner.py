@@ -29,6 +29,7 @@ from oomcheck.model import (
     SourceStatus,
     State,
     WorkerRecord,
+    WorkerStatus,
 )
 from oomcheck.observe import observe
 from oomcheck.ports import Deps
@@ -39,6 +40,7 @@ from oomcheck.report.events import RunEvents, run_events
 from oomcheck.report.history import history_block
 from oomcheck.store.base import LeaseBusy, StateError
 
+RUNNING = (WorkerStatus.ALIVE, WorkerStatus.BUSY)
 # The audit's history window by default: a week.
 DEFAULT_HISTORY_S = 7 * 24 * 3600.0
 
@@ -119,7 +121,13 @@ def run_once(
     )
     roster = new_state.workers if view.writable else {**view.state.workers, **new_state.workers}
     history = (
-        history_block(new_state.task_history, new_state.pressure, since_s, now)
+        history_block(
+            new_state.task_history,
+            new_state.pressure,
+            since_s,
+            now,
+            running={n for n, r in roster.items() if r.status in RUNNING},
+        )
         if mode is Mode.AUDIT
         else None
     )
@@ -346,7 +354,8 @@ def send_digest(
 
     settings = deps.settings
     state = deps.store.load()
-    built = digest.build(state.task_history, state.pressure, settings.target, deps.clock())
+    running = {n for n, r in state.workers.items() if r.status in RUNNING}
+    built = digest.build(state.task_history, state.pressure, settings.target, deps.clock(), running)
     request = digest.sns_request(built)
     text = digest.text(built)
     if sns is None or not settings.topic_arn:

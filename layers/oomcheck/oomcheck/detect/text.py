@@ -198,7 +198,8 @@ def task_type_advice(
     if lost > 0:
         advice.append(
             f"{lost} {name} task(s) were lost: make it safe to run twice, then acks_late=True "
-            "with reject_on_worker_lost=True so a kill redelivers it"
+            "with reject_on_worker_lost=True so a kill redelivers it (once the memory is fixed: "
+            "a task that kills every worker it runs on then loops, as poison_task)"
         )
     if not advice:
         advice.append(f"{name} died without memory evidence: read the deaths' evidence")

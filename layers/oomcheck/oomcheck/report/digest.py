@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +87,7 @@ def build(
     pressure: Mapping[str, tuple[MemoryPoint, ...]],
     target: str,
     now: float,
+    running: Collection[str] | None = None,
 ) -> Digest:
     start = now - WEEK
     return Digest(
@@ -96,7 +97,7 @@ def build(
         this=_week(history, start, now),
         previous=_week(history, start - WEEK, start),
         top=tuple(top_task_types(history, start, now, TOP)),
-        rising=tuple(rising_rows(pressure)[:TOP]),
+        rising=tuple(rising_rows(pressure, running)[:TOP]),
     )
 
 

@@ -4,7 +4,7 @@ with their peak memory and what to do, and the workers whose memory is rising (p
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +82,16 @@ def task_row(t: Tally) -> dict[str, Any]:
     }
 
 
-def rising_rows(pressure: Mapping[str, tuple[MemoryPoint, ...]]) -> list[dict[str, Any]]:
+def rising_rows(
+    pressure: Mapping[str, tuple[MemoryPoint, ...]], running: Collection[str] | None = None
+) -> list[dict[str, Any]]:
     """Workers whose remembered samples (kept while above the threshold) show memory growing,
-    fastest first."""
+    fastest first; only those still running when ``running`` is given (a dead worker's samples
+    stay until the memory source reads again)."""
     rows = []
     for worker, points in pressure.items():
+        if running is not None and worker not in running:
+            continue
         trend = trend_mb_per_min(points)
         if trend is None or trend <= 0 or not points:
             continue
@@ -108,10 +113,11 @@ def history_block(
     pressure: Mapping[str, tuple[MemoryPoint, ...]],
     since_s: float,
     now: float,
+    running: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The report's ``"history"``: the window, the top task types by kills, rising workers."""
     return {
         "since_s": since_s,
         "tasks": [task_row(t) for t in top_task_types(history, now - since_s, now + 1)],
-        "rising_memory": rising_rows(pressure),
+        "rising_memory": rising_rows(pressure, running),
     }
