@@ -30,6 +30,10 @@ from bench.bench_fleet import (
 )
 from bench.common import CountingPublisher, DynamoMeter, Result, median, ms, progress
 
+# fake seconds between checks: watch mode's cadence. The fake fleet's tasks never finish, so
+# minutes of fake time would make them stalled (task_stalled incidents), which is not what this
+# benchmark measures (bench_fleet keeps to five runs a minute apart for the same reason)
+STEP_S = 10.0
 LOGS_INGEST_GB = 0.50
 HOURS_PER_MONTH = 730
 # a dashboard beyond the account's three free ones
@@ -104,7 +108,7 @@ def _measure(size: int, repeats: int) -> dict[str, Any]:
         deps.off["exits"] = "not part of this benchmark"
 
         def check(*, metrics: bool = True) -> dict[str, Any]:
-            clock.now += 60
+            clock.now += STEP_S
             mark = meter.mark()
             t0 = time.perf_counter()
             report = run_once(deps, "check")
@@ -114,10 +118,13 @@ def _measure(size: int, repeats: int) -> dict[str, Any]:
             return {"s": took, "bytes": emitted, "metrics": seen, "writes": dyn}
 
         check()  # first run: every worker new
-        steady = [check() for _ in range(repeats)]
-        with _history_off():
-            bare = [check(metrics=False) for _ in range(repeats)]
-        steady += [check() for _ in range(repeats)]
+        # paired, alternating: the machine's other load falls on both alike
+        steady: list[dict[str, Any]] = []
+        bare: list[dict[str, Any]] = []
+        for _ in range(repeats):
+            steady.append(check())
+            with _history_off():
+                bare.append(check(metrics=False))
         doomed = [w.name for w in fleet.workers.values() if w.tasks][-10:]
         fleet.alive.difference_update(doomed)
         died = check()
@@ -175,8 +182,8 @@ def run(quick: bool = False) -> Result:
         f"{n}: healthy check + its metric documents (median of {len(m['steady'])})",
         ms(with_s),
         f"history off, no metrics: {ms(bare_s)} ({(with_s - bare_s) * 1000:+.0f} ms)",
-        "< 300 ms",
-        with_s < 0.3,
+        "<= reference + 10%",
+        with_s <= bare_s * 1.1,
     )
     cost = _monthly(m)
     result.add(
