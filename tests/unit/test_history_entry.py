@@ -56,3 +56,15 @@ def test_the_digest_event_sends_the_digest_and_runs_no_check(handler_module):  #
     body = handler_module.handler({"mode": "digest"}, Context())
     assert body["mode"] == "digest" and body["published"] is False
     assert body["subject"].startswith("[oomcheck] weekly digest default: 0 death(s)")
+
+
+def test_the_audit_report_carries_the_history_block_and_a_check_does_not(tmp_path):
+    from oomcheck.runner import run_once
+    from tests.unit.test_runner import Clock, FakeControl, FakeResults, FlakyPublisher, _deps
+
+    control = FakeControl()
+    control.add("celery@w1", 10)
+    deps = _deps(tmp_path, control, FakeResults(), FlakyPublisher(0), Clock())
+    audit = run_once(deps, Mode.AUDIT, since_s=14 * 86400.0).to_json()
+    assert audit["history"] == {"since_s": 14 * 86400.0, "tasks": [], "rising_memory": []}
+    assert "history" not in run_once(deps, Mode.CHECK).to_json()
