@@ -55,12 +55,12 @@ def _get_deps(context: LambdaContext) -> Deps:
     return _deps
 
 
-def _emit(report: Report, target: str) -> None:
+def _emit(report: Report, target: str, tasks: frozenset[str]) -> None:
     """The run-level metrics on the handler's Metrics (``service`` dimension, flushed by
     log_metrics), then one EMF document per set of per-target dimension values."""
     for name, value in run_level(report).items():
         metrics.add_metric(name=name, unit=MetricUnit(CATALOG[name].unit), value=value)
-    for blob in blobs(report, target):
+    for blob in blobs(report, target, tasks):
         # service="": exactly the catalog's dimensions, without Powertools' default one
         doc = EphemeralMetrics(namespace=metrics.namespace, service="")
         for dimension, text in blob.dimensions.items():
@@ -103,7 +103,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     else:
         since = {"since_s": invocation.since_s} if invocation.since_s is not None else {}
         report = run_once(deps, invocation.mode, deadline, arrival=invocation.arrival, **since)
-    _emit(report, deps.settings.target)
+    _emit(report, deps.settings.target, deps.settings.metric_tasks)
     body = report.to_json()
     logger.info(
         "run finished",

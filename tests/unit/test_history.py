@@ -87,6 +87,7 @@ def test_a_death_counts_once_in_the_run_events_however_many_runs_see_it():
     opened = run_events(loaded, replay2.state)
     assert opened.deaths() == {Cause.OOM_KILLED: 1}
     assert opened.victims == {Verdict.LOST: 1} and opened.task_names == ("app.grow",)
+    assert opened.deaths_by_task == {"app.grow": 1}
     again = replay2.state
     replay2.step(obs(T0 + 120, [], started_=work))
     assert run_events(again, replay2.state).deaths() == {}

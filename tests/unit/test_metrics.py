@@ -109,3 +109,20 @@ def test_open_incidents_line_for_the_dashboard():
         "worker_lost celery@a (inc-1, since 2026-09-21 14:13:20 UTC)"
     )
     assert open_incidents_text(_report(incidents=())) == "none"
+
+
+def test_a_task_name_is_a_dimension_only_when_the_setting_lists_it():
+    events = RunEvents(
+        opened={(Kind.WORKER_LOST, Cause.OOM_KILLED): 1},
+        task_names=("media.resize", "reports.build"),
+        deaths_by_task={"reports.build": 1, "media.resize": 1},
+    )
+    report = _report(events=events)
+    assert not [p for b in blobs(report, "shop") for p in b.points if p.name == "TaskDeaths"]
+    listed = [
+        (p.value, dict(b.dimensions))
+        for b in blobs(report, "shop", frozenset({"reports.build"}))
+        for p in b.points
+        if p.name == "TaskDeaths"
+    ]
+    assert listed == [(1, {"target": "shop", "task": "reports.build"})]

@@ -323,11 +323,13 @@ def _summed(events: list[RunEvents | None]) -> RunEvents | None:
         return None
     opened: Counter[Any] = Counter()
     victims: Counter[Any] = Counter()
+    by_task: Counter[str] = Counter()
     for e in saved:
         opened.update(e.opened)
         victims.update(e.victims)
+        by_task.update(e.deaths_by_task)
     names = sorted({n for e in saved for n in e.task_names})
-    return RunEvents(dict(opened), dict(victims), tuple(names))
+    return RunEvents(dict(opened), dict(victims), tuple(names), dict(by_task))
 
 
 @dataclass(frozen=True, slots=True)

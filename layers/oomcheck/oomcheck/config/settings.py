@@ -81,6 +81,9 @@ class Settings:
     watch_interval_s: float = 5.0
     lease_s: float = 90.0
     scan_budget: int | None = None
+    # task names that get a metric of their own (TaskDeaths, dimension task); none by default,
+    # since each name is a metric CloudWatch charges for
+    metric_tasks: frozenset[str] = frozenset()
     policy: Policy = field(default_factory=Policy)
 
     @property
@@ -218,6 +221,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("OOMCHECK_IGNORED_QUEUES", "policy.ignored_queues", parsers.name_set, frozenset()),
     # history by task type (issue 21): seconds or a span (30d, 2w)
     Variable("OOMCHECK_HISTORY_RETENTION", "policy.history_retention_s", parsers.span, 30 * DAY),
+    # task names that get a TaskDeaths metric with a task dimension (each costs a metric)
+    Variable("OOMCHECK_METRIC_TASKS", "metric_tasks", parsers.name_set, frozenset()),
 )
 
 # Every variable from_env() reads: the template test checks that template.yaml sets the ones the

@@ -26,6 +26,9 @@ class RunEvents:
     victims: Mapping[Verdict, int] = field(default_factory=dict)
     # their task names, for the metrics' metadata (never a dimension by default)
     task_names: tuple[str, ...] = ()
+    # task name -> deaths (incidents opened this run) it was in: for the task types a setting
+    # lists as a metric dimension (OOMCHECK_METRIC_TASKS)
+    deaths_by_task: Mapping[str, int] = field(default_factory=dict)
 
     def deaths(self) -> dict[Cause, int]:
         return _by_cause(self.opened, _WORKER_DEATHS)
@@ -51,6 +54,7 @@ def run_events(loaded: State, saved: State) -> RunEvents:
     opened: Counter[tuple[Kind, Cause]] = Counter()
     victims: Counter[Verdict] = Counter()
     names: set[str] = set()
+    by_task: Counter[str] = Counter()
     for incident in saved.incidents.values():
         before = loaded.incidents.get(incident.id)
         if before is incident:
@@ -59,8 +63,10 @@ def run_events(loaded: State, saved: State) -> RunEvents:
             opened[(incident.kind, incident.finding.cause)] += 1
         if incident.kind not in DEATH_KINDS:
             continue
+        if before is None:
+            by_task.update({t.name for t in incident.finding.tasks if t.name})
         known = {t.id for t in before.finding.tasks} if before is not None else set()
         fresh: list[TaskFate] = [t for t in incident.finding.tasks if t.id not in known]
         victims.update(t.verdict for t in fresh)
         names.update(t.name for t in fresh if t.name)
-    return RunEvents(dict(opened), dict(victims), tuple(sorted(names)))
+    return RunEvents(dict(opened), dict(victims), tuple(sorted(names)), dict(by_task))

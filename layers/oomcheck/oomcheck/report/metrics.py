@@ -14,7 +14,7 @@ emitted carry Powertools' ``service`` dimension (the stack's name), as the alarm
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from oomcheck.detect.text import utc
@@ -56,6 +56,8 @@ CATALOG: Mapping[str, MetricSpec] = {
     "QueuesWithoutConsumers": MetricSpec(COUNT, ("target",)),
     "MessagesWithoutConsumers": MetricSpec(COUNT, ("target",)),
     "SourceFailing": MetricSpec(COUNT, ("target", "source")),
+    # only for the task names OOMCHECK_METRIC_TASKS lists (each name is a metric of its own)
+    "TaskDeaths": MetricSpec(COUNT, ("target", "task")),
 }
 RUN_LEVEL = tuple(name for name, spec in CATALOG.items() if spec.dimensions == _SERVICE)
 # emitted by every check, whatever happened (the rest only when not zero, or with their source)
@@ -97,8 +99,9 @@ def run_level(report: Report) -> dict[str, float]:
     }
 
 
-def target_points(report: Report, target: str) -> list[MetricPoint]:
-    """The per-target metrics of a check or a watch (an audit changes nothing: none)."""
+def target_points(report: Report, target: str, tasks: Collection[str] = ()) -> list[MetricPoint]:
+    """The per-target metrics of a check or a watch (an audit changes nothing: none);
+    ``tasks``: the task names that get a ``TaskDeaths`` metric of their own."""
     if report.mode is Mode.AUDIT:
         return []
     events = report.events or RunEvents()
@@ -131,14 +134,17 @@ def target_points(report: Report, target: str) -> list[MetricPoint]:
     for source, status in sorted(report.sources.items()):
         if status.failed:
             points.append(MetricPoint("SourceFailing", 1, at | {"source": source}))
+    for name, n in sorted(events.deaths_by_task.items()):
+        if name in tasks:
+            points.append(MetricPoint("TaskDeaths", n, at | {"task": name}))
     return points
 
 
-def blobs(report: Report, target: str) -> list[MetricBlob]:
+def blobs(report: Report, target: str, tasks: Collection[str] = ()) -> list[MetricBlob]:
     """The per-target points grouped by their dimension values (one EMF document each), with the
     task names, orphaned queues and incident kinds of the run as metadata on the first."""
     groups: dict[tuple[tuple[str, str], ...], list[MetricPoint]] = defaultdict(list)
-    for point in target_points(report, target):
+    for point in target_points(report, target, tasks):
         groups[tuple(sorted(point.dimensions.items()))].append(point)
     out = [MetricBlob(dict(dims), tuple(points)) for dims, points in groups.items()]
     metadata = _metadata(report)
