@@ -3,6 +3,8 @@ evaluate(), written only when they change, and the audit's ranking of a scripted
 
 from __future__ import annotations
 
+import json
+
 from oomcheck.detect.history import peak_share
 from oomcheck.model import Cause, Kind, MemoryPoint, Verdict
 from oomcheck.report.events import run_events
@@ -151,3 +153,28 @@ def test_rising_memory_names_workers_whose_samples_grow():
         history_block({}, points, 7 * DAY, T0 + 60, running={"celery@flat"})["rising_memory"] == []
     )
     assert peak_share(points["celery@up"]) == round(1900 / 2048, 4)
+
+
+def test_a_kill_loop_keeps_its_newest_deaths_within_one_dynamodb_item():
+    from oomcheck.detect import history
+    from oomcheck.model import Finding, Incident, IncidentKey, Policy, Severity, State, TaskFate
+
+    def death(n: int) -> Incident:
+        fate = TaskFate(f"t{n}", "app.loop." + "x" * 150, "STARTED", T0, Verdict.KILL_LOOP)
+        finding = Finding(
+            Kind.WORKER_LOST,
+            Severity.CRITICAL,
+            f"celery@worker-{n:05d}-" + "y" * 100,
+            cause=Cause.OOM_KILLED,
+            tasks=(fate,),
+        )
+        key = IncidentKey(Kind.WORKER_LOST, f"w{n}:1")
+        return Incident(f"inc-{n:012d}", key, Kind.WORKER_LOST, T0 + n * 60, finding)
+
+    incidents = {i.id: i for i in (death(n) for n in range(history.MAX_ENTRIES + 100))}
+    after = history.recorded(State(), incidents, Policy(), T0 + 700 * 60)
+    [kept] = after.values()
+    assert len(kept.deaths) == history.MAX_ENTRIES
+    assert kept.deaths[0].incident_id == "inc-000000000100"  # the oldest 100 fell out
+    encoded = json.dumps(codec.history_to_json(kept)).encode()
+    assert len(encoded) < 400 * 1024 / 2, len(encoded)

@@ -34,6 +34,10 @@ DEATH_KINDS = frozenset(
 _REDELIVERED = frozenset({Verdict.AWAITING_REDELIVERY, Verdict.REDELIVERED})
 # a task with no name (its record gave none) still counts, under this name
 UNNAMED = "(unnamed)"
+# Entries kept per task type (the newest): one DynamoDB item holds them, and items stop at
+# 400 KB; a death encodes to about 250 bytes. A kill loop past this many deaths in the window
+# is counted from its newest ones.
+MAX_ENTRIES = 500
 
 
 def recorded(
@@ -119,6 +123,10 @@ def _merged(
     kept_onsets.update((k, p) for k, p in onsets.items() if p.at >= horizon)
     return TaskHistory(
         name=old.name,
-        deaths=tuple(sorted(kept_deaths.values(), key=lambda d: (d.at, d.incident_id))),
-        pressure=tuple(sorted(kept_onsets.values(), key=lambda p: (p.at, p.incident_id))),
+        deaths=tuple(sorted(kept_deaths.values(), key=lambda d: (d.at, d.incident_id)))[
+            -MAX_ENTRIES:
+        ],
+        pressure=tuple(sorted(kept_onsets.values(), key=lambda p: (p.at, p.incident_id)))[
+            -MAX_ENTRIES:
+        ],
     )
