@@ -2,7 +2,7 @@
 
     python -m bench                      everything (about 10 minutes on 2 cores)
     python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues,
-                                         beat, oncall, sqs, cost
+                                         beat, oncall, sqs, metrics, cost
     python -m bench --quick              smaller N, for development
 
 Progress goes to stderr, the table to stdout. Each row: what, the figure, the reference it is
@@ -28,7 +28,19 @@ from typing import Any
 
 from bench.common import ROOT, Result, progress, render_table
 
-ORDER = ("check", "latency", "events", "fleet", "scan", "queues", "beat", "oncall", "sqs", "cost")
+ORDER = (
+    "check",
+    "latency",
+    "events",
+    "fleet",
+    "scan",
+    "queues",
+    "beat",
+    "oncall",
+    "sqs",
+    "metrics",
+    "cost",
+)
 SCAN_TIMEOUT_S = 900.0
 
 
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_events,
         bench_fleet,
         bench_latency,
+        bench_metrics,
         bench_oncall,
         bench_queues_memory,
         bench_sqs,
@@ -243,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "beat": lambda: bench_beat.run(args.quick),
         "oncall": lambda: bench_oncall.run(args.quick),
         "sqs": lambda: bench_sqs.run(args.quick),
+        "metrics": lambda: bench_metrics.run(args.quick),
         "cost": lambda: bench_cost.run(args.quick, facts),
     }
     started = time.monotonic()

@@ -41,10 +41,14 @@ EVENT_CHECKS_PER_MONTH = 3000
 
 
 def _metric_names() -> set[str]:
-    """The handler's custom metrics: every ``add_metric(name=...)`` in functions/checker/app.py,
-    and Powertools' ColdStart (``capture_cold_start_metric``)."""
+    """The handler's custom metrics emitted every run: oomcheck.report.metrics.ALWAYS (the
+    run-level ones and the open incidents gauge), and Powertools' ColdStart
+    (``capture_cold_start_metric``). Event counts (deaths, kills...) cost only in the hours
+    they happen: bench_metrics prices them."""
+    from oomcheck.report.metrics import ALWAYS
+
     text = (ROOT / "functions" / "checker" / "app.py").read_text()
-    names = set(re.findall(r'add_metric\(\s*name="(\w+)"', text))
+    names = set(ALWAYS)
     if "capture_cold_start_metric=True" in text:
         names.add("ColdStart")
     return names

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from oomcheck.deadline import Deadline
@@ -22,6 +22,7 @@ from oomcheck.entry.lambdalog import bind_run, route_library_logs
 from oomcheck.model import Delivery, Mode, Source, SourceState
 from oomcheck.ports import Deps
 from oomcheck.report.document import Report, source_text
+from oomcheck.report.metrics import CATALOG, blobs, open_incidents_text, run_level
 from oomcheck.runner import combine, run_once, watch
 
 if TYPE_CHECKING:
@@ -55,39 +56,21 @@ def _get_deps(context: LambdaContext) -> Deps:
     return _deps
 
 
-def _emit(report: Report) -> None:
-    alive = sum(1 for w in report.workers if w["status"] == "alive")
-    metrics.add_metric(name="WorkersAlive", unit=MetricUnit.Count, value=alive)
-    metrics.add_metric(
-        name="WorkersLost",
-        unit=MetricUnit.Count,
-        value=sum(1 for w in report.workers if w["status"] == "lost"),
-    )
-    metrics.add_metric(
-        name="Findings", unit=MetricUnit.Count, value=sum(1 for f in report.findings if f.alertable)
-    )
-    metrics.add_metric(
-        name="AlertsPublished", unit=MetricUnit.Count, value=report.stats.get("alerts_published", 0)
-    )
-    metrics.add_metric(
-        name="AlertsFailed",
-        unit=MetricUnit.Count,
-        value=sum(1 for a in report.alerts if not (a.published or a.printed)),
-    )
-    metrics.add_metric(
-        name="AlertsUndeliverable",
-        unit=MetricUnit.Count,
-        value=report.stats.get("alerts_undeliverable", 0),
-    )
-    metrics.add_metric(
-        name="SourceErrors",
-        unit=MetricUnit.Count,
-        value=sum(1 for status in report.sources.values() if status.failed),
-    )
-    metrics.add_metric(
-        name="StateWrites", unit=MetricUnit.Count, value=report.stats.get("state_writes", 0)
-    )
-    metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=report.duration_ms)
+def _emit(report: Report, target: str, tasks: frozenset[str]) -> None:
+    """The run-level metrics on the handler's Metrics (``service`` dimension, flushed by
+    log_metrics), then one EMF document per set of per-target dimension values."""
+    for name, value in run_level(report).items():
+        metrics.add_metric(name=name, unit=MetricUnit(CATALOG[name].unit), value=value)
+    for blob in blobs(report, target, tasks):
+        # service="": exactly the catalog's dimensions, without Powertools' default one
+        doc = EphemeralMetrics(namespace=metrics.namespace, service="")
+        for dimension, text in blob.dimensions.items():
+            doc.add_dimension(name=dimension, value=text)
+        for point in blob.points:
+            doc.add_metric(name=point.name, unit=MetricUnit(point.unit), value=point.value)
+        for key, meta in blob.metadata.items():
+            doc.add_metadata(key=key, value=meta)
+        doc.flush_metrics()
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -109,6 +92,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return _silence(deps, invocation.silence)
     if invocation.arrival is not None:
         _log_arrival(invocation.arrival)
+    if invocation.mode is Mode.DIGEST:
+        return _digest(deps)
     if invocation.mode is Mode.WATCH:
         duration = max(0.0, min(invocation.duration_s, remaining - _WATCH_MARGIN_S))
         reports = watch(
@@ -119,8 +104,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         report = combine(reports)
     else:
-        report = run_once(deps, invocation.mode, deadline, arrival=invocation.arrival)
-    _emit(report)
+        since = {"since_s": invocation.since_s} if invocation.since_s is not None else {}
+        report = run_once(deps, invocation.mode, deadline, arrival=invocation.arrival, **since)
+    _emit(report, deps.settings.target, deps.settings.metric_tasks)
     body = report.to_json()
     logger.info(
         "run finished",
@@ -129,6 +115,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "sources": body["sources"],
             "stats": body["stats"],
             "alerts": body["alerts"],
+            # for the dashboard's "open incidents now" (a Logs Insights table of this line)
+            "open_incidents": open_incidents_text(report),
         },
     )
     for alert in report.alerts:
@@ -167,6 +155,17 @@ def _silence(deps: Deps, request: Mapping[str, Any]) -> dict[str, Any]:
         return {"error": str(exc)}
     logger.info("silence", extra={"action": request.get("action", "list"), "result": out})
     return out
+
+
+def _digest(deps: Deps) -> dict[str, Any]:
+    """The weekly digest (its own schedule): one message from the stored history, no check."""
+    from oomcheck import aws
+    from oomcheck.runner import send_digest
+
+    sns = aws.client("sns") if deps.settings.topic_arn else None
+    sent = send_digest(deps, lambda text: logger.info("digest", extra={"text": text}), sns=sns)
+    logger.info("digest sent" if sent.published else "digest not sent", extra=sent.to_json())
+    return sent.to_json()
 
 
 def _log_arrival(arrival: Arrival) -> None:

@@ -131,6 +131,7 @@ SAMPLES = {
     "scheduled.json": Sample("check", scheduled_time=TICK),
     "scheduled-eventbridge.json": Sample("check", scheduled_time=TICK),
     "watch.json": Sample("watch", scheduled_time=TICK, duration_s=50.0),
+    "digest.json": Sample("digest"),
     "ecs-task-stopped-clean.json": Sample("check", Shape.EVENTBRIDGE, ((Cause.EXITED, 0),)),
     "ecs-task-stopped-error.json": Sample("check", Shape.EVENTBRIDGE, ((Cause.EXITED, 1),)),
     # the log router sidecar exits 0 when the worker is OOM-killed

@@ -1,4 +1,4 @@
-"""`oomcheck`: check / audit / watch / setup / demo.
+"""`oomcheck`: check / audit / watch / digest / setup / demo.
 
 Exit codes (README, "Exit codes"; 64, 69 and 78 are sysexits.h's, as Celery's CLI exits 69 when
 no node replies):
@@ -26,14 +26,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from oomcheck.config.parsers import DAY, seconds
+from oomcheck.config.parsers import DAY, seconds, span
 from oomcheck.config.settings import Settings, SettingsError, from_env
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S
 from oomcheck.model import Mode
 from oomcheck.report.document import ExitCode, Report, SettingOrigin
 from oomcheck.report.table import render_table
+
+if TYPE_CHECKING:
+    from oomcheck.ports import Deps
 
 # Flags set the variable they override, so that they are checked by the same rules (and named
 # in their messages as the user typed them).
@@ -115,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(check)
     audit = sub.add_parser("audit", help="full read-only report: no alerts, no state writes")
     _common(audit)
+    audit.add_argument(
+        "--since",
+        default="7d",
+        help="the window of the top task types by kills: 7d (default), 24h, 90m or seconds",
+    )
     watch = sub.add_parser(
         "watch",
         help="check every --interval seconds for --duration seconds (--json: one line per check)",
@@ -131,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="60",
         help="seconds to keep watching (default 60; 0: one check)",
     )
+    digest = sub.add_parser(
+        "digest", help="the weekly digest from the stored history (to the topic, if one is set)"
+    )
+    _common(digest)
     setup = sub.add_parser("setup", help="create the DynamoDB table and SNS topic (idempotent)")
     setup.add_argument("--table", default=os.environ.get("OOMCHECK_TABLE", "oomcheck-state"))
     setup.add_argument("--topic", default="oomcheck-alerts", help="SNS topic name")
@@ -225,6 +237,13 @@ def _duration(raw: str) -> float:
     return value
 
 
+def _since(raw: str) -> float:
+    try:
+        return span(raw)
+    except ValueError as exc:
+        raise UsageError(f"--since {exc}") from None
+
+
 def _print_report(report: Report, as_json: bool, *, one_line: bool = False) -> None:
     if one_line:
         # watch --json: one document per line, flushed, for `| jq -c` or a log shipper
@@ -265,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run_demo(use_cgroup=not args.no_cgroup, show_json=args.json))
     try:
         duration = _duration(args.duration) if args.command == "watch" else 0.0
+        args.since_s = _since(args.since) if args.command == "audit" else None
         settings, origins = _settings(args)
     except (UsageError, SettingsError) as exc:
         # Bad input is one line, never a traceback (which would show the URL it came from).
@@ -292,6 +312,8 @@ def _run(
         print(f"oomcheck: {text}", file=sys.stderr)
         return ExitCode.CONFIG
     mode = Mode(args.command)
+    if mode is Mode.DIGEST:
+        return _digest(deps, args.json)
     if mode is Mode.WATCH:
         from oomcheck.runner import combine, watch
 
@@ -309,9 +331,29 @@ def _run(
     from oomcheck.runner import run_once
 
     deadline = Deadline.after(args.timeout, deps.monotonic)
-    report = replace(run_once(deps, mode, deadline), settings=origins)
+    since = {"since_s": args.since_s} if args.since_s is not None else {}
+    report = replace(run_once(deps, mode, deadline, **since), settings=origins)
     _print_report(report, args.json)
     return report.exit_code
+
+
+def _digest(deps: Deps, as_json: bool) -> int:
+    from oomcheck import aws
+    from oomcheck.runner import send_digest
+    from oomcheck.store.base import StateError
+
+    sns = aws.client("sns") if deps.settings.topic_arn else None
+    try:
+        sent = send_digest(deps, sys.stdout.write, sns=sns)
+    except StateError as exc:
+        print(f"oomcheck digest: {exc}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    if as_json:
+        print(json.dumps(sent.to_json(), indent=2))
+    if sent.error:
+        print(f"oomcheck digest: {sent.error}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    return ExitCode.OK
 
 
 def _setup(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,15 +29,22 @@ from oomcheck.model import (
     SourceStatus,
     State,
     WorkerRecord,
+    WorkerStatus,
 )
 from oomcheck.observe import observe
 from oomcheck.ports import Deps
 from oomcheck.redact import scrub
 from oomcheck.report import usage
 from oomcheck.report.document import Report, sqs_worker_rows, worker_rows
+from oomcheck.report.events import RunEvents, run_events
+from oomcheck.report.history import history_block
 from oomcheck.report.schedule import schedule_rows
 from oomcheck.silences import held_by, without_unsent_resolved
 from oomcheck.store.base import LeaseBusy, StateError
+
+RUNNING = (WorkerStatus.ALIVE, WorkerStatus.BUSY)
+# The audit's history window by default: a week.
+DEFAULT_HISTORY_S = 7 * 24 * 3600.0
 
 
 def run_once(
@@ -45,13 +53,15 @@ def run_once(
     deadline: Deadline | None = None,
     *,
     arrival: Arrival | None = None,
+    since_s: float = DEFAULT_HISTORY_S,
 ) -> Report:
     """A check (observe, evaluate, save, alert) or an audit (read-only: no alerts, no writes).
 
     ``deadline``: when the run must be done (report built, lease released); by default
     DEFAULT_RUN_TIMEOUT_S from now on ``deps.monotonic``. A run that raises still releases its
     lease. ``arrival``: the evidence of the events that started this run, observed besides what
-    the sources read (the same ids as when the log group gives them back later).
+    the sources read (the same ids as when the log group gives them back later). ``since_s``:
+    the window of an audit's history by task type.
     """
     started = time.perf_counter()
     try:  # untyped callers (scripts, a Lambda event) may hand in the mode's string
@@ -118,6 +128,17 @@ def run_once(
     if silence_status is not None:
         statuses[Source.SILENCES.value] = silence_status
     roster = new_state.workers if view.writable else {**view.state.workers, **new_state.workers}
+    history = (
+        history_block(
+            new_state.task_history,
+            new_state.pressure,
+            since_s,
+            now,
+            running={n for n, r in roster.items() if r.status in RUNNING},
+        )
+        if mode is Mode.AUDIT
+        else None
+    )
     return Report(
         mode=mode,
         checked_at=now,
@@ -132,6 +153,8 @@ def run_once(
         incidents=tuple(sorted(new_state.incidents.values(), key=lambda i: -i.opened_at)),
         notes=(*view.notes, *observed.notes),
         silenced=held,
+        events=run_events(view.loaded, done.saved) if done else None,
+        history=history,
         **_usage(observation, roster, settings, now),
         # every entry in an audit; in a check only the late ones (a big schedule stays out of
         # every run's log while it is on time)
@@ -334,8 +357,65 @@ def combine(reports: list[Report]) -> Report:
     stats["alerts_published"] = sum(r.stats.get("alerts_published", 0) for r in reports)
     return replace(
         last,
+        events=_summed([r.events for r in reports]),
         duration_ms=sum(r.duration_ms for r in reports),
         checked_at=reports[0].checked_at,
         alerts=tuple(a for r in reports for a in r.alerts),
         stats=stats,
     )
+
+
+def _summed(events: list[RunEvents | None]) -> RunEvents | None:
+    """A watch's events: every check's, added up (each counts what it saved)."""
+    saved = [e for e in events if e is not None]
+    if not saved:
+        return None
+    opened: Counter[Any] = Counter()
+    victims: Counter[Any] = Counter()
+    by_task: Counter[str] = Counter()
+    for e in saved:
+        opened.update(e.opened)
+        victims.update(e.victims)
+        by_task.update(e.deaths_by_task)
+    names = sorted({n for e in saved for n in e.task_names})
+    return RunEvents(dict(opened), dict(victims), tuple(names), dict(by_task))
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSent:
+    subject: str
+    text: str
+    published: bool
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": Mode.DIGEST.value, "subject": self.subject}
+        out["published"] = self.published
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def send_digest(
+    deps: Deps, write: Callable[[str], object], *, sns: Any | None = None
+) -> DigestSent:
+    """The weekly digest from the stored history (read only: no lease, no check), to the alert
+    topic when one is configured (``sns``: its client), else written out."""
+    from oomcheck.report import digest
+
+    settings = deps.settings
+    state = deps.store.load()
+    running = {n for n, r in state.workers.items() if r.status in RUNNING}
+    built = digest.build(state.task_history, state.pressure, settings.target, deps.clock(), running)
+    request = digest.sns_request(built)
+    text = digest.text(built)
+    if sns is None or not settings.topic_arn:
+        write(f"Subject: {request['Subject']}\n\n{text}\n")
+        return DigestSent(request["Subject"], text, published=False)
+    try:
+        sns.publish(TopicArn=settings.topic_arn, **request)
+    except Exception as exc:  # noqa: BLE001 - reported (scrubbed), the next week tries again
+        return DigestSent(
+            request["Subject"], text, False, scrub(f"sns publish: {exc}", settings.secrets())
+        )
+    return DigestSent(request["Subject"], text, published=True)

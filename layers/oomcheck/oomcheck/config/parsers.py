@@ -36,6 +36,26 @@ def seconds(low: float, high: float, *, above: bool = False, zero_is_none: bool 
     return parse
 
 
+_SPAN_UNITS = {"s": 1.0, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
+
+
+def span(raw: str) -> float:
+    """A span of time: seconds, or a number with a unit (``90m``, ``24h``, ``7d``, ``2w``), more
+    than 0 and at most a year."""
+    text = raw.strip().lower()
+    unit = _SPAN_UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit is not None else text
+    try:
+        value = float(number) * (unit or 1.0)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 < value <= 366 * DAY:
+        raise ValueError(
+            f"must be a span such as 7d, 24h, 90m or seconds (at most a year), not {raw[:40]!r}"
+        )
+    return value
+
+
 def _num(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
 

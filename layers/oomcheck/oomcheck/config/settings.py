@@ -97,6 +97,9 @@ class Settings:
     redbeat_redis_url: str | None = None
     redbeat_key_prefix: str = "redbeat:"
     redbeat_lock_key: str | None = None
+    # task names that get a metric of their own (TaskDeaths, dimension task); none by default,
+    # since each name is a metric CloudWatch charges for
+    metric_tasks: frozenset[str] = frozenset()
     policy: Policy = field(default_factory=Policy)
 
     @property
@@ -256,6 +259,10 @@ VARIABLES: tuple[Variable, ...] = (
     # Amazon SQS (issue 18): what a worker's death did to a task's message depends on this
     Variable("OOMCHECK_TASK_ACKS_LATE", "policy.task_acks_late", parsers.acks_late, {}),
     Variable("OOMCHECK_ECS_SERVICES", "ecs_services", parsers.ecs_services, ()),
+    # history by task type (issue 21): seconds or a span (30d, 2w)
+    Variable("OOMCHECK_HISTORY_RETENTION", "policy.history_retention_s", parsers.span, 30 * DAY),
+    # task names that get a TaskDeaths metric with a task dimension (each costs a metric)
+    Variable("OOMCHECK_METRIC_TASKS", "metric_tasks", parsers.name_set, frozenset()),
 )
 
 # Every variable from_env() reads: the template test checks that template.yaml sets the ones the

@@ -381,6 +381,12 @@ def run_demo(*, use_cgroup: bool = True, show_json: bool = False) -> int:
     from oomcheck.report.table import render_table
 
     say(render_table(result.report))
+    from oomcheck.report.metrics import metric_lines
+
+    say("")
+    say("METRICS of this check (the Lambda prints them as EMF lines; see the dashboard):")
+    for line in metric_lines(result.report, "default"):
+        say(f"  {line}")
     if show_json:
         say(json.dumps(result.report.to_json(), indent=2, default=str))
     say("")

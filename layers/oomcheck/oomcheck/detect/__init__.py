@@ -15,7 +15,8 @@ One evaluation:
     (oom_kill of no known worker); memory (memory_pressure); queues (queue_orphaned);
  3. the ledger turns the outcomes into incident transitions (open, update, remind, expire,
     resolve), closing what a family judged and no longer mentions;
- 4. the next state is written once, at the end, from the last carry; unchanged records stay the
+ 4. the history by task type follows the incidents that opened or changed (``history``);
+ 5. the next state is written once, at the end, from the last carry; unchanged records stay the
     same objects.
 """
 
@@ -25,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TypeVar
 
-from oomcheck.detect import context, keys
+from oomcheck.detect import context, history, keys
 from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context
 from oomcheck.detect.ledger import incident_id_for, settle
@@ -112,6 +113,7 @@ def evaluate(
         scan_cursor=state.scan_cursor,
         pressure=_same_if_equal(state.pressure, carried.pressure),
         orphaned_since=_same_if_equal(state.orphaned_since, carried.orphaned_since),
+        task_history=history.recorded(state, incidents, policy, now),
     )
     return _pruned(new_state, policy, now), findings
 

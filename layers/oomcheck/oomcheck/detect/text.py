@@ -270,3 +270,39 @@ def sqs_dead_letter_advice(queue: str, dead_letter_queue: str) -> tuple[str, ...
         f"<ARN of {dead_letter_queue}> --destination-arn <ARN of {queue}>), or purge "
         f"{dead_letter_queue} if it must not run.",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# History by task type (the audit's top killers, the digest)
+
+
+def task_type_advice(
+    name: str, *, deaths: int, oom: int, peak_share: float | None, lost: int, onsets: int
+) -> list[str]:
+    """What to do about a task type that keeps dying: the seed's advice, given where it fits."""
+    advice: list[str] = []
+    heavy = oom > 0 or (peak_share is not None and peak_share >= 0.9) or onsets > 0
+    if heavy:
+        advice.append(
+            f"route {name} to a dedicated queue (task_routes={{'{name}': {{'queue': 'heavy'}}}}) "
+            "served by workers with a larger memory limit and a lower --concurrency"
+        )
+    if deaths >= 2 and heavy:
+        advice.append(
+            f"process {name}'s input in chunks (celery's chunks() or smaller batches per call) "
+            "so one call never holds the whole of it"
+        )
+    if onsets > 0 or heavy:
+        advice.append(
+            "recycle pool children before they grow: worker_max_memory_per_child "
+            "(KiB) below the limit divided by the concurrency"
+        )
+    if lost > 0:
+        advice.append(
+            f"{lost} {name} task(s) were lost: make it safe to run twice, then acks_late=True "
+            "with reject_on_worker_lost=True so a kill redelivers it (once the memory is fixed: "
+            "a task that kills every worker it runs on then loops, as poison_task)"
+        )
+    if not advice:
+        advice.append(f"{name} died without memory evidence: read the deaths' evidence")
+    return advice

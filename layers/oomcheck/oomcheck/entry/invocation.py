@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from oomcheck.config.parsers import span
 from oomcheck.entry.arrivals import Arrival, Shape, parse_arrival
 from oomcheck.model import Mode
 
@@ -36,6 +37,8 @@ class Invocation:
     arrival: Arrival | None = None
     # a silence request instead of a run (oomcheck.silences.commands.from_payload)
     silence: Mapping[str, Any] | None = None
+    # an audit's window of the history by task type (``"since": "7d"``); None: the default
+    since_s: float | None = None
 
     @property
     def batch(self) -> tuple[str, ...] | None:
@@ -49,7 +52,8 @@ class Invocation:
 def parse_invocation(event: Any, *, containers: Sequence[str] = ()) -> Invocation:
     """Accepts an EventBridge "Scheduled Event", an EventBridge Scheduler input such as
     ``{"mode": "check", "scheduled_time": "..."}``, ``{"mode": "audit"}`` or
-    ``{"mode": "watch", "duration_s": 50, "interval_s": 5}``; an empty event is a check.
+    ``{"mode": "watch", "duration_s": 50, "interval_s": 5}``; an empty event is a check. An
+    audit takes ``"since"`` (``"7d"``, ``"24h"``, seconds): the window of its history by task type.
     ``interval_s`` absent or null means the configured OOMCHECK_WATCH_INTERVAL.
     An SQS batch, an "ECS Task State Change" event or a CloudWatch Logs subscription payload
     is a check with the events as evidence (``arrival``), read with the ``containers`` patterns
@@ -86,8 +90,24 @@ def parse_invocation(event: Any, *, containers: Sequence[str] = ()) -> Invocatio
             f"not {interval:g}"
         )
     return Invocation(
-        Mode(mode), duration, interval, _time(event, "scheduled_time", required=False)
+        Mode(mode),
+        duration,
+        interval,
+        _time(event, "scheduled_time", required=False),
+        since_s=_since(event),
     )
+
+
+def _since(event: Mapping[str, Any]) -> float | None:
+    raw = event.get("since")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise InvocationError(f"since must be a span such as 7d, not {_show(raw)}")
+    try:
+        return span(str(raw))
+    except ValueError as exc:
+        raise InvocationError(f"since {exc}") from None
 
 
 def _seconds(event: Mapping[str, Any], key: str, default: float) -> float:

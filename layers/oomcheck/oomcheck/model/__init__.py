@@ -45,7 +45,10 @@ from oomcheck.model.state import (
     MemoryPoint,
     PendingAlert,
     Policy,
+    PressureOnset,
     State,
+    TaskDeath,
+    TaskHistory,
     WorkerRecord,
 )
 
@@ -72,6 +75,7 @@ __all__ = [
     "PendingAlert",
     "Policy",
     "Presence",
+    "PressureOnset",
     "QueueDepth",
     "Severity",
     "Source",
@@ -81,7 +85,9 @@ __all__ = [
     "SqsView",
     "StartedTask",
     "State",
+    "TaskDeath",
     "TaskFate",
+    "TaskHistory",
     "TaskLimits",
     "UnackedMessage",
     "Verdict",

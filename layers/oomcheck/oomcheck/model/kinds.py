@@ -69,6 +69,8 @@ class Mode(StrEnum):
     CHECK = "check"
     AUDIT = "audit"
     WATCH = "watch"
+    # the weekly digest: reads the state's history by task type, sends one message, no check
+    DIGEST = "digest"
 
 
 class Delivery(StrEnum):

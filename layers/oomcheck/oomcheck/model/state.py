@@ -108,6 +108,47 @@ class MemoryPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskDeath:
+    """One death a task type was in: the incident (one per death), what killed it, how many of
+    its tasks were running and what became of them."""
+
+    incident_id: str
+    at: float
+    kind: Kind  # worker_lost, worker_restarted, child_killed or task_orphaned
+    cause: Cause
+    worker: str | None
+    victims: int
+    lost: int = 0
+    redelivered: int = 0  # awaiting redelivery or redelivered
+    # the highest share of its memory limit the worker's container reached before the death
+    # (from the memory_pressure samples kept; None when none was above the threshold)
+    peak_share: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PressureOnset:
+    """A memory_pressure episode that began while a task of this type was running."""
+
+    incident_id: str
+    at: float
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskHistory:
+    """What one task type (a task name) went through within the history window; written only
+    when a death or a pressure onset is added or changes."""
+
+    name: str
+    deaths: tuple[TaskDeath, ...] = ()
+    pressure: tuple[PressureOnset, ...] = ()
+
+    @property
+    def last_at(self) -> float:
+        return max((*(d.at for d in self.deaths), *(p.at for p in self.pressure)), default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class State:
     workers: Mapping[str, WorkerRecord] = field(default_factory=dict)
     incidents: Mapping[str, Incident] = field(default_factory=dict)
@@ -125,6 +166,8 @@ class State:
     pressure: Mapping[str, tuple[MemoryPoint, ...]] = field(default_factory=dict)
     # queue -> since when it has held messages with no live consumer
     orphaned_since: Mapping[str, float] = field(default_factory=dict)
+    # task name -> the deaths and pressure onsets it was in (oomcheck.detect.history)
+    task_history: Mapping[str, TaskHistory] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +214,5 @@ class Policy:
     # Amazon SQS: each task's acks_late by name ("*": every other task); a task not covered has
     # an unknown ack mode, so what its death did to its message is unknown.
     task_acks_late: Mapping[str, bool] = field(default_factory=dict)
+    # how long the history by task type keeps a death or a pressure onset
+    history_retention_s: float = 30 * 24 * 3600.0

@@ -23,6 +23,7 @@ from oomcheck.model import (
     WorkerSnapshot,
     WorkerStatus,
 )
+from oomcheck.report.events import RunEvents
 from oomcheck.store.codec import finding_to_json, incident_to_json
 
 SCHEMA = 1
@@ -108,6 +109,10 @@ class Report:
     schedule: tuple[dict[str, Any], ...] | None = None
     # incident id -> the silence holding its messages (oomcheck.silences)
     silenced: Mapping[str, str] = field(default_factory=dict)
+    # what this run opened and learned, as saved (for metrics; None: nothing was saved)
+    events: RunEvents | None = None
+    # the audit's history by task type (oomcheck.report.history.history_block); None otherwise
+    history: Mapping[str, Any] | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -168,6 +173,8 @@ class Report:
             out["queues"] = list(self.queues)
         if self.schedule is not None:
             out["schedule"] = list(self.schedule)
+        if self.history is not None:
+            out["history"] = dict(self.history)
         if self.notes:
             out["notes"] = list(self.notes)
         if self.settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from oomcheck.detect.text import utc
@@ -47,6 +48,7 @@ def render_table(report: Report) -> str:
     lines += _memory_table(report.memory)
     lines += _queue_table(report.queues)
     lines += schedule_table(report.schedule)
+    lines += history_table(report.history)
     if report.alerts:
         lines.append("")
         lines.append("ALERTS")
@@ -97,6 +99,38 @@ def _queue_table(rows: tuple[dict[str, Any], ...] | None) -> list[str]:
         lines.append(f"{row['name'][:40]:<40} {row['messages']:>9,} {oldest:>8}  {who}")
     if not rows:
         lines.append("(no queue measured)")
+    return lines
+
+
+def history_table(history: Mapping[str, Any] | None) -> list[str]:
+    """The audit's top task types by kills (the README's "top killers" table) and the workers
+    whose memory is rising."""
+    if history is None:
+        return []
+    days = history["since_s"] / 86400
+    lines = [
+        "",
+        f"{f'TOP TASK TYPES BY KILLS (last {days:g} days)':<40} {'DEATHS':>6} {'KILLED':>6} "
+        f"{'LOST':>5} {'PEAK MEM':>8}  CAUSES",
+    ]
+    for row in history["tasks"]:
+        peak = "-" if row["peak_share"] is None else f"{row['peak_share']:.0%}"
+        causes = ", ".join(f"{cause} {n}" for cause, n in row["by_cause"].items()) or "-"
+        if row["pressure_onsets"]:
+            causes += f"; memory pressure began under it {row['pressure_onsets']}x"
+        lines.append(
+            f"{row['task'][:40]:<40} {row['deaths']:>6} {row['tasks_killed']:>6} "
+            f"{row['lost']:>5} {peak:>8}  {causes}"
+        )
+        lines.append(f"{'':<6}do: {row['advice'][0]}")
+        lines.extend(f"{'':<6}    {line}" for line in row["advice"][1:])
+    if not history["tasks"]:
+        lines.append("(no task died in this window)")
+    for row in history["rising_memory"]:
+        lines.append(
+            f"rising memory: {row['worker']} {row['used_mb']:,.0f} of {row['limit_mb']:,.0f} MiB, "
+            f"{row['trend_mb_per_min']:+,.0f} MB/min"
+        )
     return lines
 
 

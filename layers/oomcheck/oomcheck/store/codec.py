@@ -22,9 +22,12 @@ from oomcheck.model import (
     Kind,
     MemoryPoint,
     PendingAlert,
+    PressureOnset,
     Severity,
     State,
+    TaskDeath,
     TaskFate,
+    TaskHistory,
     TaskLimits,
     Verdict,
     WorkerRecord,
@@ -144,6 +147,19 @@ def kills_to_json(record: KillRecord) -> Json:
     )
 
 
+def history_to_json(history: TaskHistory) -> Json:
+    """One task type's history (no TTL: evaluate() drops entries older than the history window,
+    and the item with its last entry)."""
+    return {
+        "name": history.name,
+        "deaths": [
+            _drop_none(_flat(d) | {"kind": d.kind.value, "cause": d.cause.value})
+            for d in history.deaths
+        ],
+        "pressure": [[p.incident_id, p.at, p.worker] for p in history.pressure],
+    }
+
+
 def meta_to_json(state: State) -> Json:
     return {
         "schema": SCHEMA,
@@ -166,6 +182,7 @@ _SECTIONS: tuple[tuple[str, str, Any], ...] = (
         lambda points: {"points": [[p.at, p.used_mb, p.limit_mb, p.basis] for p in points]},
     ),
     ("orphaned", "orphaned_since", lambda at: {"at": at}),
+    ("history", "task_history", history_to_json),
 )
 
 
@@ -331,6 +348,30 @@ def kills_from_json(value: Json) -> KillRecord:
     )
 
 
+def history_from_json(value: Json) -> TaskHistory:
+    return TaskHistory(
+        name=str(value["name"]),
+        deaths=tuple(
+            TaskDeath(
+                incident_id=str(d["incident_id"]),
+                at=float(d["at"]),
+                kind=Kind(d["kind"]),
+                cause=_cause(d.get("cause")),
+                worker=d.get("worker"),
+                victims=int(d.get("victims", 0)),
+                lost=int(d.get("lost", 0)),
+                redelivered=int(d.get("redelivered", 0)),
+                peak_share=d.get("peak_share"),
+            )
+            for d in value.get("deaths", ())
+        ),
+        pressure=tuple(
+            PressureOnset(str(incident_id), float(at), str(worker))
+            for incident_id, at, worker in value.get("pressure", ())
+        ),
+    )
+
+
 def state_from_items(items: Mapping[str, Json]) -> State:
     workers: dict[str, WorkerRecord] = {}
     incidents: dict[str, Incident] = {}
@@ -339,6 +380,7 @@ def state_from_items(items: Mapping[str, Json]) -> State:
     events: dict[str, float] = {}
     pressure: dict[str, tuple[MemoryPoint, ...]] = {}
     orphaned: dict[str, float] = {}
+    task_history: dict[str, TaskHistory] = {}
     meta: Json = items.get("meta", {})
     for key, value in items.items():
         kind, _, ident = key.partition("#")
@@ -360,6 +402,8 @@ def state_from_items(items: Mapping[str, Json]) -> State:
             )
         elif kind == "orphaned":
             orphaned[ident] = float(value["at"])
+        elif kind == "history":
+            task_history[ident] = history_from_json(value)
     return State(
         workers=workers,
         incidents=incidents,
@@ -372,6 +416,7 @@ def state_from_items(items: Mapping[str, Json]) -> State:
         scan_cursor=meta.get("scan_cursor"),
         pressure=pressure,
         orphaned_since=orphaned,
+        task_history=task_history,
     )
 
 
