@@ -256,3 +256,19 @@ def test_memory_and_queue_subjects_name_the_worker_task_and_queue():
     assert subject_for(orphaned, Action.OPEN) == (
         "[oomcheck] CRITICAL: queue reports has no live consumer"
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "worker", "line"),
+    [
+        pytest.param(Kind.BEAT_STOPPED, None, None, id="beat-names-no-worker"),
+        pytest.param(Kind.QUEUE_ORPHANED, None, None, id="queue-names-no-worker"),
+        pytest.param(Kind.OOM_KILL, None, "  Worker:     unknown", id="oom-of-an-unknown-worker"),
+        pytest.param(Kind.WORKER_LOST, "celery@a", "  Worker:     celery@a", id="worker-named"),
+    ],
+)
+def test_the_worker_line_only_where_the_kind_is_about_a_worker(kind, worker, line):
+    base = incident(0, kind=kind)
+    message = render(replace(base, finding=replace(base.finding, worker=worker)), Action.OPEN, T0)
+    worker_lines = [x for x in message.text.splitlines() if x.startswith("  Worker:")]
+    assert worker_lines == ([line] if line else [])

@@ -16,6 +16,7 @@ from oomcheck.alerting.outbox import Batch, batch_key, dedup_key
 from oomcheck.alerting.runbooks import Runbooks
 from oomcheck.detect.text import (
     GONE,
+    NOT_ABOUT_A_WORKER,
     cause_suffix,
     cause_words,
     fate_line,
@@ -181,9 +182,10 @@ def _facts(batch: Batch) -> list[str]:
         incident = batch.members[0][0]
         finding = incident.finding
         code = f" (exit code {finding.exit_code})" if finding.exit_code is not None else ""
+        named = finding.worker is not None or finding.kind not in NOT_ABOUT_A_WORKER
         return [
             f"  Kind:       {finding.kind.value} ({finding.severity.value})",
-            f"  Worker:     {finding.worker or 'unknown'}",
+            *([f"  Worker:     {finding.worker or 'unknown'}"] if named else []),
             f"  Cause:      {finding.cause.value}{code}",
             f"  First seen: {utc(incident.opened_at)}",
             f"  Incident:   {incident.id}",

@@ -306,3 +306,9 @@ def task_type_advice(
     if not advice:
         advice.append(f"{name} died without memory evidence: read the deaths' evidence")
     return advice
+
+
+# Kinds whose subject is not a worker: an alert names no worker for them (rather than "unknown")
+NOT_ABOUT_A_WORKER = frozenset(
+    {Kind.BEAT_STOPPED, Kind.QUEUE_ORPHANED, Kind.SOURCE_UNAVAILABLE, Kind.CONFIG_RISK}
+)
