@@ -126,3 +126,10 @@ def test_a_task_name_is_a_dimension_only_when_the_setting_lists_it():
         if p.name == "TaskDeaths"
     ]
     assert listed == [(1, {"target": "shop", "task": "reports.build"})]
+
+
+def test_dead_lettered_victims_have_their_own_count():
+    events = RunEvents(victims={Verdict.DEAD_LETTERED: 2, Verdict.LOST: 1})
+    points = _points(_report(events=events))
+    assert points[("TasksDeadLettered", (("target", "shop"),))] == 2
+    assert points[("TasksLost", (("target", "shop"),))] == 1

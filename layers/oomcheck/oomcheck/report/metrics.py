@@ -50,6 +50,7 @@ CATALOG: Mapping[str, MetricSpec] = {
     "TasksLost": MetricSpec(COUNT, ("target",)),
     "TasksRedelivered": MetricSpec(COUNT, ("target",)),
     "TasksInKillLoop": MetricSpec(COUNT, ("target",)),
+    "TasksDeadLettered": MetricSpec(COUNT, ("target",)),
     "MemoryPressureEpisodes": MetricSpec(COUNT, ("target",)),
     "OpenIncidents": MetricSpec(COUNT, ("target",)),
     "OpenIncidentsByKind": MetricSpec(COUNT, ("target", "kind")),
@@ -119,6 +120,7 @@ def target_points(report: Report, target: str, tasks: Collection[str] = ()) -> l
         ("TasksLost", lost),
         ("TasksRedelivered", redelivered),
         ("TasksInKillLoop", looping),
+        ("TasksDeadLettered", victims.get(Verdict.DEAD_LETTERED, 0)),
         ("MemoryPressureEpisodes", events.pressure_episodes()),
     ):
         if n:
