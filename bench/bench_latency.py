@@ -344,7 +344,7 @@ def watch_check_times(duration: float = DEPLOYED_WATCH_S) -> list[float]:
     fake = [0.0]
     starts: list[float] = []
 
-    def fake_run(deps: Any, mode: str, deadline: Any = None) -> None:
+    def fake_run(deps: Any, mode: str, deadline: Any = None, **_: Any) -> None:
         starts.append(fake[0])
         fake[0] += 0.05
 

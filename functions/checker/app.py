@@ -104,7 +104,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         report = combine(reports)
     else:
-        since = {"since_s": invocation.since_s} if invocation.since_s is not None else {}
+        since: dict[str, Any] = (
+            {"since_s": invocation.since_s} if invocation.since_s is not None else {}
+        )
         report = run_once(deps, invocation.mode, deadline, arrival=invocation.arrival, **since)
     _emit(report, deps.settings.target, deps.settings.metric_tasks)
     body = report.to_json()

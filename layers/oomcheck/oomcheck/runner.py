@@ -20,6 +20,7 @@ from oomcheck.config.advice import config_risks
 from oomcheck.config.settings import Settings
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
 from oomcheck.detect import evaluate
+from oomcheck.detect.correlate import WorkerIdentity, workers_for_hosts
 from oomcheck.entry.arrivals import Arrival, merged
 from oomcheck.model import (
     Mode,
@@ -54,6 +55,7 @@ def run_once(
     *,
     arrival: Arrival | None = None,
     since_s: float = DEFAULT_HISTORY_S,
+    woken: bool = False,
 ) -> Report:
     """A check (observe, evaluate, save, alert) or an audit (read-only: no alerts, no writes).
 
@@ -61,7 +63,8 @@ def run_once(
     DEFAULT_RUN_TIMEOUT_S from now on ``deps.monotonic``. A run that raises still releases its
     lease. ``arrival``: the evidence of the events that started this run, observed besides what
     the sources read (the same ids as when the log group gives them back later). ``since_s``:
-    the window of an audit's history by task type.
+    the window of an audit's history by task type. ``woken``: watch mode saw a worker's broker
+    subscription close just now (a death, most likely).
     """
     started = time.perf_counter()
     try:  # untyped callers (scripts, a Lambda event) may hand in the mode's string
@@ -74,7 +77,13 @@ def run_once(
     view = _open_state(deps, now, deadline, writable=mode is not Mode.AUDIT)
     try:
         # 2. observe; from here on `now` is the reference clock's (the lease keeps the local)
-        observed = observe(deps, view.state, now, audit=mode is Mode.AUDIT)
+        observed = observe(
+            deps,
+            view.state,
+            now,
+            audit=mode is Mode.AUDIT,
+            suspects=_suspects(view.state, arrival, woken, settings),
+        )
         now = observed.observation.at
         errors = dict(observed.observation.errors)
         if view.status.failed:
@@ -164,6 +173,22 @@ def run_once(
         if observation.beat is not None
         else None,
     )
+
+
+def _suspects(
+    state: State, arrival: Arrival | None, woken: bool, settings: Settings
+) -> tuple[str, ...]:
+    """The live workers of the roster a death is suspected of: every one after a closed
+    subscription (which worker it was is what the check finds out), the ones the arriving
+    events name after an event."""
+    running = [name for name, r in state.workers.items() if r.status in RUNNING]
+    if woken:
+        return tuple(running)
+    if arrival is None or not arrival.evidence:
+        return ()
+    identities = [WorkerIdentity(name=n) for n in running]
+    hosts = {h for item in arrival.evidence for h in item.hosts}
+    return tuple(workers_for_hosts(hosts, identities, settings.policy.worker_map))
 
 
 def _oncall_stats(
@@ -306,28 +331,31 @@ def watch(
     clock = monotonic or deps.monotonic
     end = clock() + duration
     reports: list[Report] = []
+    woken = False
     while True:
         tick = clock()
         limit = (deadline or Deadline(float("inf"), clock)).earliest(run_timeout_s)
-        report = run_once(deps, Mode.WATCH, limit)
+        report = run_once(deps, Mode.WATCH, limit, woken=woken)
         on_report(report)
         reports.append(report)
         next_tick = tick + interval
         if next_tick + 0.5 >= end:
             return reports
-        _wait_for_tick(deps, next_tick, clock, sleep)
+        woken = _wait_for_tick(deps, next_tick, clock, sleep)
 
 
-# Between checks, watch mode looks at the broker's pub/sub connections this often.
-PRESENCE_POLL_S = 1.0
+# Between checks, watch mode looks at the broker's pub/sub connections this often: one CLIENT
+# LIST (a few ms on the broker for a fleet's connections), so the wait after a death is ~0.1 s.
+PRESENCE_POLL_S = 0.2
 
 
 def _wait_for_tick(
     deps: Deps, until: float, clock: Callable[[], float], sleep: Callable[[float], None]
-) -> None:
+) -> bool:
     """Sleep until ``until``, but come back at once when a worker's long-lived broker
-    subscription closes (a death, most likely): its check then runs seconds after the death
-    instead of at the next interval. A broker that cannot say (or fails) means a plain sleep."""
+    subscription closes (a death, most likely): its check then runs a fraction of a second
+    after the death instead of at the next interval; True then. A broker that cannot say (or
+    fails) means a plain sleep."""
     poll = getattr(deps.presence, "subscriptions", None)
     seen = _subscriptions(poll)
     while (left := until - clock()) > 0:
@@ -336,8 +364,9 @@ def _wait_for_tick(
             continue
         now_seen = _subscriptions(poll)
         if now_seen is not None and seen - now_seen:
-            return
+            return True
         seen = now_seen
+    return False
 
 
 def _subscriptions(poll: Callable[[], frozenset[str] | None] | None) -> frozenset[str] | None:

@@ -14,6 +14,7 @@ clock: it is a matter between checkers.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,9 +65,12 @@ class Observed:
     notes: tuple[str, ...] = ()
 
 
-def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Observed:
+def observe(
+    deps: Deps, state: State, local_now: float, *, audit: bool, suspects: Collection[str] = ()
+) -> Observed:
     """Read every source once. ``local_now`` is the checker's clock at the start of the run;
-    the observation's ``at`` is the reference clock's (see the module docstring)."""
+    the observation's ``at`` is the reference clock's (see the module docstring). ``suspects``:
+    workers a death is suspected of, whom broker presence is asked about first."""
     clock = (
         read_clock(deps.reference_clock, deps.clock)
         if deps.reference_clock is not None
@@ -75,7 +79,7 @@ def observe(deps: Deps, state: State, local_now: float, *, audit: bool) -> Obser
     now = clock.at
     offset = clock.offset_s or 0.0
 
-    inspected, presence_status = read_inspect(deps, state, now, audit=audit)
+    inspected, presence_status = read_inspect(deps, state, now, audit=audit, suspects=suspects)
     workers = dict(inspected.value.workers) if inspected.value else None
     results = read_results(deps, state, now, workers)
     if workers is not None and results.value and results.value.started:

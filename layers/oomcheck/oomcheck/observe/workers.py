@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -24,10 +24,11 @@ from oomcheck.observe.base import MAX_STRANGERS, OK, Read, guard, off
 
 
 def read_inspect(
-    deps: Deps, state: State, now: float, *, audit: bool
+    deps: Deps, state: State, now: float, *, audit: bool, suspects: Collection[str] = ()
 ) -> tuple[Read[InspectResult], SourceStatus]:
     """Remote control: its replies define "alive" for this instant. ``inspected_at`` is local.
-    The second value is broker presence's status (asked only when a known worker is silent)."""
+    The second value is broker presence's status (asked only when a known worker is silent, or
+    first, of the ``suspects`` a death is suspected of)."""
     inspector = deps.inspector
     if inspector is None:
         return Read(None, off(deps, Source.INSPECT)), off(deps, Source.PRESENCE)
@@ -54,6 +55,7 @@ def read_inspect(
             discover=discover,
             need_registered=needs_registered,
             presence=probe if deps.presence is not None else None,
+            suspects=suspects,
         ),
         deps.settings.secrets(),
     )

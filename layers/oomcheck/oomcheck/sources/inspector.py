@@ -24,6 +24,8 @@ from oomcheck.sources.presence.owners import OWN_NAME
 PresenceProbe = Callable[[Mapping[str, WorkerSnapshot], Sequence[str]], Mapping[str, Presence]]
 
 REGISTERED_FIELDS = ("time_limit", "soft_time_limit", "acks_late", "reject_on_worker_lost")
+# How long a broadcast listens when every worker it expected is known to be dead.
+NONE_EXPECTED_WAIT_S = 0.1
 _REGISTERED = re.compile(r"^(?P<name>\S+)(?:\s+\[(?P<attrs>[^\]]*)\])?$")
 
 
@@ -263,6 +265,7 @@ class CeleryInspector:
         discover: bool,
         need_registered: Callable[[WorkerSnapshot], bool] = lambda _: True,
         presence: PresenceProbe | None = None,
+        suspects: Collection[str] = (),
     ) -> InspectResult:
         """Every worker that answers, with its tasks; ``expected`` are the roster's live names.
 
@@ -271,9 +274,15 @@ class CeleryInspector:
         worker that missed the broadcast is pinged directly once, unless ``presence`` (asked
         right after the broadcast) shows its broker connections are gone: it is dead, and the
         re-ping would only wait out its timeout.
+
+        ``suspects``: expected workers a death is suspected of (a check started by an event or by
+        a closed subscription). The broker is asked about them first, and those whose
+        connections are gone are left out of the broadcast's reply count, so the broadcast ends
+        with the last live reply instead of waiting the timeout for the dead one.
         """
-        limit = None if discover or not expected else len(expected)
-        stats = self._inspect("stats", limit=limit)
+        gone = self._gone_first(expected, suspects, presence) if not discover else frozenset()
+        limit = None if discover or not expected else len(expected) - len(gone)
+        stats = self._broadcast_stats(limit)
         inspected_at = self.clock()
         snapshots = {
             name: snapshot_from(name, body)
@@ -282,7 +291,14 @@ class CeleryInspector:
         }
         missing = sorted(set(expected) - set(snapshots))
         seen = presence(snapshots, missing) if missing and presence is not None else {}
-        reping = [n for n in missing if n not in seen or seen[n].present is not False]
+        # A suspect that answered although the broker showed it gone proves the listing wrong
+        # this time: every silent suspect is then re-pinged, as without the first look.
+        doubted = gone & set(snapshots)
+        reping = [
+            n
+            for n in missing
+            if n not in seen or seen[n].present is not False or (doubted and n in gone)
+        ]
         if reping:
             snapshots.update(self.ping_direct(reping))
         still_missing = tuple(sorted(set(expected) - set(snapshots)))
@@ -315,6 +331,27 @@ class CeleryInspector:
         return InspectResult(
             workers, inspected_at, still_missing, limit is None, seen, queues_error
         )
+
+    def _gone_first(
+        self,
+        expected: Collection[str],
+        suspects: Collection[str],
+        presence: PresenceProbe | None,
+    ) -> frozenset[str]:
+        """The suspects whose broker connections are already gone, asked before the broadcast
+        (nobody has answered yet)."""
+        asked = sorted(set(suspects) & set(expected))
+        if not asked or presence is None:
+            return frozenset()
+        seen = presence({}, asked)
+        return frozenset(n for n in asked if n in seen and seen[n].present is False)
+
+    def _broadcast_stats(self, limit: int | None) -> dict[str, Any]:
+        if limit == 0:
+            # every expected worker is gone: listen only briefly for workers the roster does
+            # not know (discovery proper waits the full timeout on its own schedule)
+            return self._inspect("stats", timeout=min(self.timeout, NONE_EXPECTED_WAIT_S))
+        return self._inspect("stats", limit=limit)
 
     def ping_direct(self, names: Collection[str]) -> dict[str, WorkerSnapshot]:
         """Ask named workers for stats directly (one round, ``reping_timeout``)."""

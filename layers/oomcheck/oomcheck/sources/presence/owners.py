@@ -72,7 +72,14 @@ def parse_client_list(entries: Iterable[Mapping[str, object]], db: int | None) -
             ip = addr.rsplit(":", 1)[0].strip("[]")
             subs = int(str(entry.get("sub", 0))) + int(str(entry.get("psub", 0)))
             out.append(
-                Connection(ip, float(str(entry["age"])), subs > 0, str(entry.get("name") or ""))
+                Connection(
+                    ip,
+                    float(str(entry["age"])),
+                    subs > 0,
+                    str(entry.get("name") or ""),
+                    # the server's id of the connection: what watch mode compares between polls
+                    str(entry.get("id") or ""),
+                )
             )
         except (KeyError, ValueError):
             continue
