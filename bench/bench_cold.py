@@ -1,0 +1,336 @@
+"""The cold event path at Lambda's CPU share: process start -> SNS publish.
+
+Each sample is a fresh interpreter whose first invocation is the SQS batch carrying the ECS
+OutOfMemoryError event of a worker that was just SIGKILLed (a real worker on a private
+redis-server, on the roster of a state target of its own, so every sample publishes an alert).
+The child runs the real handler (functions/checker/app.py, URLs as ssm: references, DynamoDB,
+SNS and CloudWatch Logs on a moto server). The figure is from just before the process is spawned
+to the handler's return, which comes after the publish (the child checks that it published).
+
+CPU share: a 256 MB function gets 256/1769 of a vCPU (FACTS.md); the child runs in a CPU cgroup
+(v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, v2 ``cpu.max``) whose quota is that share of one
+core. Without a writable CPU cgroup the rows say so and only the full-speed figures are taken.
+
+Levers, each measured against the baseline in the same run (one variant at a time):
+- bytecode: the layer as shipped without ``.pyc`` files (``sam build`` does not compile; /opt is
+  read-only, so every cold start compiles every module) vs compiled, emulated with an empty,
+  read-only ``PYTHONPYCACHEPREFIX``;
+- memory: the same path at 512 and 1024 MB's share, for the cost row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import FUNCTION, LAYER, ROOT, Result, median, moto_server, ms, private_redis
+from bench.common import progress as _progress
+
+FULL_VCPU_MB = 1769
+PERIOD_US = 100_000
+TARGET_S = 1.5
+CPU_ROOT_V1 = Path("/sys/fs/cgroup/cpu")
+CPU_ROOT_V2 = Path("/sys/fs/cgroup")
+# x86 Lambda price per GB-s (FACTS.md); a scheduled check every minute is 43,200 a month
+PRICE_GB_S = 0.0000166667
+
+CHILD = r"""
+import json, os, sys, time
+t_start = float(sys.argv[5])
+func_dir, layer_dir, event_path, out_path = sys.argv[1:5]
+sys.path[:0] = [func_dir, layer_dir]
+from types import SimpleNamespace
+t0 = time.perf_counter(); c0 = time.process_time()
+import app
+imported = time.perf_counter() - t0
+context = SimpleNamespace(
+    function_name="oomcheck-checker", function_version="$LATEST",
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:oomcheck-checker",
+    memory_limit_in_mb=256, aws_request_id=f"bench-{os.getpid()}",
+    log_group_name="/aws/lambda/oomcheck-checker", log_stream_name="bench",
+    get_remaining_time_in_millis=lambda: 30000)
+event = json.load(open(event_path))
+body = app.handler(event, context)  # its log lines go to the pipe, read by the parent
+done = time.time()
+out = {"total_s": done - t_start, "import_s": imported, "cpu_s": time.process_time() - c0,
+       "handler_s": time.perf_counter() - t0 - imported, "body": body}
+json.dump(out, open(out_path, "w"))
+"""
+
+
+def progress(message: str) -> None:
+    _progress(f"cold: {message}")
+
+
+@dataclass(frozen=True)
+class CpuCgroup:
+    """A CPU cgroup of our own with a quota; processes join it by writing their pid."""
+
+    path: Path
+    v2: bool
+
+    @staticmethod
+    def create(share: float) -> CpuCgroup:
+        quota = int(share * PERIOD_US)
+        name = f"oomcheck-bench-cold-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        if (CPU_ROOT_V1 / "cpu.cfs_quota_us").exists():
+            path = CPU_ROOT_V1 / name
+            path.mkdir()
+            (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (path / "cpu.cfs_quota_us").write_text(str(quota))
+            return CpuCgroup(path, v2=False)
+        path = CPU_ROOT_V2 / name
+        path.mkdir()
+        (path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+        return CpuCgroup(path, v2=True)
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def cpu_cgroup_available() -> tuple[bool, str]:
+    try:
+        group = CpuCgroup.create(1.0)
+    except OSError as exc:
+        return False, f"no writable CPU cgroup ({type(exc).__name__}: {exc})"
+    group.remove()
+    return True, "CPU cgroup v2 cpu.max" if group.v2 else "CPU cgroup v1 cfs quota"
+
+
+def share_of(memory_mb: int) -> float:
+    return min(1.0, memory_mb / FULL_VCPU_MB)
+
+
+@dataclass
+class Setup:
+    broker: str
+    backend: str
+    env: dict[str, str]
+    app: Any
+    workdir: Path
+
+
+def _one_death(setup: Setup, index: int) -> tuple[Path, str]:
+    """A worker on the roster of a state target of its own, SIGKILLed; the SQS batch announcing
+    it, written to a file. Returns the event file and the target."""
+    from bench.bench_events import _context, _event_for
+    from oomcheck.demo.arrivals import sqs_batch
+    from oomcheck.demo.workers import WorkerProcess
+
+    target = f"bench-cold-{index}-{uuid.uuid4().hex[:4]}"
+    os.environ["OOMCHECK_TARGET"] = target
+    app = setup.app
+    if getattr(app, "_deps", None) is not None and app._deps.inspector is not None:
+        app._deps.inspector.close()
+    app._deps = None
+    name, event = _event_for(100 + index)
+    worker = WorkerProcess(
+        name,
+        setup.broker,
+        setup.backend,
+        concurrency=1,
+        log_path=str(setup.workdir / f"{name}.log"),
+    )
+    try:
+        worker.start()
+        app.handler({"mode": "check"}, _context())  # the target's first run: clients
+        worker.wait_ready(app._deps.inspector.app.control)
+        app.handler({"mode": "check"}, _context())  # discovery: the worker is on the roster
+        worker.kill(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        worker.stop()
+    path = setup.workdir / f"event-{index}.json"
+    path.write_text(json.dumps(sqs_batch([event], sent_at=time.time())))
+    return path, target
+
+
+def _spawn(
+    setup: Setup, event: Path, target: str, *, cgroup: CpuCgroup | None, extra: dict[str, str]
+) -> dict[str, Any]:
+    script = setup.workdir / "child.py"
+    script.write_text(CHILD)
+    out = setup.workdir / f"cold-{uuid.uuid4().hex[:8]}.json"
+    env = {**os.environ, **setup.env, "OOMCHECK_TARGET": target, **extra}
+    env.pop("PYTHONPATH", None)
+    argv = [sys.executable, str(script), str(FUNCTION), str(LAYER), str(event), str(out)]
+    procs = str(cgroup.path / "cgroup.procs") if cgroup else None
+    # the child joins the cgroup before exec, so the interpreter's own start is throttled too
+    prefix = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh"] if procs else []
+    started = time.time()
+    done = subprocess.run(
+        [*prefix, *argv, str(started)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0 or not out.exists():
+        raise RuntimeError(f"cold child failed ({done.returncode}): {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    finished = [
+        json.loads(line) for line in done.stdout.splitlines() if '"run finished"' in line
+    ]
+    stats = finished[-1].get("stats", {}) if finished else {}
+    if not stats.get("alerts_published"):
+        raise RuntimeError(f"cold child published nothing: {stats}")
+    return result
+
+
+@contextlib.contextmanager
+def _cgroup(share: float | None) -> Iterator[CpuCgroup | None]:
+    group = CpuCgroup.create(share) if share is not None else None
+    try:
+        yield group
+    finally:
+        if group is not None:
+            group.remove()
+
+
+def _bytecode_off(workdir: Path) -> dict[str, str]:
+    """No .pyc anywhere: Python looks for bytecode only under an empty, read-only prefix and
+    writes none, as on a layer shipped without compiled files (/opt is read-only)."""
+    empty = workdir / "no-pyc"
+    empty.mkdir(exist_ok=True)
+    empty.chmod(0o555)
+    return {"PYTHONPYCACHEPREFIX": str(empty), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def measure(setup: Setup, variants: dict[str, tuple[float | None, dict[str, str]]], runs: int):
+    """Each variant ``runs`` times, interleaved (variant A, B, C, A, B, C...) so that a change in
+    the machine's load spreads over all of them."""
+    samples: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    loads: list[float] = []
+    for n in range(runs):
+        for key, (share, extra) in variants.items():
+            event, target = _one_death(setup, len(loads))
+            loads.append(os.getloadavg()[0])
+            with _cgroup(share) as group:
+                sample = _spawn(setup, event, target, cgroup=group, extra=extra)
+            samples[key].append(sample)
+            progress(
+                f"{key} run {n + 1}/{runs}: {ms(sample['total_s'])} "
+                f"(import {ms(sample['import_s'])}, load {loads[-1]:.1f})"
+            )
+    return samples, loads
+
+
+def run(quick: bool = False) -> Result:
+    from bench.bench_events import _environment, _load_app
+
+    result = Result("cold", tag="K")
+    runs = 2 if quick else 3
+    available, how = cpu_cgroup_available()
+    share = share_of(256)
+    workdir = Path(tempfile.mkdtemp(prefix="oomcheck-bench-cold-"))
+    saved = dict(os.environ)
+    try:
+        with private_redis() as base, moto_server():
+            broker, backend = f"{base}/1", f"{base}/2"
+            env = _environment(broker, backend)
+            os.environ.update(env)
+            setup = Setup(broker, backend, env, _load_app(), workdir)
+            throttled = share if available else None
+            variants: dict[str, tuple[float | None, dict[str, str]]] = {
+                "full": (None, {}),
+                "256": (throttled, {}),
+                "256-nopyc": (throttled, _bytecode_off(workdir)),
+            }
+            if available and not quick:
+                variants["512"] = (share_of(512), {})
+                variants["1024"] = (share_of(1024), {})
+            samples, loads = measure(setup, variants, runs)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(workdir, ignore_errors=True)
+    _rows(result, samples, loads, available=available, how=how)
+    return result
+
+
+def _fig(runs: list[dict[str, Any]]) -> str:
+    total = median([r["total_s"] for r in runs])
+    return (
+        f"{ms(total)} (import {ms(median([r['import_s'] for r in runs]))}, "
+        f"first invocation {ms(median([r['handler_s'] for r in runs]))}, "
+        f"CPU {ms(median([r['cpu_s'] for r in runs]))}; {len(runs)} runs)"
+    )
+
+
+def _rows(
+    result: Result,
+    samples: dict[str, list[dict[str, Any]]],
+    loads: list[float],
+    *,
+    available: bool,
+    how: str,
+) -> None:
+    full = median([r["total_s"] for r in samples["full"]])
+    result.add(
+        "cold event path at full speed: process start -> SNS publish",
+        _fig(samples["full"]),
+        "issue 17: 1.7 s before",
+        "(informational)",
+        None,
+    )
+    if not available:
+        result.notes.append(f"cold: {how}; the 256 MB rows ran at full speed")
+    at256 = median([r["total_s"] for r in samples["256"]])
+    result.add(
+        f"cold event path at 256 MB's CPU share ({share_of(256):.1%} of a core, {how}): "
+        "process start -> SNS publish",
+        _fig(samples["256"]),
+        f"full speed {ms(full)}; issue 17: 5.6 s before",
+        "<= 1.5 s",
+        at256 <= TARGET_S,
+    )
+    nopyc = median([r["total_s"] for r in samples["256-nopyc"]])
+    result.add(
+        "lever: layer without precompiled bytecode (every module compiled at start), 256 MB",
+        _fig(samples["256-nopyc"]),
+        f"with .pyc: {ms(at256)} ({ms(nopyc - at256)} saved by shipping bytecode)",
+        "(lever)",
+        None,
+    )
+    for memory in (512, 1024):
+        key = str(memory)
+        if key not in samples:
+            continue
+        wall = median([r["total_s"] for r in samples[key]])
+        cost = wall * memory / 1024 * PRICE_GB_S
+        base = at256 * 256 / 1024 * PRICE_GB_S
+        result.add(
+            f"lever: memory {memory} MB ({share_of(memory):.1%} of a core), cold event path",
+            _fig(samples[key]),
+            f"256 MB: {ms(at256)}; cost of this cold run {cost * 1e6:.2f} vs "
+            f"{base * 1e6:.2f} micro-$ at 256 MB",
+            "(lever)",
+            None,
+        )
+    result.notes.append(
+        f"cold: 1-minute load average while sampling: median {median(loads):.1f}, max "
+        f"{max(loads):.1f} (2 cores shared); variants interleaved run by run"
+    )
+    result.facts["cold_256_s"] = at256
+    result.facts["cold_full_s"] = full
+
+
+if __name__ == "__main__":
+    from bench.common import render_table
+
+    print(render_table([run("--quick" in sys.argv)], "bench_cold"))
