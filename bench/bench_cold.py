@@ -183,9 +183,7 @@ def _spawn(
     if done.returncode != 0 or not out.exists():
         raise RuntimeError(f"cold child failed ({done.returncode}): {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.read_text())
-    finished = [
-        json.loads(line) for line in done.stdout.splitlines() if '"run finished"' in line
-    ]
+    finished = [json.loads(line) for line in done.stdout.splitlines() if '"run finished"' in line]
     stats = finished[-1].get("stats", {}) if finished else {}
     if not stats.get("alerts_published"):
         raise RuntimeError(f"cold child published nothing: {stats}")
@@ -330,7 +328,57 @@ def _rows(
     result.facts["cold_full_s"] = full
 
 
+def profile() -> None:
+    """One cold event path at full speed under cProfile and -X importtime: where it goes."""
+    from bench.bench_events import _environment, _load_app
+
+    workdir = Path(tempfile.mkdtemp(prefix="oomcheck-bench-cold-"))
+    saved = dict(os.environ)
+    try:
+        with private_redis() as base, moto_server():
+            broker, backend = f"{base}/1", f"{base}/2"
+            env = _environment(broker, backend)
+            os.environ.update(env)
+            setup = Setup(broker, backend, env, _load_app(), workdir)
+            event, target = _one_death(setup, 0)
+            stats = workdir / "cold.prof"
+            script = workdir / "child.py"
+            script.write_text(CHILD)
+            argv = [sys.executable, "-X", "importtime", "-m", "cProfile", "-o", str(stats)]
+            argv += [str(script), str(FUNCTION), str(LAYER), str(event), str(workdir / "o.json")]
+            child_env = {**os.environ, **env, "OOMCHECK_TARGET": target}
+            child_env.pop("PYTHONPATH", None)
+            done = subprocess.run(
+                [*argv, str(time.time())],
+                env=child_env,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                check=False,
+                timeout=120,
+            )
+            own: dict[str, float] = {}
+            for line in done.stderr.splitlines():
+                if line.startswith("import time:") and "self [us]" not in line:
+                    us, _, name = line[len("import time:") :].split("|")
+                    top = name.strip().split(".")[0]
+                    own[top] = own.get(top, 0.0) + int(us) / 1e3
+            print("import self-time by package (ms):")
+            for name, spent in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
+                print(f"  {spent:8.1f}  {name}")
+            import pstats
+
+            pstats.Stats(str(stats)).sort_stats("cumulative").print_stats(45)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 if __name__ == "__main__":
     from bench.common import render_table
 
-    print(render_table([run("--quick" in sys.argv)], "bench_cold"))
+    if "--profile" in sys.argv:
+        profile()
+    else:
+        print(render_table([run("--quick" in sys.argv)], "bench_cold"))

@@ -71,6 +71,8 @@ def layer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
             f"PYTHON={sys.executable}",
             f"LAYER_PLATFORM=manylinux2014_{platform.machine()}",
             f"LAYER_PYTHON={_version(python)}",
+            # the runtime's interpreter writes the bytecode (pyenv's shims may not run it)
+            f"COMPILE_PYTHON={python}",
         ],
         capture_output=True,
         text=True,
@@ -139,3 +141,25 @@ def test_the_built_layer_imports_everything_and_runs_a_scheduled_check(
         "exits": "ok",
     }
     assert not [f for f in report["findings"] if f["kind"] == "source_unavailable"]
+
+
+def test_the_built_layer_ships_bytecode_for_its_runtime(layer: tuple[Path, Path]) -> None:
+    # Given the layer built for the interpreter that runs it (/opt is read-only in Lambda: a
+    # module without bytecode there is compiled again at every cold start)
+    site, python = layer
+    tag = subprocess.run(
+        [str(python), "-I", "-c", "import sys; print(sys.implementation.cache_tag)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # Then every module of the library and of its dependencies has its .pyc beside it
+    sources = [p for p in site.rglob("*.py") if "__pycache__" not in p.parts]
+    missing = [
+        str(p.relative_to(site))
+        for p in sources
+        if not (p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc").exists()
+    ]
+    assert sources
+    assert not [m for m in missing if m.startswith("oomcheck")], missing[:5]
+    assert len(missing) <= len(sources) // 100, missing[:5]

@@ -11,6 +11,8 @@ allows that call's worst case (``CallLimits.worst_s``).
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -76,11 +78,39 @@ _DEFAULT_BUDGET_S = 30.0
 
 
 def client(service: str, region: str | None = None, limits: CallLimits | None = None) -> Any:
-    import boto3
-
     if limits is None:
         limits = {"dynamodb": store_limits, "sns": publish_limits, "logs": logs_limits}.get(
             service, logs_limits
         )(_DEFAULT_BUDGET_S)
-    session: Any = boto3.session.Session()
-    return session.client(service, region_name=region, config=limits.config())
+    return session().client(service, region_name=region, config=limits.config())
+
+
+_sessions: dict[tuple[tuple[str, str], ...], Any] = {}
+_sessions_lock = threading.Lock()
+
+
+def session() -> Any:
+    """The process's boto3 session. One for every client: each session loads botocore's endpoint
+    and service data again (~40 ms of CPU per client at a cold start, bench_cold). Keyed by the
+    ``AWS_*`` environment it was made in, so a process that changes its credentials, region or
+    endpoint (the tests, the demo) gets a session that sees the change."""
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    with _sessions_lock:  # boto3 sessions are not safe to create clients from concurrently
+        found = _sessions.get(key)
+        if found is None:
+            import boto3
+
+            found = _sessions[key] = boto3.session.Session()
+        return _LockedSession(found)
+
+
+class _LockedSession:
+    """Client creation on a shared session, one thread at a time (the clients themselves are
+    thread-safe)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        with _sessions_lock:
+            return self._inner.client(*args, **kwargs)

@@ -382,12 +382,17 @@ def resolve_reference(value: str) -> str:
     kind, name = _reference(value)
     if kind is None:
         return value
-    from aws_lambda_powertools.utilities import parameters
+    # boto3 on the process's one session rather than Powertools Parameters: read once per
+    # container, so its cache buys nothing, while its package imports every provider and its
+    # clients load botocore's data on sessions of their own (bench_cold)
+    from oomcheck import aws
 
     try:
         if kind == "ssm":
-            return str(parameters.get_parameter(name, decrypt=True))
-        return str(parameters.get_secret(name))
+            reply = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)
+            return str(reply["Parameter"]["Value"])
+        secret = aws.client("secretsmanager").get_secret_value(SecretId=name)
+        return str(secret["SecretString"])
     except Exception as exc:
         # The reference itself is not secret; the value never reaches this message.
         raise SettingsError(
