@@ -11,10 +11,13 @@ CPU share: a 256 MB function gets 256/1769 of a vCPU (FACTS.md); the child runs 
 (v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, v2 ``cpu.max``) whose quota is that share of one
 core. Without a writable CPU cgroup the rows say so and only the full-speed figures are taken.
 
-Levers, each measured against the baseline in the same run (one variant at a time):
-- bytecode: the layer as shipped without ``.pyc`` files (``sam build`` does not compile; /opt is
-  read-only, so every cold start compiles every module) vs compiled, emulated with an empty,
-  read-only ``PYTHONPYCACHEPREFIX``;
+Levers, measured one at a time in the same run, each against the variant without it (the
+function and layer exported from git at the revision before it, compiled, as the layer now ships):
+- bytecode: the layer as it shipped before (``--no-compile`` and ``__pycache__`` stripped; /opt
+  is read-only, so every cold start compiled every module), emulated with an empty, read-only
+  ``PYTHONPYCACHEPREFIX``, vs compiled;
+- presence first: the check an event starts no longer waits the inspect timeout for the dead;
+- one boto3 session for every client, and ssm: references read with boto3 on it;
 - memory: the same path at 512 and 1024 MB's share, for the cost row.
 """
 
@@ -43,6 +46,12 @@ PERIOD_US = 100_000
 TARGET_S = 1.5
 CPU_ROOT_V1 = Path("/sys/fs/cgroup/cpu")
 CPU_ROOT_V2 = Path("/sys/fs/cgroup")
+# The revisions the levers are measured at: main before this work; the check that asks presence
+# first; one boto3 session and boto3 for ssm: references (this file's settings.py split them).
+BEFORE = "158f0a0"
+PRESENCE_FIRST = "3319282"
+COLD_LEVERS = "a444c01"
+SETTINGS = "layers/oomcheck/oomcheck/config/settings.py"
 # x86 Lambda price per GB-s (FACTS.md); a scheduled check every minute is 43,200 a month
 PRICE_GB_S = 0.0000166667
 
@@ -158,15 +167,56 @@ def _one_death(setup: Setup, index: int) -> tuple[Path, str]:
     return path, target
 
 
+@dataclass(frozen=True)
+class Variant:
+    """What one cold sample runs: the function and layer at a revision (None: this checkout),
+    with some files taken from another revision, at a CPU share (None: full speed), with extra
+    environment."""
+
+    rev: str | None = None
+    share: float | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    files_from: tuple[tuple[str, str], ...] = ()  # (path, revision)
+
+
+def _tree(workdir: Path, variant: Variant) -> tuple[Path, Path]:
+    """(function dir, layer dir) of the variant's revision, exported once and compiled (so its
+    bytecode exists, as in the layer; a no-bytecode variant hides it with its env)."""
+    if variant.rev is None:
+        return FUNCTION, LAYER
+    key = "-".join([variant.rev, *(f"{p.rsplit('/', 1)[-1]}@{r}" for p, r in variant.files_from)])
+    where = workdir / f"tree-{key}"
+    if not where.exists():
+        where.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", variant.rev, "layers/oomcheck/oomcheck", "functions/checker"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True, timeout=60)
+        for path, rev in variant.files_from:
+            text = subprocess.run(
+                ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, check=True
+            ).stdout
+            (where / path).write_bytes(text)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(where)], check=True, timeout=120
+        )
+    return where / "functions" / "checker", where / "layers" / "oomcheck"
+
+
 def _spawn(
-    setup: Setup, event: Path, target: str, *, cgroup: CpuCgroup | None, extra: dict[str, str]
+    setup: Setup, event: Path, target: str, *, cgroup: CpuCgroup | None, variant: Variant
 ) -> dict[str, Any]:
     script = setup.workdir / "child.py"
     script.write_text(CHILD)
     out = setup.workdir / f"cold-{uuid.uuid4().hex[:8]}.json"
-    env = {**os.environ, **setup.env, "OOMCHECK_TARGET": target, **extra}
+    env = {**os.environ, **setup.env, "OOMCHECK_TARGET": target, **dict(variant.env)}
     env.pop("PYTHONPATH", None)
-    argv = [sys.executable, str(script), str(FUNCTION), str(LAYER), str(event), str(out)]
+    function, layer = _tree(setup.workdir, variant)
+    argv = [sys.executable, str(script), str(function), str(layer), str(event), str(out)]
     procs = str(cgroup.path / "cgroup.procs") if cgroup else None
     # the child joins the cgroup before exec, so the interpreter's own start is throttled too
     prefix = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh"] if procs else []
@@ -209,17 +259,21 @@ def _bytecode_off(workdir: Path) -> dict[str, str]:
     return {"PYTHONPYCACHEPREFIX": str(empty), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def measure(setup: Setup, variants: dict[str, tuple[float | None, dict[str, str]]], runs: int):
+def measure(
+    setup: Setup, variants: dict[str, Variant], runs: int
+) -> tuple[dict[str, list[dict[str, Any]]], list[float]]:
     """Each variant ``runs`` times, interleaved (variant A, B, C, A, B, C...) so that a change in
     the machine's load spreads over all of them."""
     samples: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
     loads: list[float] = []
+    for variant in variants.values():
+        _tree(setup.workdir, variant)  # exported and compiled before any timing
     for n in range(runs):
-        for key, (share, extra) in variants.items():
+        for key, variant in variants.items():
             event, target = _one_death(setup, len(loads))
             loads.append(os.getloadavg()[0])
-            with _cgroup(share) as group:
-                sample = _spawn(setup, event, target, cgroup=group, extra=extra)
+            with _cgroup(variant.share) as group:
+                sample = _spawn(setup, event, target, cgroup=group, variant=variant)
             samples[key].append(sample)
             progress(
                 f"{key} run {n + 1}/{runs}: {ms(sample['total_s'])} "
@@ -243,15 +297,22 @@ def run(quick: bool = False) -> Result:
             env = _environment(broker, backend)
             os.environ.update(env)
             setup = Setup(broker, backend, env, _load_app(), workdir)
-            throttled = share if available else None
-            variants: dict[str, tuple[float | None, dict[str, str]]] = {
-                "full": (None, {}),
-                "256": (throttled, {}),
-                "256-nopyc": (throttled, _bytecode_off(workdir)),
+            slow = share if available else None
+            nopyc = tuple(_bytecode_off(workdir).items())
+            variants = {
+                # as before this work: the layer shipped without bytecode
+                "before-full": Variant(BEFORE, env=nopyc),
+                "before-256": Variant(BEFORE, slow, nopyc),
+                # levers, one at a time, each on top of the previous row
+                "bytecode-256": Variant(BEFORE, slow),
+                "presence-256": Variant(PRESENCE_FIRST, slow),
+                "session-256": Variant(COLD_LEVERS, slow, files_from=((SETTINGS, PRESENCE_FIRST),)),
+                "256": Variant(None, slow),
+                "full": Variant(None),
             }
             if available and not quick:
-                variants["512"] = (share_of(512), {})
-                variants["1024"] = (share_of(1024), {})
+                variants["512"] = Variant(None, share_of(512))
+                variants["1024"] = Variant(None, share_of(1024))
             samples, loads = measure(setup, variants, runs)
     finally:
         os.environ.clear()
@@ -270,6 +331,35 @@ def _fig(runs: list[dict[str, Any]]) -> str:
     )
 
 
+def _med(samples: dict[str, list[dict[str, Any]]], key: str) -> float:
+    return median([r["total_s"] for r in samples[key]])
+
+
+LEVERS = (
+    # (row, variant, the variant it is measured against)
+    (
+        "bytecode in the layer (was stripped: every module compiled at start)",
+        "bytecode-256",
+        "before-256",
+    ),
+    (
+        "a check started by the event asks presence first (no 1 s wait for the dead)",
+        "presence-256",
+        "bytecode-256",
+    ),
+    (
+        "one boto3 session for every client (botocore data loaded once)",
+        "session-256",
+        "presence-256",
+    ),
+    (
+        "ssm: references read with boto3 on that session, not Powertools Parameters",
+        "256",
+        "session-256",
+    ),
+)
+
+
 def _rows(
     result: Result,
     samples: dict[str, list[dict[str, Any]]],
@@ -278,51 +368,50 @@ def _rows(
     available: bool,
     how: str,
 ) -> None:
-    full = median([r["total_s"] for r in samples["full"]])
+    full, at256 = _med(samples, "full"), _med(samples, "256")
     result.add(
         "cold event path at full speed: process start -> SNS publish",
         _fig(samples["full"]),
-        "issue 17: 1.7 s before",
+        f"before this work (as shipped, no bytecode): {ms(_med(samples, 'before-full'))}",
         "(informational)",
         None,
     )
     if not available:
         result.notes.append(f"cold: {how}; the 256 MB rows ran at full speed")
-    at256 = median([r["total_s"] for r in samples["256"]])
     result.add(
         f"cold event path at 256 MB's CPU share ({share_of(256):.1%} of a core, {how}): "
         "process start -> SNS publish",
         _fig(samples["256"]),
-        f"full speed {ms(full)}; issue 17: 5.6 s before",
+        f"before this work (as shipped, no bytecode): {ms(_med(samples, 'before-256'))}",
         "<= 1.5 s",
         at256 <= TARGET_S,
     )
-    nopyc = median([r["total_s"] for r in samples["256-nopyc"]])
-    result.add(
-        "lever: layer without precompiled bytecode (every module compiled at start), 256 MB",
-        _fig(samples["256-nopyc"]),
-        f"with .pyc: {ms(at256)} ({ms(nopyc - at256)} saved by shipping bytecode)",
-        "(lever)",
-        None,
-    )
+    for what, key, against in LEVERS:
+        now, then = _med(samples, key), _med(samples, against)
+        result.add(
+            f"lever at 256 MB: {what}",
+            _fig(samples[key]),
+            f"without it: {ms(then)} ({ms(then - now)} saved)",
+            "(lever)",
+            None,
+        )
     for memory in (512, 1024):
         key = str(memory)
         if key not in samples:
             continue
-        wall = median([r["total_s"] for r in samples[key]])
-        cost = wall * memory / 1024 * PRICE_GB_S
-        base = at256 * 256 / 1024 * PRICE_GB_S
+        wall = _med(samples, key)
         result.add(
             f"lever: memory {memory} MB ({share_of(memory):.1%} of a core), cold event path",
             _fig(samples[key]),
-            f"256 MB: {ms(at256)}; cost of this cold run {cost * 1e6:.2f} vs "
-            f"{base * 1e6:.2f} micro-$ at 256 MB",
+            f"256 MB: {ms(at256)}; GB-s of this cold run {wall * memory / 1024:.3f} vs "
+            f"{at256 * 256 / 1024:.3f} at 256 MB (x ${PRICE_GB_S * 1e6:.2f} per million GB-s)",
             "(lever)",
             None,
         )
     result.notes.append(
         f"cold: 1-minute load average while sampling: median {median(loads):.1f}, max "
-        f"{max(loads):.1f} (2 cores shared); variants interleaved run by run"
+        f"{max(loads):.1f} (2 cores shared); variants interleaved run by run. Full speed "
+        f"{ms(full)}."
     )
     result.facts["cold_256_s"] = at256
     result.facts["cold_full_s"] = full
