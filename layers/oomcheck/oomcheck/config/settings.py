@@ -7,8 +7,8 @@ parameters left blank). Numbers must be finite and in range; a bad value is a on
 
 URLs may be references to a secret instead of the secret itself, so that a password never sits in
 a plain environment variable: ``ssm:/oomcheck/broker-url`` (SecureString, decrypted) or
-``secretsmanager:oomcheck/broker-url`` (or the full ARN of either). They are read through
-Powertools Parameters, which caches them for five minutes across invocations.
+``secretsmanager:oomcheck/broker-url`` (or the full ARN of either). They are read once per
+container (settings are), with boto3 on the process's one session (oomcheck.aws.session).
 """
 
 from __future__ import annotations
