@@ -1,7 +1,7 @@
 """``python -m bench`` (``make bench``): every benchmark, then one table of figures.
 
     python -m bench                      everything (about 10 minutes on 2 cores)
-    python -m bench --only check,fleet   some of: check, latency, events, fleet, scan, queues,
+    python -m bench --only check,fleet   some of: check, latency, events, cold, fleet, scan, queues,
                                          beat, oncall, sqs, metrics, cost
     python -m bench --quick              smaller N, for development
 
@@ -32,6 +32,7 @@ ORDER = (
     "check",
     "latency",
     "events",
+    "cold",
     "fleet",
     "scan",
     "queues",
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import (
         bench_beat,
         bench_check,
+        bench_cold,
         bench_cost,
         bench_events,
         bench_fleet,
@@ -250,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "check": lambda: bench_check.run(args.quick),
         "latency": lambda: bench_latency.run(args.quick),
         "events": lambda: bench_events.run(args.quick, facts),
+        "cold": lambda: bench_cold.run(args.quick),
         "fleet": lambda: bench_fleet.run(args.quick),
         "scan": lambda: run_scan(args.quick),
         "queues": lambda: bench_queues_memory.run(args.quick),
