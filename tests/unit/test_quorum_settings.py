@@ -55,7 +55,10 @@ def test_task_queues_refuse_an_empty_queue():
 
 def _app(queues: list[Queue], **conf: object) -> Celery:
     app = Celery(
-        "shop", broker="amqp://guest:guest@127.0.0.1:5672//", backend="redis://127.0.0.1/1"
+        "shop",
+        broker="amqp://guest:guest@127.0.0.1:5672//",
+        backend="redis://127.0.0.1/1",
+        set_as_current=False,
     )
     app.conf.update(task_queues=queues, **conf)
     return app
@@ -80,10 +83,10 @@ def test_the_app_gives_its_quorum_queues_and_each_task_queue():
         task_routes={"shop.heavy": {"queue": "work"}},
     )
 
-    @app.task(name="shop.heavy")
+    @app.task(name="shop.heavy", shared=False)
     def heavy() -> None: ...
 
-    @app.task(name="shop.light")
+    @app.task(name="shop.light", shared=False)
     def light() -> None: ...
 
     found = app_variables(app)
