@@ -62,10 +62,10 @@ if os.environ.get("OOMCHECK_DEMO_BEAT_SCHEDULE"):
 if os.environ.get("OOMCHECK_DEMO_QUEUE_ARGUMENTS"):
     import json
 
-    from kombu import Queue
+    from kombu.entity import Queue
 
     app.conf.task_queues = [
-        Queue(
+        Queue(  # type: ignore[no-untyped-call]
             app.conf.task_default_queue,
             routing_key=app.conf.task_default_queue,
             queue_arguments=json.loads(os.environ["OOMCHECK_DEMO_QUEUE_ARGUMENTS"]),
