@@ -35,6 +35,7 @@ from oomcheck.ports import QueueSource, ReferenceClock
 
 if TYPE_CHECKING:
     from oomcheck.ports import Deps
+    from oomcheck.sources.ecs import EcsTask
 
 __all__ = [
     "ClockRead",
@@ -63,6 +64,8 @@ class Observed:
     discovered: bool
     scan_cursor: str | None
     notes: tuple[str, ...] = ()
+    # the ECS services' running tasks, where this run read them (OOMCHECK_ECS_SERVICES)
+    ecs_tasks: tuple[EcsTask, ...] = ()
 
 
 def observe(
@@ -86,7 +89,7 @@ def observe(
         workers.update(reping_strangers(deps, state, workers, results.value.started))
     broker = read_broker(deps, now)
     exits, memory = read_logs(deps, state.last_run_at, now)
-    ecs_status, memory = read_ecs(deps, memory)
+    ecs_status, memory, ecs_tasks = read_ecs(deps, memory)
     queues = read_queues(
         deps, state, workers, inspected.value.queues_error if inspected.value else None
     )
@@ -162,6 +165,7 @@ def observe(
         discovered=bool(inspected.value and inspected.value.discovered),
         scan_cursor=found.cursor if found else state.scan_cursor,
         notes=(clock.note,) if clock.note else (),
+        ecs_tasks=ecs_tasks,
     )
 
 
