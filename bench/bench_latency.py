@@ -202,13 +202,13 @@ def floor_off() -> Iterator[None]:
     broadcast for every roster worker's reply (so it waits the inspect timeout for the dead)."""
     from oomcheck import runner
 
-    poll, suspects = runner.PRESENCE_POLL_S, runner._suspects
+    poll, suspects = runner.PRESENCE_POLL_S, runner.suspects
     runner.PRESENCE_POLL_S = BEFORE_POLL_S
-    runner._suspects = lambda *_: ()  # type: ignore[assignment]
+    runner.suspects = lambda *_, **__: ()  # type: ignore[assignment]
     try:
         yield
     finally:
-        runner.PRESENCE_POLL_S, runner._suspects = poll, suspects
+        runner.PRESENCE_POLL_S, runner.suspects = poll, suspects
 
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

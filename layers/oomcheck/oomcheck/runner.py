@@ -20,7 +20,6 @@ from oomcheck.config.advice import config_risks
 from oomcheck.config.settings import Settings
 from oomcheck.deadline import DEFAULT_RUN_TIMEOUT_S, Deadline
 from oomcheck.detect import evaluate
-from oomcheck.detect.correlate import WorkerIdentity, workers_for_hosts
 from oomcheck.entry.arrivals import Arrival, merged
 from oomcheck.model import (
     Mode,
@@ -33,6 +32,7 @@ from oomcheck.model import (
     WorkerStatus,
 )
 from oomcheck.observe import observe
+from oomcheck.observe.workers import suspects
 from oomcheck.ports import Deps
 from oomcheck.redact import scrub
 from oomcheck.report import usage
@@ -82,7 +82,12 @@ def run_once(
             view.state,
             now,
             audit=mode is Mode.AUDIT,
-            suspects=_suspects(view.state, arrival, woken, settings),
+            suspects=suspects(
+                view.state,
+                woken=woken,
+                evidence=arrival.evidence if arrival is not None else (),
+                worker_map=settings.policy.worker_map,
+            ),
         )
         now = observed.observation.at
         errors = dict(observed.observation.errors)
@@ -179,22 +184,6 @@ def run_once(
         if observation.beat is not None
         else None,
     )
-
-
-def _suspects(
-    state: State, arrival: Arrival | None, woken: bool, settings: Settings
-) -> tuple[str, ...]:
-    """The live workers of the roster a death is suspected of: every one after a closed
-    subscription (which worker it was is what the check finds out), the ones the arriving
-    events name after an event."""
-    running = [name for name, r in state.workers.items() if r.status in RUNNING]
-    if woken:
-        return tuple(running)
-    if arrival is None or not arrival.evidence:
-        return ()
-    identities = [WorkerIdentity(name=n) for n in running]
-    hosts = {h for item in arrival.evidence for h in item.hosts}
-    return tuple(workers_for_hosts(hosts, identities, settings.policy.worker_map))
 
 
 def _oncall_stats(

@@ -6,7 +6,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from oomcheck.detect.correlate import WorkerIdentity, workers_for_hosts
 from oomcheck.model import (
+    ExitEvidence,
     Presence,
     Source,
     SourceState,
@@ -68,6 +70,28 @@ def read_inspect(
         if not snap.registered and record is not None and record.pid == snap.pid:
             workers[name] = replace(snap, registered=record.limits)
     return Read(replace(inspected, workers=workers), status), probe.status
+
+
+def suspects(
+    state: State,
+    *,
+    woken: bool,
+    evidence: Sequence[ExitEvidence],
+    worker_map: Mapping[str, str],
+) -> tuple[str, ...]:
+    """The live workers of the roster a death is suspected of, whom broker presence is asked
+    about first: every one after a closed subscription (which worker it was is what the check
+    finds out), the ones the arriving events' ``evidence`` names after an event."""
+    running = [
+        n for n, r in state.workers.items() if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
+    ]
+    if woken:
+        return tuple(running)
+    if not evidence:
+        return ()
+    identities = [WorkerIdentity(name=n) for n in running]
+    hosts = {h for item in evidence for h in item.hosts}
+    return tuple(workers_for_hosts(hosts, identities, worker_map))
 
 
 class _PresenceProbe:
