@@ -74,7 +74,7 @@ def run_once(
     view = _open_state(deps, now, deadline, writable=mode is not Mode.AUDIT)
     try:
         # 2. observe; from here on `now` is the reference clock's (the lease keeps the local)
-        observed = observe(deps, view.state, now, audit=mode is Mode.AUDIT)
+        observed = observe(deps, view.state, now, audit=mode is Mode.AUDIT, deadline=deadline)
         now = observed.observation.at
         errors = dict(observed.observation.errors)
         if view.status.failed:
