@@ -428,6 +428,9 @@ class FakePresence:
     def judge(self, members: Any) -> dict[str, Any]:
         return {}
 
+    def shares(self, members: Any) -> dict[str, int]:
+        return {}
+
     def describe(self) -> str:
         return "fake"
 

@@ -111,6 +111,10 @@ class BrokerPresence(Protocol):
 
     def describe(self) -> str: ...
 
+    def shares(self, members: Sequence[Member]) -> dict[str, int]:
+        """How many long-lived pub/sub connections each answering member holds, for those whose
+        share is unknown and whose address's workers all answered; {} where it cannot say."""
+
     def subscriptions(self) -> frozenset[str] | None:
         """Ids of the workers' long-lived pub/sub connections (one cheap command), for watch
         mode to notice a death between checks; None where the broker cannot say."""

@@ -81,6 +81,7 @@ def record_from(ctx: Context, snap: WorkerSnapshot, first_seen: float) -> Worker
         active=remembered_active(ctx, snap),
         limits=dict(snap.registered),
         queues=tuple(sorted(snap.queues or ())),
+        subscriptions=snap.subscriptions,
     )
 
 
@@ -93,12 +94,14 @@ def refreshed(ctx: Context, record: WorkerRecord, snap: WorkerSnapshot) -> Worke
     limits = dict(snap.registered) if snap.registered else record.limits
     # active_queues() unanswered this run: keep what we knew
     queues = tuple(sorted(snap.queues)) if snap.queues is not None else record.queues
+    subscriptions = snap.subscriptions or record.subscriptions
     if (
         record.status == WorkerStatus.ALIVE
         and record.incident_id is None
         and (record.pool, record.pool_pids, record.active) == (snap.pool, pool_pids, active)
         and record.limits == limits
         and record.queues == queues
+        and record.subscriptions == subscriptions
     ):
         return record
     return replace(
@@ -109,6 +112,7 @@ def refreshed(ctx: Context, record: WorkerRecord, snap: WorkerSnapshot) -> Worke
         active=active,
         limits=limits,
         queues=queues,
+        subscriptions=subscriptions,
         incident_id=None,
         changed_at=ctx.now,
     )

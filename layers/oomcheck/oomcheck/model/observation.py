@@ -52,6 +52,9 @@ class WorkerSnapshot:
     reping: bool = False
     # The queues it consumes (`inspect().active_queues()`); None when not asked or no answer.
     queues: tuple[str, ...] | None = None
+    # Its long-lived pub/sub connections to the broker, learned this run (broker presence);
+    # None: not learned this run.
+    subscriptions: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

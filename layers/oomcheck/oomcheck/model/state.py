@@ -30,6 +30,9 @@ class WorkerRecord:
     incident_id: str | None = None
     # The queues it consumed when last seen (active_queues()): who consumed a queue left orphaned.
     queues: tuple[str, ...] = ()
+    # Its long-lived pub/sub connections to the broker, learned while every worker on its
+    # address answered (oomcheck.sources.presence.owners); None: not learned.
+    subscriptions: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from oomcheck.sources.inspector import InspectResult
 
 if TYPE_CHECKING:
     from oomcheck.ports import Deps
+    from oomcheck.sources.presence.owners import Member
 from oomcheck.observe.base import MAX_STRANGERS, OK, Read, guard, off
 
 
@@ -59,13 +60,53 @@ def read_inspect(
     )
     if inspected is None:
         return Read(None, status), probe.status
-    workers = dict(inspected.workers)
+    workers = _with_shares(deps, state, now, dict(inspected.workers), inspected.missing)
     # keep what the roster knows of limits when registered() was not asked again
     for name, snap in workers.items():
         record = state.workers.get(name)
         if not snap.registered and record is not None and record.pid == snap.pid:
             workers[name] = replace(snap, registered=record.limits)
     return Read(replace(inspected, workers=workers), status), probe.status
+
+
+def _share(state: State, snap: WorkerSnapshot) -> int | None:
+    """What the roster learned of this incarnation's pub/sub share, if anything."""
+    record = state.workers.get(snap.name)
+    return record.subscriptions if record is not None and record.pid == snap.pid else None
+
+
+def _members(
+    state: State, now: float, answered: Mapping[str, WorkerSnapshot], missing: Sequence[str]
+) -> list[Member]:
+    from oomcheck.sources.presence.owners import Member
+
+    members = [Member(n, now - s.uptime_s, True, _share(state, s)) for n, s in answered.items()]
+    members += [
+        Member(n, state.workers[n].boot_at, False, state.workers[n].subscriptions)
+        for n in missing
+        if n in state.workers
+    ]
+    return members
+
+
+def _with_shares(
+    deps: Deps,
+    state: State,
+    now: float,
+    workers: dict[str, WorkerSnapshot],
+    missing: Sequence[str],
+) -> dict[str, WorkerSnapshot]:
+    """The answering workers, each with its pub/sub share where it was learned this run. Asked
+    of the broker only while some answering worker's share is unknown: once per incarnation."""
+    presence = deps.presence
+    if presence is None or all(_share(state, s) is not None for s in workers.values()):
+        return workers
+    members = _members(state, now, workers, missing)
+    # learning is best effort: a broker that fails here fails the probe or the next run
+    learned = guard(lambda: presence.shares(members), deps.settings.secrets())[0] or {}
+    return {
+        n: replace(s, subscriptions=learned[n]) if n in learned else s for n, s in workers.items()
+    }
 
 
 class _PresenceProbe:
@@ -82,16 +123,10 @@ class _PresenceProbe:
         self, answered: Mapping[str, WorkerSnapshot], missing: Sequence[str]
     ) -> Mapping[str, Presence]:
         from oomcheck.sources.presence.brokers import PresenceOff
-        from oomcheck.sources.presence.owners import Member
 
         presence = self.deps.presence
         assert presence is not None
-        members = [Member(n, self.now - s.uptime_s, True) for n, s in answered.items()]
-        members += [
-            Member(n, self.state.workers[n].boot_at, False)
-            for n in missing
-            if n in self.state.workers
-        ]
+        members = _members(self.state, self.now, answered, missing)
 
         def judge() -> Mapping[str, Presence] | SourceStatus:
             try:

@@ -77,6 +77,7 @@ def worker_to_json(record: WorkerRecord) -> Json:
             "limits": limits_to_json(record.limits) or None,
             "incident_id": record.incident_id,
             "queues": list(record.queues),
+            "subscriptions": record.subscriptions,
         }
     )
 
@@ -247,6 +248,10 @@ def _active(value: Json) -> ActiveTask:
     )
 
 
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def worker_from_json(value: Json) -> WorkerRecord:
     return WorkerRecord(
         name=value["name"],
@@ -261,6 +266,7 @@ def worker_from_json(value: Json) -> WorkerRecord:
         limits=_limits(value.get("limits")),
         incident_id=value.get("incident_id"),
         queues=tuple(str(q) for q in value.get("queues", ())),
+        subscriptions=_count(value.get("subscriptions")),
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from oomcheck.model import Presence
-from oomcheck.sources.presence.owners import Member, attribute, parse_client_list
+from oomcheck.sources.presence.owners import Member, attribute, learn_shares, parse_client_list
 
 
 class PresenceOff(RuntimeError):
@@ -62,6 +62,12 @@ class RedisBrokerPresence:
         judged = attribute(parse_client_list(entries, self.db), members, now)
         return {name: _how_it_closed(p, bindings) for name, p in judged.items()}
 
+    def shares(self, members: Sequence[Member]) -> dict[str, int]:
+        """Each answering member's pub/sub share, where every worker on its address answered
+        and its share is not known yet (oomcheck.sources.presence.owners.learn_shares)."""
+        entries = self.client.client_list()
+        return learn_shares(parse_client_list(entries, self.db), members)
+
     def subscriptions(self) -> frozenset[str] | None:
         entries = self.client.client_list()
         return frozenset(
@@ -91,6 +97,9 @@ class AmqpBrokerPresence:
 
     def describe(self) -> str:
         return "rabbitmq pidbox queues"
+
+    def shares(self, members: Sequence[Member]) -> dict[str, int]:
+        return {}  # exact per nodename: no counting needed
 
     def subscriptions(self) -> frozenset[str] | None:
         return None  # one declare per worker is not the one cheap command watch mode needs

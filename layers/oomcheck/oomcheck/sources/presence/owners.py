@@ -12,7 +12,11 @@ silent worker is judged only by what the listing proves:
 2. by address: a worker whose nodename encodes its address (``ip-10-0-1-5``, as ECS awsvpc and EC2
    give) and that is the only known worker there owns every pub/sub connection from that address
    (a worker subscribes to its pidbox for life; producers sharing the address only publish);
-3. by age, where workers share an address (EC2 with several workers, every test on 127.0.0.1):
+3. by count, where workers share an address: while every worker there answers, each one's share
+   of the address's pub/sub connections is learned (:func:`learn_shares`); when one is silent,
+   every other worker there answered and the address holds exactly its share fewer, it is dead;
+   exactly as many, it lives. Whatever the pools or start times;
+4. by age, where workers share an address (EC2 with several workers, every test on 127.0.0.1):
    a worker subscribes to its pidbox within seconds of starting, so a pub/sub connection born in
    its start window is its own, if no other worker started in that window and every worker that
    answered owns one in its own window (else the broker has reconnected everyone since and ages
@@ -58,6 +62,9 @@ class Member:
     name: str
     boot_at: float
     answered: bool
+    # its long-lived pub/sub connections to the broker (pidbox, event consumer), as learned while
+    # every worker on its address answered; None: not learned yet
+    share: int | None = None
 
 
 def parse_client_list(entries: Iterable[Mapping[str, object]], db: int | None) -> list[Connection]:
@@ -127,7 +134,75 @@ def _judge(
         here = [c for c in foreign if c.ip not in known_ips]
         peers = [m for m in members if m is not member and not _ips(m.name)]
         where = "on its host"
-    return _by_age(member, [c for c in here if c.pubsub], peers, now, where)
+    pubsub = [c for c in here if c.pubsub]
+    counted = _by_count(member, len(pubsub), peers, now, where)
+    if counted is not None:
+        return counted
+    return _by_age(member, pubsub, peers, now, where)
+
+
+def learn_shares(connections: Sequence[Connection], members: Sequence[Member]) -> dict[str, int]:
+    """The pub/sub share of each answering member whose share is unknown, where every member on
+    its address answered: the address's count less the known shares, for the one unknown; or an
+    even split, where none is known and the count divides (workers started together by one
+    command run one configuration: gossip on, two each; ``--without-gossip``, one)."""
+    foreign = [c for c in connections if not c.own and c.pubsub]
+    known_ips = frozenset().union(*(_ips(m.name) for m in members))
+    learned: dict[str, int] = {}
+    for group in _groups(members):
+        if not all(m.answered for m in group):
+            continue
+        ips = _ips(group[0].name)
+        count = sum(1 for c in foreign if (c.ip in ips if ips else c.ip not in known_ips))
+        unknown = [m for m in group if m.share is None]
+        known = sum(m.share or 0 for m in group)
+        if len(unknown) == 1 and count - known > 0:
+            learned[unknown[0].name] = count - known
+        elif unknown and len(unknown) == len(group) and count and count % len(group) == 0:
+            learned.update((m.name, count // len(group)) for m in group)
+    return learned
+
+
+def _groups(members: Sequence[Member]) -> list[list[Member]]:
+    """Members by the address their nodenames give (those that give none: one group, "its
+    host", as the age rule treats them)."""
+    groups: dict[frozenset[str], list[Member]] = {}
+    for member in members:
+        ips = _ips(member.name)
+        key = next((k for k in groups if k & ips), ips) if ips else ips
+        groups.setdefault(key, []).append(member)
+    return list(groups.values())
+
+
+def _by_count(
+    member: Member, count: int, peers: list[Member], now: float, where: str
+) -> Presence | None:
+    """Dead or alive by how many pub/sub connections the address holds, where the shares of
+    every worker there are known and every other worker answered; None where counts prove
+    nothing."""
+    group = [member, *peers]
+    if not peers or any(p.share is None or not p.answered for p in peers):
+        return None
+    if member.share is None:
+        return None
+    full = sum(m.share or 0 for m in group)
+    others = f"the other {len(peers)} answered"
+    if count == full - member.share:
+        return Presence(
+            member.name,
+            False,
+            f"broker: 1 of {len(group)} workers' subscriptions {where} closed "
+            f"({count} of {full} open); {others}",
+            None,
+        )
+    if count == full:
+        return Presence(
+            member.name,
+            True,
+            f"broker: all {len(group)} workers' subscriptions {where} are open; {others}",
+            now,
+        )
+    return None
 
 
 def _window(boot_at: float) -> tuple[float, float]:
