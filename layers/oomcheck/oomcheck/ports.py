@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from oomcheck.sources.ecs import EcsTask
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
-    from oomcheck.sources.presence.owners import Member
+    from oomcheck.sources.presence.owners import Member, Share
     from oomcheck.sources.queues import QueueRead
     from oomcheck.sources.results.scan import ResultScan
     from oomcheck.store.base import SaveStats
@@ -111,7 +111,7 @@ class BrokerPresence(Protocol):
 
     def describe(self) -> str: ...
 
-    def shares(self, members: Sequence[Member]) -> dict[str, int]:
+    def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         """How many long-lived pub/sub connections each answering member holds, for those whose
         share is unknown and whose address's workers all answered; {} where it cannot say."""
 

@@ -55,6 +55,8 @@ class WorkerSnapshot:
     # Its long-lived pub/sub connections to the broker, learned this run (broker presence);
     # None: not learned this run.
     subscriptions: int | None = None
+    # whether its connections carry its nodename as their name (learned with subscriptions)
+    named_connections: bool = False
 
 
 @dataclass(frozen=True, slots=True)

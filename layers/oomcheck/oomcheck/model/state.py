@@ -33,6 +33,8 @@ class WorkerRecord:
     # Its long-lived pub/sub connections to the broker, learned while every worker on its
     # address answered (oomcheck.sources.presence.owners); None: not learned.
     subscriptions: int | None = None
+    # its connections carry its nodename as their name (oomcheck.naming)
+    named_connections: bool = False
 
 
 @dataclass(frozen=True, slots=True)

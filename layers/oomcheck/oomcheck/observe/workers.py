@@ -69,10 +69,12 @@ def read_inspect(
     return Read(replace(inspected, workers=workers), status), probe.status
 
 
-def _share(state: State, snap: WorkerSnapshot) -> int | None:
+def _share(state: State, snap: WorkerSnapshot) -> tuple[int | None, bool]:
     """What the roster learned of this incarnation's pub/sub share, if anything."""
     record = state.workers.get(snap.name)
-    return record.subscriptions if record is not None and record.pid == snap.pid else None
+    if record is None or record.pid != snap.pid:
+        return None, False
+    return record.subscriptions, record.named_connections
 
 
 def _members(
@@ -80,9 +82,15 @@ def _members(
 ) -> list[Member]:
     from oomcheck.sources.presence.owners import Member
 
-    members = [Member(n, now - s.uptime_s, True, _share(state, s)) for n, s in answered.items()]
+    members = [Member(n, now - s.uptime_s, True, *_share(state, s)) for n, s in answered.items()]
     members += [
-        Member(n, state.workers[n].boot_at, False, state.workers[n].subscriptions)
+        Member(
+            n,
+            state.workers[n].boot_at,
+            False,
+            state.workers[n].subscriptions,
+            state.workers[n].named_connections,
+        )
         for n in missing
         if n in state.workers
     ]
@@ -99,13 +107,16 @@ def _with_shares(
     """The answering workers, each with its pub/sub share where it was learned this run. Asked
     of the broker only while some answering worker's share is unknown: once per incarnation."""
     presence = deps.presence
-    if presence is None or all(_share(state, s) is not None for s in workers.values()):
+    if presence is None or all(_share(state, s)[0] is not None for s in workers.values()):
         return workers
     members = _members(state, now, workers, missing)
     # learning is best effort: a broker that fails here fails the probe or the next run
     learned = guard(lambda: presence.shares(members), deps.settings.secrets())[0] or {}
     return {
-        n: replace(s, subscriptions=learned[n]) if n in learned else s for n, s in workers.items()
+        n: replace(s, subscriptions=learned[n].count, named_connections=learned[n].named)
+        if n in learned
+        else s
+        for n, s in workers.items()
     }
 
 

@@ -78,6 +78,7 @@ def worker_to_json(record: WorkerRecord) -> Json:
             "incident_id": record.incident_id,
             "queues": list(record.queues),
             "subscriptions": record.subscriptions,
+            "named_connections": record.named_connections or None,
         }
     )
 
@@ -249,7 +250,7 @@ def _active(value: Json) -> ActiveTask:
 
 
 def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def worker_from_json(value: Json) -> WorkerRecord:
@@ -267,6 +268,7 @@ def worker_from_json(value: Json) -> WorkerRecord:
         incident_id=value.get("incident_id"),
         queues=tuple(str(q) for q in value.get("queues", ())),
         subscriptions=_count(value.get("subscriptions")),
+        named_connections=value.get("named_connections") is True,
     )
 
 

@@ -16,7 +16,13 @@ from dataclasses import replace
 from typing import Any
 
 from oomcheck.model import Presence
-from oomcheck.sources.presence.owners import Member, attribute, learn_shares, parse_client_list
+from oomcheck.sources.presence.owners import (
+    Member,
+    Share,
+    attribute,
+    learn_shares,
+    parse_client_list,
+)
 
 
 class PresenceOff(RuntimeError):
@@ -62,7 +68,7 @@ class RedisBrokerPresence:
         judged = attribute(parse_client_list(entries, self.db), members, now)
         return {name: _how_it_closed(p, bindings) for name, p in judged.items()}
 
-    def shares(self, members: Sequence[Member]) -> dict[str, int]:
+    def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         """Each answering member's pub/sub share, where every worker on its address answered
         and its share is not known yet (oomcheck.sources.presence.owners.learn_shares)."""
         entries = self.client.client_list()
@@ -98,7 +104,7 @@ class AmqpBrokerPresence:
     def describe(self) -> str:
         return "rabbitmq pidbox queues"
 
-    def shares(self, members: Sequence[Member]) -> dict[str, int]:
+    def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         return {}  # exact per nodename: no counting needed
 
     def subscriptions(self) -> frozenset[str] | None:

@@ -65,6 +65,9 @@ class Member:
     # its long-lived pub/sub connections to the broker (pidbox, event consumer), as learned while
     # every worker on its address answered; None: not learned yet
     share: int | None = None
+    # its connections carry its nodename as their name (oomcheck.naming), as learned while it
+    # answered: once none does, it is dead
+    named: bool = False
 
 
 def parse_client_list(entries: Iterable[Mapping[str, object]], db: int | None) -> list[Connection]:
@@ -100,6 +103,11 @@ def attribute(
         if member.name in named:
             out[member.name] = Presence(
                 member.name, True, "broker: its named connection is open", now
+            )
+            continue
+        if member.named:
+            out[member.name] = Presence(
+                member.name, False, "broker: no connection named after it is open any more", None
             )
             continue
         out[member.name] = _judge(member, foreign, members, now)
@@ -141,14 +149,29 @@ def _judge(
     return _by_age(member, pubsub, peers, now, where)
 
 
-def learn_shares(connections: Sequence[Connection], members: Sequence[Member]) -> dict[str, int]:
-    """The pub/sub share of each answering member whose share is unknown, where every member on
-    its address answered: the address's count less the known shares, for the one unknown; or an
-    even split, where none is known and the count divides (workers started together by one
-    command run one configuration: gossip on, two each; ``--without-gossip``, one)."""
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What a worker holds of the broker's connections: its long-lived pub/sub connections, and
+    whether they carry its nodename as their name."""
+
+    count: int
+    named: bool = False
+
+
+def learn_shares(connections: Sequence[Connection], members: Sequence[Member]) -> dict[str, Share]:
+    """The share of each answering member whose share is unknown. A member whose connections
+    carry its name: its named pub/sub connections. Else where every member on its address
+    answered: the address's count less the known shares, for the one unknown; or an even split,
+    where none is known and the count divides (workers started together by one command run one
+    configuration: gossip on, two each; ``--without-gossip``, one)."""
     foreign = [c for c in connections if not c.own and c.pubsub]
+    by_name = {c.name for c in connections if c.name and not c.own}
+    learned = {
+        m.name: Share(sum(1 for c in foreign if c.name == m.name), named=True)
+        for m in members
+        if m.answered and m.share is None and m.name in by_name
+    }
     known_ips = frozenset().union(*(_ips(m.name) for m in members))
-    learned: dict[str, int] = {}
     for group in _groups(members):
         if not all(m.answered for m in group):
             continue
@@ -157,9 +180,10 @@ def learn_shares(connections: Sequence[Connection], members: Sequence[Member]) -
         unknown = [m for m in group if m.share is None]
         known = sum(m.share or 0 for m in group)
         if len(unknown) == 1 and count - known > 0:
-            learned[unknown[0].name] = count - known
+            learned.setdefault(unknown[0].name, Share(count - known))
         elif unknown and len(unknown) == len(group) and count and count % len(group) == 0:
-            learned.update((m.name, count // len(group)) for m in group)
+            for m in group:
+                learned.setdefault(m.name, Share(count // len(group)))
     return learned
 
 
