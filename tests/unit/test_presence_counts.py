@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from oomcheck.sources.presence.owners import Connection, Member, attribute, learn_shares
+from oomcheck.sources.presence.owners import Connection, Member, Share, attribute, learn_shares
 
 NOW = 10_000.0
 HOST = "10.0.1.7"
@@ -32,13 +32,13 @@ def test_shares_are_learned_while_every_worker_on_the_address_answers():
         Connection(HOST, 10.0, True, name="oomcheck"),  # the checker's own
         *subs(4, "10.0.1.8"),  # another address
     ]
-    assert learn_shares(listing, members) == {m.name: 2 for m in members}
+    assert learn_shares(listing, members) == {m.name: Share(2) for m in members}
 
 
 def test_a_new_worker_gets_what_the_address_holds_beyond_the_known_shares():
     known = workers(True, True, share=2)
     new = Member("w9@ip-10-0-1-7", 9_900.0, True)  # --without-gossip: one
-    assert learn_shares(subs(5), [*known, new]) == {new.name: 1}
+    assert learn_shares(subs(5), [*known, new]) == {new.name: Share(1)}
 
 
 @pytest.mark.parametrize(
@@ -89,3 +89,38 @@ def test_counts_that_prove_nothing_leave_it_to_ages_which_cannot_tell(members, c
     silent = [m.name for m in members if not m.answered]
     assert {n: found[n].present for n in silent} == dict.fromkeys(silent)
     assert all("cannot tell" in found[n].evidence for n in silent)
+
+
+def test_a_worker_that_names_its_connections_is_known_by_name_alive_or_dead():
+    # Given a worker whose connections carry its nodename, among unnamed workers on its host
+    name = "named@pod-a"
+    listing = [Connection(HOST, 10.0, True, name=name), Connection(HOST, 10.0, False, name=name)]
+    members = [Member(name, 9_000.0, True), *workers(True, share=None)]
+    # When it answers: its share is its named subscriptions, and that it names them
+    assert learn_shares([*listing, *subs(2)], members)[name] == Share(1, named=True)
+    # Then while silent it lives as long as a named connection is open, and is dead once none is
+    silent = Member(name, 9_000.0, False, share=1, named=True)
+    assert attribute(listing, [silent], NOW)[name].present is True
+    gone = attribute(subs(2), [silent, *workers(True)], NOW)[name]
+    assert gone.present is False
+    assert gone.evidence == "broker: no connection named after it is open any more"
+
+
+def test_the_roster_keeps_what_was_learned_across_runs():
+    from oomcheck.model import WorkerStatus
+    from oomcheck.model.state import WorkerRecord
+    from oomcheck.store.codec import worker_from_json, worker_to_json
+
+    record = WorkerRecord(
+        "w@h",
+        7,
+        1.0,
+        "solo",
+        (),
+        WorkerStatus.ALIVE,
+        1.0,
+        1.0,
+        subscriptions=2,
+        named_connections=True,
+    )
+    assert worker_from_json(worker_to_json(record)) == record
