@@ -431,6 +431,9 @@ class FakePresence:
     def shares(self, members: Any) -> dict[str, int]:
         return {}
 
+    def pidbox_names(self) -> frozenset[str]:
+        return frozenset()
+
     def describe(self) -> str:
         return "fake"
 

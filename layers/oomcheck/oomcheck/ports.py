@@ -111,6 +111,10 @@ class BrokerPresence(Protocol):
 
     def describe(self) -> str: ...
 
+    def pidbox_names(self) -> frozenset[str]:
+        """Nodenames the broker holds a pidbox binding for (started and not shut down cleanly);
+        empty where the broker cannot say cheaply."""
+
     def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         """How many long-lived pub/sub connections each answering member holds, for those whose
         share is unknown and whose address's workers all answered; {} where it cannot say."""

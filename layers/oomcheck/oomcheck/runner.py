@@ -89,6 +89,9 @@ def run_once(
             new_state,
             last_discovery_at=now if observed.discovered else view.state.last_discovery_at,
             scan_cursor=observed.scan_cursor,
+            stale_bindings=view.state.stale_bindings
+            if observed.stale_bindings is None
+            else observed.stale_bindings,
         )
         if mode is Mode.AUDIT:
             findings = [*findings, *config_risks(observation, view.state)]

@@ -167,6 +167,9 @@ class State:
     last_run_at: float | None = None
     last_discovery_at: float | None = None
     scan_cursor: str | None = None
+    # Nodenames with a pidbox binding on the broker that were asked once and did not answer (a
+    # killed worker's leftover binding): not asked again while the binding stays.
+    stale_bindings: tuple[str, ...] = ()
     # worker -> its latest samples above the memory threshold, oldest first (empty: absent)
     pressure: Mapping[str, tuple[MemoryPoint, ...]] = field(default_factory=dict)
     # queue -> since when it has held messages with no live consumer

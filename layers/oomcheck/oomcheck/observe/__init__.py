@@ -70,6 +70,8 @@ class Observed:
     discovered: bool
     scan_cursor: str | None
     notes: tuple[str, ...] = ()
+    # State.stale_bindings for the next run; None: keep the previous
+    stale_bindings: tuple[str, ...] | None = None
 
 
 def observe(
@@ -201,6 +203,7 @@ def observe(
         discovered=bool(inspected.value and inspected.value.discovered),
         scan_cursor=found.cursor if found else state.scan_cursor,
         notes=(clock.note,) if clock.note else (),
+        stale_bindings=inspected.value.stale_bindings if inspected.value else None,
     )
 
 

@@ -32,14 +32,16 @@ def read_inspect(
     inspector = deps.inspector
     if inspector is None:
         return Read(None, off(deps, Source.INSPECT)), off(deps, Source.PRESENCE)
-    expected = sorted(
+    known = sorted(
         name
         for name, r in state.workers.items()
         if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
     )
+    bindings, newcomers = _newcomers(deps, state)
+    expected = sorted({*known, *newcomers})
     discover = (
         audit
-        or not expected
+        or not known
         or state.last_discovery_at is None
         or now - state.last_discovery_at >= deps.settings.discovery_interval_s
     )
@@ -60,13 +62,34 @@ def read_inspect(
     )
     if inspected is None:
         return Read(None, status), probe.status
+    stale = (
+        tuple(sorted((set(state.stale_bindings) | set(inspected.missing)) & bindings - set(known)))
+        if bindings is not None
+        else None
+    )
+    counters = {"new_workers_asked": len(newcomers)}
     workers = _with_shares(deps, state, now, dict(inspected.workers), inspected.missing)
     # keep what the roster knows of limits when registered() was not asked again
     for name, snap in workers.items():
         record = state.workers.get(name)
         if not snap.registered and record is not None and record.pid == snap.pid:
             workers[name] = replace(snap, registered=record.limits)
-    return Read(replace(inspected, workers=workers), status), probe.status
+    found = replace(inspected, workers=workers, stale_bindings=stale)
+    return Read(found, status, counters), probe.status
+
+
+def _newcomers(deps: Deps, state: State) -> tuple[frozenset[str] | None, list[str]]:
+    """The broker's pidbox bindings (None: not read), and the nodenames among them that the
+    roster does not know and that were not asked before in vain: workers started since the last
+    discovery, asked in this check instead of at the next discovery."""
+    presence = deps.presence
+    if presence is None:
+        return None, []
+    bindings = guard(presence.pidbox_names, deps.settings.secrets())[0]
+    if bindings is None:
+        return None, []
+    fresh = bindings - set(state.workers) - set(state.stale_bindings)
+    return bindings, sorted(fresh)[:MAX_STRANGERS]
 
 
 def _share(state: State, snap: WorkerSnapshot) -> tuple[int | None, bool]:

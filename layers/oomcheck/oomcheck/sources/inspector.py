@@ -42,6 +42,9 @@ class InspectResult:
     presence: Mapping[str, Presence] = field(default_factory=dict)
     # why active_queues() could not be read (the workers' queues are then None), else None
     queues_error: str | None = None
+    # pidbox bindings of workers asked once that did not answer (State.stale_bindings); None:
+    # the broker's bindings were not read
+    stale_bindings: tuple[str, ...] | None = None
 
 
 def pool_kind(implementation: str | None) -> str:

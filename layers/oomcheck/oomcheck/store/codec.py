@@ -168,6 +168,7 @@ def meta_to_json(state: State) -> Json:
         "last_run_at": state.last_run_at,
         "last_discovery_at": state.last_discovery_at,
         "scan_cursor": state.scan_cursor,
+        "stale_bindings": list(state.stale_bindings),
         "source_failures": dict(state.source_failures),
     }
 
@@ -422,6 +423,7 @@ def state_from_items(items: Mapping[str, Json]) -> State:
         last_run_at=meta.get("last_run_at"),
         last_discovery_at=meta.get("last_discovery_at"),
         scan_cursor=meta.get("scan_cursor"),
+        stale_bindings=tuple(str(n) for n in meta.get("stale_bindings") or ()),
         pressure=pressure,
         orphaned_since=orphaned,
         task_history=task_history,

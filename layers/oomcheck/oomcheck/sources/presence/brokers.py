@@ -68,6 +68,18 @@ class RedisBrokerPresence:
         judged = attribute(parse_client_list(entries, self.db), members, now)
         return {name: _how_it_closed(p, bindings) for name, p in judged.items()}
 
+    def pidbox_names(self) -> frozenset[str]:
+        """Nodenames with a pidbox binding: every worker that started on this broker and has not
+        shut down cleanly (a killed worker's binding is left behind). One SMEMBERS."""
+        suffix = ".celery.pidbox"
+        names: set[str] = set()
+        for member in self.client.smembers(self.bindings_key):
+            text = member.decode("utf-8", "replace") if isinstance(member, bytes) else str(member)
+            queue = text.rsplit(_BINDING_SEP, 1)[-1]
+            if queue.endswith(suffix) and len(queue) > len(suffix):
+                names.add(queue[: -len(suffix)])
+        return frozenset(names)
+
     def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         """Each answering member's pub/sub share, where every worker on its address answered
         and its share is not known yet (oomcheck.sources.presence.owners.learn_shares)."""
@@ -106,6 +118,9 @@ class AmqpBrokerPresence:
 
     def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         return {}  # exact per nodename: no counting needed
+
+    def pidbox_names(self) -> frozenset[str]:
+        return frozenset()  # RabbitMQ lists no queues over AMQP: STARTED records name newcomers
 
     def subscriptions(self) -> frozenset[str] | None:
         return None  # one declare per worker is not the one cheap command watch mode needs
