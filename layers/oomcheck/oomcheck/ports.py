@@ -48,6 +48,7 @@ class Inspector(Protocol):
         discover: bool,
         need_registered: Callable[[WorkerSnapshot], bool] = ...,
         presence: PresenceProbe | None = None,
+        newcomers: Collection[str] = (),
     ) -> InspectResult: ...
 
     def ping_direct(self, names: Collection[str]) -> dict[str, WorkerSnapshot]: ...

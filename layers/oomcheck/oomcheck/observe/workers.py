@@ -38,7 +38,6 @@ def read_inspect(
         if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
     )
     bindings, newcomers = _newcomers(deps, state)
-    expected = sorted({*known, *newcomers})
     discover = (
         audit
         or not known
@@ -53,10 +52,11 @@ def read_inspect(
     probe = _PresenceProbe(deps, state, now)
     inspected, status = guard(
         lambda: inspector.observe(
-            expected,
+            known,
             discover=discover,
             need_registered=needs_registered,
             presence=probe if deps.presence is not None else None,
+            newcomers=newcomers,
         ),
         deps.settings.secrets(),
     )

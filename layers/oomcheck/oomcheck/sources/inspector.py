@@ -266,6 +266,7 @@ class CeleryInspector:
         discover: bool,
         need_registered: Callable[[WorkerSnapshot], bool] = lambda _: True,
         presence: PresenceProbe | None = None,
+        newcomers: Collection[str] = (),
     ) -> InspectResult:
         """Every worker that answers, with its tasks; ``expected`` are the roster's live names.
 
@@ -273,9 +274,12 @@ class CeleryInspector:
         workers the roster does not know yet; otherwise it stops at len(expected) replies. A
         worker that missed the broadcast is pinged directly once, unless ``presence`` (asked
         right after the broadcast) shows its broker connections are gone: it is dead, and the
-        re-ping would only wait out its timeout.
+        re-ping would only wait out its timeout. ``newcomers`` (nodenames the broker shows and
+        the roster does not know) are waited for as well, but not re-pinged: the broadcast gave
+        them its whole timeout; those that did not answer are listed in ``missing``.
         """
-        limit = None if discover or not expected else len(expected)
+        wanted = set(expected) | set(newcomers)
+        limit = None if discover or not expected else len(wanted)
         stats = self._inspect("stats", limit=limit)
         inspected_at = self.clock()
         snapshots = {
@@ -288,7 +292,7 @@ class CeleryInspector:
         reping = [n for n in missing if n not in seen or seen[n].present is not False]
         if reping:
             snapshots.update(self.ping_direct(reping))
-        still_missing = tuple(sorted(set(expected) - set(snapshots)))
+        still_missing = tuple(sorted(wanted - set(snapshots)))
         seen = {n: p for n, p in seen.items() if n in still_missing}
         if not snapshots:
             return InspectResult({}, inspected_at, still_missing, limit is None, seen)
