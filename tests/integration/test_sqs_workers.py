@@ -338,3 +338,43 @@ def test_a_task_killed_on_every_receive_is_found_in_the_dead_letter_queue(
     assert finding.tasks[0].id == task
     assert "its runs killed 2 worker process(es)" in finding.summary
     assert "demo.sleepy_late" in finding.summary
+
+
+def test_the_ecs_services_running_tasks_are_listed_beside_the_started_records(
+    sqs_fleet: SqsFleet,
+) -> None:
+    # Given a busy worker on SQS whose ECS task has its address, and an idle ECS task of the
+    # same service that no STARTED record names (an ECS API stand-in answers as AWS does)
+    from oomcheck.sources.ecs import EcsTasks
+    from tests.unit.test_ecs_source import FakeEcs, fargate_task
+
+    worker, ip = sqs_fleet.start(pool="solo")
+    busy = "0a" * 16
+    idle = "0b" * 16
+    arn = "arn:aws:ecs:eu-west-1:123456789012:task/celery-prod/{}"
+    sqs_fleet.deps.ecs = EcsTasks(
+        FakeEcs(
+            [
+                fargate_task(arn.format(busy), ip),
+                fargate_task(arn.format(idle), f"10.{sqs_fleet.subnet}.9.9"),
+            ]
+        ),
+        (("celery-prod", "celery-worker"),),
+    )
+    task = sqs_fleet.send("demo.sleepy", 30)
+    sqs_fleet.wait_state(task, "STARTED", worker=worker.name)
+    # When a check runs
+    report = sqs_fleet.check()
+    # Then the worker is one row known from both sources, and the idle task a row of its own
+    rows = {row["name"]: row for row in report.workers}
+    assert sorted(rows) == sorted([worker.name, f"ecs:celery-prod/celery-worker/{idle}"])
+    assert rows[worker.name]["known_from"] == (
+        f"results: STARTED records, ecs: task {busy} of celery-prod/celery-worker"
+    )
+    assert rows[worker.name]["addresses"] == [ip]
+    assert (rows[worker.name]["status"], rows[worker.name]["active"]) == ("busy", 1)
+    idle_row = rows[f"ecs:celery-prod/celery-worker/{idle}"]
+    assert (idle_row["status"], idle_row["active"]) == ("alive", 0)
+    assert idle_row["addresses"] == [f"10.{sqs_fleet.subnet}.9.9"]
+    assert str(report.sources["ecs"].state) == "ok"
+    assert _kinds(report) == []

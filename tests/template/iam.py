@@ -161,7 +161,19 @@ def needs(call: Call, keys: KeyInfo) -> list[Need]:
         group = p.get("logGroupName") or p["logGroupIdentifier"]
         arn = group if group.startswith("arn:") else _arn("logs", f"log-group:{group}")
         return [Need(op, arn.removesuffix(":*"), region, op)]
+    if call.service == "sqs":
+        return [Need(op, _queue_arn(p), region, f"{op} {p.get('QueueName') or p['QueueUrl']}")]
     raise AssertionError(_UNMAPPED.format(op=op))
+
+
+def _queue_arn(params: Mapping[str, Any]) -> str:
+    """An SQS call's queue: by name (GetQueueUrl, in this account or QueueOwnerAWSAccountId's),
+    or by URL (https://sqs.<region>.amazonaws.com/<account>/<name>, as moto's too)."""
+    if "QueueName" in params:
+        owner = params.get("QueueOwnerAWSAccountId") or ACCOUNT
+        return f"arn:{PARTITION}:sqs:{REGION}:{owner}:{params['QueueName']}"
+    account, name = str(params["QueueUrl"]).rstrip("/").split("/")[-2:]
+    return f"arn:{PARTITION}:sqs:{REGION}:{account}:{name}"
 
 
 # ---------------------------------------------------------------------- policy evaluation

@@ -10,6 +10,7 @@ of them, or allows an action that no call needed.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import signal
@@ -96,9 +97,11 @@ def _client(name: str) -> Any:
     return boto3.client(name, region_name=cfn.REGION)
 
 
-def _deploy(template: dict[str, Any], broker: str, backend: str) -> Deployed:
-    """Make on moto what the template declares, with every optional part on, and return the
-    template resolved against it."""
+def _deploy(
+    template: dict[str, Any], broker: str, backend: str, extra: dict[str, str] | None = None
+) -> Deployed:
+    """Make on moto what the template declares, with every optional part on (and ``extra``
+    parameters), and return the template resolved against it."""
     kms = _client("kms")
     alerts_key = kms.create_key(Description="alerts")["KeyMetadata"]
     url_key = kms.create_key(Description="url parameters")["KeyMetadata"]
@@ -113,6 +116,7 @@ def _deploy(template: dict[str, Any], broker: str, backend: str) -> Deployed:
         "DiscoveryInterval": "0",
         "WatchInterval": "1",
         "EventBusArn": f"arn:aws:events:{cfn.REGION}:{cfn.ACCOUNT}:event-bus/oncall",
+        **(extra or {}),
     }
     stack = cfn.Stack(template, params, stack_name="oomcheck-e2e")
     logs = _client("logs")
@@ -195,6 +199,38 @@ def _started(backend: str, task_id: str) -> bool:
     finally:
         client.close()
     return isinstance(raw, bytes) and raw.startswith(b'{"status": "STARTED"')
+
+
+def _assert_policy_is_exact(
+    policy_template: dict[str, Any], deployed: Deployed, recorder: Recorder
+) -> None:
+    """Every recorded call is granted by the function's role, and every grant was needed."""
+    needs = [n for call in recorder.calls for n in iam.needs(call, deployed.keys)]
+    stack = cfn.Stack(
+        policy_template,
+        deployed.stack.params,
+        deployed.stack.physical,
+        stack_name=deployed.stack.stack_name,
+    )
+    [policy] = stack.properties("CheckerRole", "Policies")["Policies"]
+    statements = iam.statements([policy["PolicyDocument"]])
+
+    missing = sorted(
+        {(n.action, n.resource, n.because) for n in needs if not iam.allowed(statements, n)}
+    )
+    assert not missing, "the code needs, the template does not grant:\n" + "\n".join(
+        f"  {a} on {r} ({why})" for a, r, why in missing
+    )
+
+    unused = []
+    for statement in statements:
+        if str(statement.get("Sid", "")).startswith("Runtime"):
+            continue  # used by the Lambda service for the function, not by the code
+        for action in iam._as_list(statement["Action"]):
+            one = dict(statement, Action=action)
+            if not any(iam.grants(one, n) for n in needs):
+                unused.append(f"{statement.get('Sid')}: {action} on {statement['Resource']}")
+    assert not unused, "granted, never needed by the code:\n  " + "\n  ".join(unused)
 
 
 @pytest.fixture
@@ -285,32 +321,7 @@ def test_policy_is_exactly_what_the_code_calls(
         assert not bad, f"a source failed in a {report['mode']} run: {bad}"
     assert reports[-1]["mode"] == "audit" and reports[-1]["incidents"]
 
-    needs = [n for call in recorder.calls for n in iam.needs(call, deployed.keys)]
-    stack = cfn.Stack(
-        policy_template,
-        deployed.stack.params,
-        deployed.stack.physical,
-        stack_name=deployed.stack.stack_name,
-    )
-    [policy] = stack.properties("CheckerRole", "Policies")["Policies"]
-    statements = iam.statements([policy["PolicyDocument"]])
-
-    missing = sorted(
-        {(n.action, n.resource, n.because) for n in needs if not iam.allowed(statements, n)}
-    )
-    assert not missing, "the code needs, the template does not grant:\n" + "\n".join(
-        f"  {a} on {r} ({why})" for a, r, why in missing
-    )
-
-    unused = []
-    for statement in statements:
-        if str(statement.get("Sid", "")).startswith("Runtime"):
-            continue  # used by the Lambda service for the function, not by the code
-        for action in iam._as_list(statement["Action"]):
-            one = dict(statement, Action=action)
-            if not any(iam.grants(one, n) for n in needs):
-                unused.append(f"{statement.get('Sid')}: {action} on {statement['Resource']}")
-    assert not unused, "granted, never needed by the code:\n  " + "\n  ".join(unused)
+    _assert_policy_is_exact(policy_template, deployed, recorder)
 
     operations = {f"{c.service}:{c.operation}" for c in recorder.calls}
     transact = {
@@ -336,3 +347,78 @@ def test_policy_is_exactly_what_the_code_calls(
     for publish in publishes:
         assert {"kind", "severity", "action", "dedup_key"} <= set(publish["MessageAttributes"])
     assert time.monotonic() - started < 60, "the end-to-end IAM check must stay under a minute"
+
+
+def _celery_body(task_id: str, name: str) -> str:
+    """A Celery message as kombu's SQS transport puts it on a queue: base64 of the envelope."""
+    envelope = {"body": "", "headers": {"id": task_id, "task": name}, "properties": {}}
+    return base64.b64encode(json.dumps(envelope).encode()).decode()
+
+
+def test_an_sqs_deployment_calls_exactly_what_the_template_grants(
+    template: dict[str, Any],
+    policy_template: dict[str, Any],
+    recorder: Recorder,
+    moto_endpoint: str,
+    private_redis: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the function deployed for Celery on SQS (broker sqs://, SqsQueueArns and
+    # SqsDeadLetterQueueArns set), a queue whose redrive policy has moved a task to its DLQ
+    started = time.monotonic()
+    queue, dlq = "e2e-celery", "e2e-celery-dlq"
+    arn = f"arn:aws:sqs:{cfn.REGION}:{cfn.ACCOUNT}:{{}}"
+    deployed = _deploy(
+        template,
+        "sqs://",
+        f"{private_redis}/2",
+        {
+            "Queues": queue,
+            "SqsQueueArns": arn.format(queue),
+            "SqsDeadLetterQueueArns": arn.format(dlq),
+            "TaskAcksLate": json.dumps({"*": True}),
+        },
+    )
+    _seed_stale_item(deployed.table)
+    sqs = _client("sqs")
+    dlq_url = sqs.create_queue(QueueName=dlq)["QueueUrl"]
+    redrive = {"deadLetterTargetArn": arn.format(dlq), "maxReceiveCount": "3"}
+    sqs.create_queue(QueueName=queue, Attributes={"RedrivePolicy": json.dumps(redrive)})
+    task_id = str(uuid.uuid4())
+    sqs.send_message(QueueUrl=dlq_url, MessageBody=_celery_body(task_id, "shop.tasks.report"))
+    env = deployed.stack.properties("CheckerFunction", "Environment")["Environment"]["Variables"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    app = _load_handler()
+
+    def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        recorder.on = True
+        try:
+            return dict(app.handler(event, LocalContext(timeout_s=30)))
+        finally:
+            recorder.on = False
+
+    # When scheduled checks, a watch and an audit run
+    scheduled = json.loads((EVENTS / "scheduled.json").read_text())
+    try:
+        reports = [invoke(scheduled), invoke(scheduled)]
+        reports.append(invoke({"mode": "watch", "duration_s": 2, "interval_s": 1}))
+        reports.append(invoke(json.loads((EVENTS / "audit.json").read_text())))
+    finally:
+        parameters.clear_caches()
+
+    # Then the SQS source read the queues, the dead letter was alerted, and the role grants
+    # exactly the calls made: no receive from the live queue, only from its dead-letter queue
+    for report in reports:
+        assert report["sources"]["sqs"] == "ok", report["sources"]
+        assert report["sources"]["inspect"].startswith("off"), report["sources"]
+    dead = [f for f in reports[0]["findings"] if f["kind"] == "task_dead_lettered"]
+    assert [f["tasks"][0]["id"] for f in dead] == [task_id]
+    assert any(a["published"] for a in reports[0]["alerts"])
+    receives = {c.params["QueueUrl"] for c in recorder.calls if c.operation == "ReceiveMessage"}
+    assert receives == {dlq_url}
+    _assert_policy_is_exact(policy_template, deployed, recorder)
+    assert time.monotonic() - started < 60, "the SQS IAM check must stay under a minute"

@@ -146,7 +146,13 @@ def run_once(
         mode=mode,
         checked_at=now,
         duration_ms=int((time.perf_counter() - started) * 1000),
-        workers=sqs_worker_rows(observation.started or (), findings)
+        workers=sqs_worker_rows(
+            observation.started or (),
+            findings,
+            observed.ecs_tasks,
+            now=now,
+            worker_map=deps.settings.policy.worker_map,
+        )
         if observation.broker_transport == "sqs"
         else worker_rows(observation.workers, roster),
         findings=tuple(findings),

@@ -154,7 +154,47 @@ def app_variables(app: Any) -> dict[str, str]:
     out.update(_beat_variables(conf))
     if str(out.get("OOMCHECK_BROKER_URL", "")).lower().startswith("sqs://"):
         out.update(_sqs_task_variables(app))
+    elif str(out.get("OOMCHECK_BROKER_URL", "")).lower().startswith(("amqp://", "amqps://")):
+        out.update(_quorum_variables(app))
     return out
+
+
+def _quorum_variables(app: Any) -> dict[str, str]:
+    """The app's quorum queues with an ``x-delivery-limit`` (from ``task_queues``' queue
+    arguments) and each task's queue: AMQP's passive declare does not return a queue's
+    arguments, and the management API may not be reachable, so the app is where they are."""
+    limits: dict[str, dict[str, Any]] = {}
+    for queue in app.conf.get("task_queues") or ():
+        arguments = getattr(queue, "queue_arguments", None) or {}
+        limit = arguments.get("x-delivery-limit")
+        if arguments.get("x-queue-type") != "quorum" or not isinstance(limit, int):
+            continue
+        limits[str(queue.name)] = {
+            "delivery_limit": limit,
+            "dead_letter_exchange": arguments.get("x-dead-letter-exchange"),
+            "dead_letter_routing_key": arguments.get("x-dead-letter-routing-key"),
+        }
+    if not limits:
+        return {}
+    routes = {"*": str(app.conf.get("task_default_queue") or "celery")}
+    for name in sorted(app.tasks):
+        queue = _routed_queue(app, name)
+        if queue is not None and not name.startswith("celery.") and queue != routes["*"]:
+            routes[name] = queue
+    return {
+        "OOMCHECK_QUORUM_QUEUES": json.dumps(limits),
+        "OOMCHECK_TASK_QUEUES": json.dumps(routes),
+    }
+
+
+def _routed_queue(app: Any, name: str) -> str | None:
+    """The queue Celery's router sends task ``name`` to (task_routes, the task's own queue)."""
+    try:
+        queue = app.amqp.router.route({}, name, (), {}).get("queue")
+    except Exception:  # noqa: BLE001 - a router function of the app's may fail without arguments
+        return None
+    queue_name = getattr(queue, "name", queue)
+    return queue_name if isinstance(queue_name, str) and queue_name else None
 
 
 def _beat_variables(conf: Any) -> dict[str, str]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from oomcheck.config import urls
+from oomcheck.model import QuorumLimit
 
 Parser = Callable[[str], Any]
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -117,6 +118,35 @@ def acks_late(raw: str) -> dict[str, bool]:
             raise ValueError(f"[{str(task)[:80]!r}] must be true or false")
         modes[str(task)] = bool(value)
     return modes
+
+
+def quorum_queues(raw: str) -> dict[str, QuorumLimit]:
+    """``{"queue": {"delivery_limit": 20, "dead_letter_exchange": "dlx",
+    "dead_letter_routing_key": "dead"}}``: RabbitMQ quorum queues with a delivery limit (the
+    queue arguments x-delivery-limit, x-dead-letter-exchange, x-dead-letter-routing-key)."""
+    out: dict[str, QuorumLimit] = {}
+    for queue, value in json_object(raw).items():
+        where = f"[{str(queue)[:80]!r}]"
+        spec = value if isinstance(value, dict) else {}
+        limit = spec.get("delivery_limit")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"{where}.delivery_limit must be a whole number, 0 or more")
+        exchange, key = spec.get("dead_letter_exchange"), spec.get("dead_letter_routing_key")
+        if not all(v is None or isinstance(v, str) for v in (exchange, key)):
+            raise ValueError(f"{where}: the dead-letter exchange and routing key must be text")
+        out[str(queue)] = QuorumLimit(limit, exchange or None, key)
+    return out
+
+
+def task_queues(raw: str) -> dict[str, str]:
+    """``{"app.tasks.report": "reports", "*": "celery"}``: each task's queue (``*``: the default
+    queue, where every other task goes)."""
+    out: dict[str, str] = {}
+    for task, queue in json_object(raw).items():
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"[{str(task)[:80]!r}] must be a queue name")
+        out[str(task)] = queue
+    return out
 
 
 def ecs_services(raw: str) -> tuple[str, ...]:

@@ -259,6 +259,9 @@ VARIABLES: tuple[Variable, ...] = (
     # Amazon SQS (issue 18): what a worker's death did to a task's message depends on this
     Variable("OOMCHECK_TASK_ACKS_LATE", "policy.task_acks_late", parsers.acks_late, {}),
     Variable("OOMCHECK_ECS_SERVICES", "ecs_services", parsers.ecs_services, ()),
+    # RabbitMQ quorum queues (issue 18): where a kill loop's message goes at the delivery limit
+    Variable("OOMCHECK_QUORUM_QUEUES", "policy.quorum_queues", parsers.quorum_queues, {}),
+    Variable("OOMCHECK_TASK_QUEUES", "policy.task_queues", parsers.task_queues, {}),
     # history by task type (issue 21): seconds or a span (30d, 2w)
     Variable("OOMCHECK_HISTORY_RETENTION", "policy.history_retention_s", parsers.span, 30 * DAY),
     # task names that get a TaskDeaths metric with a task dimension (each costs a metric)

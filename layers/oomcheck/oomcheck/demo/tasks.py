@@ -8,6 +8,7 @@ wants to see its tasks would configure it.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -61,6 +62,21 @@ if os.environ.get("OOMCHECK_DEMO_BEAT_SCHEDULE"):
             for name, entry in json.loads(os.environ["OOMCHECK_DEMO_BEAT_SCHEDULE"]).items()
         },
     )
+
+# A RabbitMQ quorum queue (OOMCHECK_DEMO_QUEUE_ARGUMENTS: JSON queue arguments such as
+# x-queue-type, x-delivery-limit, x-dead-letter-exchange) as the default queue.
+if os.environ.get("OOMCHECK_DEMO_QUEUE_ARGUMENTS"):
+    import json
+
+    from kombu.entity import Queue
+
+    app.conf.task_queues = [
+        Queue(  # type: ignore[no-untyped-call]
+            app.conf.task_default_queue,
+            routing_key=app.conf.task_default_queue,
+            queue_arguments=json.loads(os.environ["OOMCHECK_DEMO_QUEUE_ARGUMENTS"]),
+        )
+    ]
 
 _PAGE = 4096
 
@@ -117,6 +133,15 @@ def loop_hog(mb: int) -> int:
     held = _allocate(mb)
     time.sleep(60)
     return sum(len(c) for c in held)
+
+
+@app.task(name="demo.die_late", acks_late=True, reject_on_worker_lost=True)
+def die_late(hold_s: float = 0.0) -> None:
+    """Kills its own process on every delivery after ``hold_s`` (as an OOM kill would after the
+    task's memory grew, without a memory cgroup): with reject_on_worker_lost the message goes
+    back to the queue each time."""
+    time.sleep(hold_s)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @app.task(name="demo.limited", time_limit=5, soft_time_limit=4)

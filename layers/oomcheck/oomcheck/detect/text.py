@@ -312,3 +312,40 @@ def task_type_advice(
 NOT_ABOUT_A_WORKER = frozenset(
     {Kind.BEAT_STOPPED, Kind.QUEUE_ORPHANED, Kind.SOURCE_UNAVAILABLE, Kind.CONFIG_RISK}
 )
+
+
+def quorum_destination(exchange: str, routing_key: str | None) -> str:
+    """Where a RabbitMQ quorum queue dead-letters a message over its delivery limit."""
+    key = f"routing key {routing_key!r}" if routing_key else "its own routing key"
+    return f"dead-letter exchange {exchange!r} ({key})"
+
+
+def quorum_line(queue: str, limit: int, kills: int, destination: str | None) -> str:
+    """The evidence line of a kill loop on a quorum queue with a delivery limit: RabbitMQ returns
+    a message killed mid-task (reject_on_worker_lost) and counts each return; over the limit it
+    dead-letters the message, or drops it without a dead-letter exchange."""
+    over = destination or "drops it"
+    head = f"rabbitmq: quorum queue {queue} has x-delivery-limit {limit}"
+    if kills > limit:
+        return f"{head}: {kills} deliveries killed, over the limit, so the broker {over}"
+    return f"{head}: {kills} of {limit + 1} deliveries killed; at the limit the broker {over}"
+
+
+QUORUM_DROPPED = "dropped by the delivery limit"
+
+
+def quorum_advice(queue: str, exchange: str | None) -> tuple[str, ...]:
+    """What to do once the broker has taken a kill loop's message out of ``queue``."""
+    fix = "Find why every run of it dies (a kill on each delivery: memory) and fix it."
+    if exchange is None:
+        return (
+            fix,
+            f"Its message is gone: {queue} has no x-dead-letter-exchange, so RabbitMQ dropped "
+            "it at the delivery limit. Send the task again once it is fixed; set a dead-letter "
+            "exchange on the queue to keep the next one.",
+        )
+    return (
+        fix,
+        f"Then move it back from the queue bound to {exchange!r} (a shovel, or read and "
+        "re-publish it), or purge it: it will not run again by itself.",
+    )

@@ -179,6 +179,17 @@ class State:
 
 
 @dataclass(frozen=True, slots=True)
+class QuorumLimit:
+    """A RabbitMQ quorum queue's ``x-delivery-limit`` and where the broker sends a message over
+    it: to ``dead_letter_exchange`` (with ``dead_letter_routing_key``, or the message's own
+    routing key when None), or nowhere (dropped) when there is no dead-letter exchange."""
+
+    delivery_limit: int
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """Thresholds of evaluate(). Seconds throughout."""
 
@@ -222,5 +233,9 @@ class Policy:
     # Amazon SQS: each task's acks_late by name ("*": every other task); a task not covered has
     # an unknown ack mode, so what its death did to its message is unknown.
     task_acks_late: Mapping[str, bool] = field(default_factory=dict)
+    # RabbitMQ: quorum queues with a delivery limit (queue name -> limit), and each task's queue
+    # by name ("*": the default queue), so a kill loop's end is known without the management API
+    quorum_queues: Mapping[str, QuorumLimit] = field(default_factory=dict)
+    task_queues: Mapping[str, str] = field(default_factory=dict)
     # how long the history by task type keeps a death or a pressure onset
     history_retention_s: float = 30 * 24 * 3600.0

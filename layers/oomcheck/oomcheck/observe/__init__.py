@@ -37,6 +37,7 @@ from oomcheck.ports import QueueSource, ReferenceClock
 
 if TYPE_CHECKING:
     from oomcheck.ports import Deps
+    from oomcheck.sources.ecs import EcsTask
 
 __all__ = [
     "ClockRead",
@@ -70,6 +71,8 @@ class Observed:
     discovered: bool
     scan_cursor: str | None
     notes: tuple[str, ...] = ()
+    # the ECS services' running tasks, where this run read them (OOMCHECK_ECS_SERVICES)
+    ecs_tasks: tuple[EcsTask, ...] = ()
     # State.stale_bindings for the next run; None: keep the previous
     stale_bindings: tuple[str, ...] | None = None
 
@@ -124,8 +127,11 @@ def observe(
         lambda: read_logs(deps, state.last_run_at, now),
         lambda why: (_late(why), _late(why)),
     )
-    ecs_status, memory = _within(
-        bound, deps.ecs, lambda: read_ecs(deps, memory), lambda why: (_failed(why), memory)
+    ecs_status, memory, ecs_tasks = _within(
+        bound,
+        deps.ecs,
+        lambda: read_ecs(deps, memory),
+        lambda why: (_failed(why), memory, ()),
     )
     queues_error = inspected.value.queues_error if inspected.value else None
     queues = _within(
@@ -203,6 +209,7 @@ def observe(
         discovered=bool(inspected.value and inspected.value.discovered),
         scan_cursor=found.cursor if found else state.scan_cursor,
         notes=(clock.note,) if clock.note else (),
+        ecs_tasks=ecs_tasks,
         stale_bindings=inspected.value.stale_bindings if inspected.value else None,
     )
 

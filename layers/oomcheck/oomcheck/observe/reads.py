@@ -22,6 +22,7 @@ from oomcheck.sources.queues import queue_names
 
 if TYPE_CHECKING:
     from oomcheck.ports import Deps, ExitSource
+    from oomcheck.sources.ecs import EcsTask
 from oomcheck.observe.base import OK, Read, ResultsRead, error, guard, off
 
 
@@ -156,21 +157,24 @@ def _remembered_queues(state: State) -> Iterable[str]:
 
 def read_ecs(
     deps: Deps, memory: Read[tuple[MemorySample, ...]]
-) -> tuple[SourceStatus, Read[tuple[MemorySample, ...]]]:
-    """The ECS services' running tasks, read only when there are memory samples to tie to their
-    workers: each sample then also names its task's addresses."""
+) -> tuple[SourceStatus, Read[tuple[MemorySample, ...]], tuple[EcsTask, ...]]:
+    """The ECS services' running tasks, read when there are memory samples to tie to their
+    workers (each sample then also names its task's addresses), and on every run on SQS, where
+    they are the workers the report lists beside those of the STARTED records."""
     source = deps.ecs
     if source is None:
-        return off(deps, Source.ECS), memory
-    if not memory.value:
-        return OK, memory
+        return off(deps, Source.ECS), memory, ()
+    if not memory.value and deps.settings.broker_transport != "sqs":
+        return OK, memory, ()
     from oomcheck.sources.ecs import with_addresses
 
     tasks, status = guard(source.running, deps.settings.secrets())
     if tasks is None:
-        return status, memory
+        return status, memory, ()
+    if not memory.value:
+        return status, memory, tasks
     counters = {**memory.counters, "ecs_tasks": len(tasks)}
-    return status, Read(with_addresses(memory.value, tasks), memory.status, counters)
+    return status, Read(with_addresses(memory.value, tasks), memory.status, counters), tasks
 
 
 def read_sqs(deps: Deps) -> Read[SqsView]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from oomcheck.detect.correlate import WorkerIdentity, workers_for_hosts
 from oomcheck.model import (
     Action,
     Delivery,
@@ -25,6 +26,9 @@ from oomcheck.model import (
 )
 from oomcheck.report.events import RunEvents
 from oomcheck.store.codec import finding_to_json, incident_to_json
+
+if TYPE_CHECKING:
+    from oomcheck.sources.ecs import EcsTask
 
 SCHEMA = 1
 
@@ -224,25 +228,69 @@ def worker_rows(
 
 
 def sqs_worker_rows(
-    started: Iterable[StartedTask], findings: Iterable[Finding]
+    started: Iterable[StartedTask],
+    findings: Iterable[Finding],
+    ecs_tasks: Sequence[EcsTask] = (),
+    *,
+    now: float,
+    worker_map: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], ...]:
     """Celery on SQS: no worker can be asked, so the workers are those the result backend's
-    STARTED records name (hostname, pool pids), ``lost`` where a worker_lost names them."""
+    STARTED records name (hostname, pool pids), ``lost`` where a worker_lost names them, and
+    the running tasks of the ECS services (OOMCHECK_ECS_SERVICES). An ECS task whose address is
+    a STARTED worker's host is that worker (one row, both sources in ``known_from``); one that
+    matches none is a row of its own, named ``ecs:<cluster>/<service>/<task id>``."""
     lost = {f.worker for f in findings if f.kind is Kind.WORKER_LOST and f.worker}
     by_worker: dict[str, list[StartedTask]] = {}
     for task in started:
         if task.worker:
             by_worker.setdefault(task.worker, []).append(task)
     names = sorted(set(by_worker) | lost)
-    return tuple(
-        {
+    identities = [WorkerIdentity(name=n) for n in names]
+    ecs_of: dict[str, list[EcsTask]] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for ecs in ecs_tasks:
+        matched = workers_for_hosts(ecs.addresses, identities, worker_map or {})
+        if len(matched) == 1:
+            ecs_of.setdefault(matched[0], []).append(ecs)
+        else:
+            rows[_ecs_name(ecs)] = _ecs_row(ecs, now)
+    for name in names:
+        tasks = by_worker.get(name, ())
+        sources = ["results: STARTED records"]
+        sources += [
+            f"ecs: task {e.task_id} of {e.cluster}/{e.service}" for e in ecs_of.get(name, ())
+        ]
+        if name in lost:
+            sources.append("exit evidence")
+        rows[name] = {
             "name": name,
             "pid": None,
             "uptime_s": None,
-            "pool_pids": sorted({t.pid for t in by_worker.get(name, ()) if t.pid}),
-            "active": len(by_worker.get(name, ())),
+            "pool_pids": sorted({t.pid for t in tasks if t.pid}),
+            "active": len(tasks),
             "status": WorkerStatus.LOST.value if name in lost else WorkerStatus.BUSY.value,
-            "known_from": "results: STARTED records" + (", exit evidence" if name in lost else ""),
+            "known_from": ", ".join(sources),
         }
-        for name in names
-    )
+        addresses = [a for e in ecs_of.get(name, ()) for a in e.addresses]
+        if addresses:
+            rows[name]["addresses"] = sorted(set(addresses))
+    return tuple(rows[n] for n in sorted(rows))
+
+
+def _ecs_name(task: EcsTask) -> str:
+    return f"ecs:{task.cluster}/{task.service}/{task.task_id}"
+
+
+def _ecs_row(task: EcsTask, now: float) -> dict[str, Any]:
+    """An ECS task running in a worker service that no STARTED record names (an idle worker)."""
+    return {
+        "name": _ecs_name(task),
+        "pid": None,
+        "uptime_s": int(now - task.started_at) if task.started_at is not None else None,
+        "pool_pids": [],
+        "active": 0,
+        "status": WorkerStatus.ALIVE.value,
+        "known_from": f"ecs: task {task.task_id} of {task.cluster}/{task.service} (RUNNING)",
+        "addresses": list(task.addresses),
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from oomcheck.detect import keys, text
 from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context
@@ -33,12 +35,16 @@ def judge(ctx: Context, carried: Carried) -> Outcome:
     for task_id, record in sorted(carried.kills.items()):
         key = keys.task_key(Kind.POISON_TASK, task_id)
         recent = tuple(k for k in record.kills if k.at >= window_start)
-        if ctx.open_incident(key) is not None:
+        incident = ctx.open_incident(key)
+        if incident is not None:
             if not _still_active(ctx, task_id, record):
                 continue
         elif len(recent) < ctx.policy.poison_kills:
             continue
-        signals.append(Signal(_finding(ctx, task_id, record, recent or record.kills)))
+        finding = _finding(ctx, task_id, record, recent or record.kills)
+        signals.append(
+            Signal(finding, news=_ended(incident.finding if incident else None, finding))
+        )
     by_entry, held = _entry_loops(ctx, carried)
     return Outcome(KINDS, signals=(*signals, *by_entry), held=held)
 
@@ -124,38 +130,94 @@ def _still_active(ctx: Context, task_id: str, record: KillRecord) -> bool:
 
 def _finding(ctx: Context, task_id: str, record: KillRecord, kills: tuple[Kill, ...]) -> Finding:
     workers = sorted({k.worker for k in kills if k.worker})
-    revoke = (
-        f"celery -A {ctx.policy.app_name or '<your_app>'} control revoke {task_id} "
-        "--terminate --signal=SIGKILL"
+    end = _limit_end(ctx, record)
+    fate = TaskFate(
+        id=task_id,
+        name=record.name,
+        state="STARTED",
+        started_at=None,
+        verdict=end.verdict if end else Verdict.KILL_LOOP,
+        waits_in=end.waits_in if end else None,
+    )
+    summary = (
+        f"{record.name or 'task'} {task_id} killed its process {len(kills)} times in "
+        f"{ctx.policy.poison_window_s / 3600:.0f} h: a kill loop"
     )
     return Finding(
         kind=Kind.POISON_TASK,
         severity=Severity.CRITICAL,
         worker=workers[-1] if len(workers) == 1 else None,
         cause=Cause.OOM_KILLED if any(k.cause == Cause.OOM_KILLED for k in kills) else Cause.KILLED,
-        evidence=tuple(
-            f"killed on {k.worker or '?'} pid {k.pid or '?'}: {k.how}" for k in kills[-5:]
+        evidence=(
+            *(f"killed on {k.worker or '?'} pid {k.pid or '?'}: {k.how}" for k in kills[-5:]),
+            *((end.line,) if end else ()),
         ),
-        tasks=(
-            TaskFate(
-                id=task_id,
-                name=record.name,
-                state="STARTED",
-                started_at=None,
-                verdict=Verdict.KILL_LOOP,
-            ),
-        ),
-        summary=(
-            f"{record.name or 'task'} {task_id} killed its process {len(kills)} times in "
-            f"{ctx.policy.poison_window_s / 3600:.0f} h: a kill loop"
-        ),
-        advice=(
-            f"Stop the loop: {revoke}",
-            "It loops because acks_late with reject_on_worker_lost (or a visibility timeout "
-            "redelivery) puts the message back each time the process dies; revoked ids live in "
-            "worker memory, so run workers with --statedb to keep the revoke across restarts.",
-            "Then find why it needs so much memory (its arguments are in the broker message) "
-            "or give it a worker with more.",
-        ),
+        tasks=(fate,),
+        summary=summary + (f"; {end.outcome}" if end and end.outcome else ""),
+        advice=end.advice if end and end.advice else _loop_advice(ctx, task_id),
         key=keys.task_key(Kind.POISON_TASK, task_id),
     )
+
+
+def _ended(before: Finding | None, after: Finding) -> str | None:
+    """The news of an open loop whose message the broker took out at its delivery limit."""
+    if before is None or not before.tasks or not after.tasks:
+        return None
+    was, now = before.tasks[0].verdict, after.tasks[0].verdict
+    if was is now or now not in (Verdict.DEAD_LETTERED, Verdict.LOST):
+        return None
+    return after.summary.rsplit("; ", 1)[-1]
+
+
+def _loop_advice(ctx: Context, task_id: str) -> tuple[str, ...]:
+    revoke = (
+        f"celery -A {ctx.policy.app_name or '<your_app>'} control revoke {task_id} "
+        "--terminate --signal=SIGKILL"
+    )
+    return (
+        f"Stop the loop: {revoke}",
+        "It loops because acks_late with reject_on_worker_lost (or a visibility timeout "
+        "redelivery) puts the message back each time the process dies; revoked ids live in "
+        "worker memory, so run workers with --statedb to keep the revoke across restarts.",
+        "Then find why it needs so much memory (its arguments are in the broker message) "
+        "or give it a worker with more.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _LimitEnd:
+    """A kill loop on a RabbitMQ quorum queue with a delivery limit: the evidence line, and once
+    the kills pass the limit, what the broker did with the message (``outcome``, ``advice``)."""
+
+    line: str
+    verdict: Verdict = Verdict.KILL_LOOP
+    waits_in: str | None = None
+    outcome: str | None = None
+    advice: tuple[str, ...] = ()
+
+
+def _limit_end(ctx: Context, record: KillRecord) -> _LimitEnd | None:
+    """The delivery limit of the task's queue (OOMCHECK_QUORUM_QUEUES, the queue from
+    OOMCHECK_TASK_QUEUES) against the kills seen: RabbitMQ delivers a message limit + 1 times
+    (each kill returns it), then dead-letters it, or drops it without a dead-letter exchange.
+    The kills seen are a lower bound, so the verdict comes late, never early. None: not on
+    RabbitMQ, or the queue has no known limit."""
+    if ctx.obs.broker_transport != "amqp":
+        return None
+    routes = ctx.policy.task_queues
+    queue = routes.get(record.name or "", routes.get("*"))
+    limit = ctx.policy.quorum_queues.get(queue) if queue else None
+    if queue is None or limit is None:
+        return None
+    kills = len(record.kills)
+    exchange = limit.dead_letter_exchange
+    where = text.quorum_destination(exchange, limit.dead_letter_routing_key) if exchange else None
+    line = text.quorum_line(
+        queue, limit.delivery_limit, kills, f"dead-letters it to {where}" if where else None
+    )
+    if kills <= limit.delivery_limit:
+        return _LimitEnd(line)
+    advice = text.quorum_advice(queue, exchange)
+    if where is None:
+        return _LimitEnd(line, Verdict.LOST, None, text.QUORUM_DROPPED, advice)
+    return _LimitEnd(line, Verdict.DEAD_LETTERED, where, f"dead-lettered to {where}", advice)
