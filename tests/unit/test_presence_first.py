@@ -34,6 +34,12 @@ class GonePresence:
     def describe(self) -> str:
         return "fake"
 
+    def pidbox_names(self) -> frozenset[str]:
+        return frozenset()  # no newcomers in these fleets
+
+    def shares(self, members: Any) -> dict[str, Any]:
+        return {}
+
     def subscriptions(self) -> frozenset[str]:
         # B's subscription closes once it is gone (after the first check)
         return frozenset({"a"}) if B in self.gone else frozenset({"a", "b"})

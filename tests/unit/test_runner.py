@@ -428,6 +428,12 @@ class FakePresence:
     def judge(self, members: Any) -> dict[str, Any]:
         return {}
 
+    def shares(self, members: Any) -> dict[str, int]:
+        return {}
+
+    def pidbox_names(self) -> frozenset[str]:
+        return frozenset()
+
     def describe(self) -> str:
         return "fake"
 

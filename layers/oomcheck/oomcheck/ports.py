@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from oomcheck.sources.ecs import EcsTask
     from oomcheck.sources.exits import ExitRead
     from oomcheck.sources.inspector import InspectResult, PresenceProbe
-    from oomcheck.sources.presence.owners import Member
+    from oomcheck.sources.presence.owners import Member, Share
     from oomcheck.sources.queues import QueueRead
     from oomcheck.sources.results.scan import ResultScan
     from oomcheck.store.base import SaveStats
@@ -49,6 +49,7 @@ class Inspector(Protocol):
         need_registered: Callable[[WorkerSnapshot], bool] = ...,
         presence: PresenceProbe | None = None,
         suspects: Collection[str] = (),
+        newcomers: Collection[str] = (),
     ) -> InspectResult: ...
 
     def ping_direct(self, names: Collection[str]) -> dict[str, WorkerSnapshot]: ...
@@ -111,6 +112,14 @@ class BrokerPresence(Protocol):
     def judge(self, members: Sequence[Member]) -> dict[str, Presence]: ...
 
     def describe(self) -> str: ...
+
+    def pidbox_names(self) -> frozenset[str]:
+        """Nodenames the broker holds a pidbox binding for (started and not shut down cleanly);
+        empty where the broker cannot say cheaply."""
+
+    def shares(self, members: Sequence[Member]) -> dict[str, Share]:
+        """How many long-lived pub/sub connections each answering member holds, for those whose
+        share is unknown and whose address's workers all answered; {} where it cannot say."""
 
     def subscriptions(self) -> frozenset[str] | None:
         """Ids of the workers' long-lived pub/sub connections (one cheap command), for watch

@@ -82,6 +82,7 @@ def run_once(
             view.state,
             now,
             audit=mode is Mode.AUDIT,
+            deadline=deadline,
             suspects=suspects(
                 view.state,
                 woken=woken,
@@ -103,6 +104,9 @@ def run_once(
             new_state,
             last_discovery_at=now if observed.discovered else view.state.last_discovery_at,
             scan_cursor=observed.scan_cursor,
+            stale_bindings=view.state.stale_bindings
+            if observed.stale_bindings is None
+            else observed.stale_bindings,
         )
         if mode is Mode.AUDIT:
             findings = [*findings, *config_risks(observation, view.state)]

@@ -35,6 +35,12 @@ app.conf.update(
     task_default_queue=os.environ.get("OOMCHECK_DEMO_QUEUE", "celery"),
 )
 
+# Broker connections named after the worker's nodename, as the README recommends for EKS.
+if os.environ.get("OOMCHECK_DEMO_NAME_CONNECTIONS"):
+    from oomcheck.naming import name_broker_connections
+
+    name_broker_connections(app)
+
 # Celery beat with RedBeat, when OOMCHECK_DEMO_BEAT_SCHEDULE is set (JSON: entry name ->
 # {"task": name, "every": seconds, "args": [...]}): the beat demo and the beat tests. Short loop
 # and lock times so that a killed beat's lock expires in seconds, as a test needs.

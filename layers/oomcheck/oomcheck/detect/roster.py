@@ -81,6 +81,8 @@ def record_from(ctx: Context, snap: WorkerSnapshot, first_seen: float) -> Worker
         active=remembered_active(ctx, snap),
         limits=dict(snap.registered),
         queues=tuple(sorted(snap.queues or ())),
+        subscriptions=snap.subscriptions,
+        named_connections=snap.named_connections,
     )
 
 
@@ -93,12 +95,16 @@ def refreshed(ctx: Context, record: WorkerRecord, snap: WorkerSnapshot) -> Worke
     limits = dict(snap.registered) if snap.registered else record.limits
     # active_queues() unanswered this run: keep what we knew
     queues = tuple(sorted(snap.queues)) if snap.queues is not None else record.queues
+    learned = snap.subscriptions is not None
+    subscriptions = snap.subscriptions if learned else record.subscriptions
+    named = snap.named_connections if learned else record.named_connections
     if (
         record.status == WorkerStatus.ALIVE
         and record.incident_id is None
         and (record.pool, record.pool_pids, record.active) == (snap.pool, pool_pids, active)
         and record.limits == limits
         and record.queues == queues
+        and (record.subscriptions, record.named_connections) == (subscriptions, named)
     ):
         return record
     return replace(
@@ -109,6 +115,8 @@ def refreshed(ctx: Context, record: WorkerRecord, snap: WorkerSnapshot) -> Worke
         active=active,
         limits=limits,
         queues=queues,
+        subscriptions=subscriptions,
+        named_connections=named,
         incident_id=None,
         changed_at=ctx.now,
     )

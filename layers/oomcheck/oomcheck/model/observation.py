@@ -52,6 +52,11 @@ class WorkerSnapshot:
     reping: bool = False
     # The queues it consumes (`inspect().active_queues()`); None when not asked or no answer.
     queues: tuple[str, ...] | None = None
+    # Its long-lived pub/sub connections to the broker, learned this run (broker presence);
+    # None: not learned this run.
+    subscriptions: int | None = None
+    # whether its connections carry its nodename as their name (learned with subscriptions)
+    named_connections: bool = False
 
 
 @dataclass(frozen=True, slots=True)

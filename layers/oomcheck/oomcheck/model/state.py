@@ -30,6 +30,11 @@ class WorkerRecord:
     incident_id: str | None = None
     # The queues it consumed when last seen (active_queues()): who consumed a queue left orphaned.
     queues: tuple[str, ...] = ()
+    # Its long-lived pub/sub connections to the broker, learned while every worker on its
+    # address answered (oomcheck.sources.presence.owners); None: not learned.
+    subscriptions: int | None = None
+    # its connections carry its nodename as their name (oomcheck.naming)
+    named_connections: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,9 @@ class State:
     last_run_at: float | None = None
     last_discovery_at: float | None = None
     scan_cursor: str | None = None
+    # Nodenames with a pidbox binding on the broker that were asked once and did not answer (a
+    # killed worker's leftover binding): not asked again while the binding stays.
+    stale_bindings: tuple[str, ...] = ()
     # worker -> its latest samples above the memory threshold, oldest first (empty: absent)
     pressure: Mapping[str, tuple[MemoryPoint, ...]] = field(default_factory=dict)
     # queue -> since when it has held messages with no live consumer

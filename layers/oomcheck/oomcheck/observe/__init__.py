@@ -14,13 +14,15 @@ clock: it is a matter between checkers.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from oomcheck.deadline import Deadline
 from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
-from oomcheck.observe.base import ClockRead, Read, ResultsRead, T, guard, read_clock
+from oomcheck.observe.base import OK, ClockRead, Read, ResultsRead, T, guard, read_clock
 from oomcheck.observe.beat import read_beat
+from oomcheck.observe.bounded import Bounded
 from oomcheck.observe.reads import (
     read_broker,
     read_ecs,
@@ -56,6 +58,11 @@ __all__ = [
 ]
 
 
+# A TIME round trip takes milliseconds on any live Redis: a clock that has not answered in this
+# long is a frozen broker, whose socket timeouts must not eat the time the other sources need.
+CLOCK_S = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class Observed:
     observation: Observation  # errors: source name -> error text, for the detection core
@@ -66,35 +73,74 @@ class Observed:
     notes: tuple[str, ...] = ()
     # the ECS services' running tasks, where this run read them (OOMCHECK_ECS_SERVICES)
     ecs_tasks: tuple[EcsTask, ...] = ()
+    # State.stale_bindings for the next run; None: keep the previous
+    stale_bindings: tuple[str, ...] | None = None
 
 
 def observe(
-    deps: Deps, state: State, local_now: float, *, audit: bool, suspects: Collection[str] = ()
+    deps: Deps,
+    state: State,
+    local_now: float,
+    *,
+    audit: bool,
+    deadline: Deadline | None = None,
+    suspects: Collection[str] = (),
 ) -> Observed:
     """Read every source once. ``local_now`` is the checker's clock at the start of the run;
-    the observation's ``at`` is the reference clock's (see the module docstring). ``suspects``:
-    workers a death is suspected of, whom broker presence is asked about first."""
+    the observation's ``at`` is the reference clock's (see the module docstring). With a
+    ``deadline``, every read ends in time to save the state and release the lease by then (a
+    read that would not is a failed source: oomcheck.observe.bounded). ``suspects``: workers a
+    death is suspected of, whom broker presence is asked about first."""
+    bound = Bounded(deadline, deps.store_s)
     clock = (
-        read_clock(deps.reference_clock, deps.clock)
-        if deps.reference_clock is not None
+        bound.run(
+            lambda: read_clock(reference, deps.clock),
+            lambda why: ClockRead(
+                local_now,
+                None,
+                f"reference clock ({reference.name} TIME): {why}: times in this run are the "
+                "checker's own clock",
+            ),
+            cap_s=CLOCK_S,
+        )
+        if (reference := deps.reference_clock) is not None
         else ClockRead(local_now, None)
     )
     now = clock.at
     offset = clock.offset_s or 0.0
 
-    inspected, presence_status = read_inspect(deps, state, now, audit=audit, suspects=suspects)
-    workers = dict(inspected.value.workers) if inspected.value else None
-    results = read_results(deps, state, now, workers)
-    if workers is not None and results.value and results.value.started:
-        workers.update(reping_strangers(deps, state, workers, results.value.started))
-    broker = read_broker(deps, now)
-    exits, memory = read_logs(deps, state.last_run_at, now)
-    ecs_status, memory, ecs_tasks = read_ecs(deps, memory)
-    queues = read_queues(
-        deps, state, workers, inspected.value.queues_error if inspected.value else None
+    inspected, presence_status = _within(
+        bound,
+        deps.inspector,
+        lambda: read_inspect(deps, state, now, audit=audit, suspects=suspects),
+        lambda why: (_late(why), _failed(why) if deps.presence is not None else OK),
     )
-    beat = read_beat(deps, now)
-    sqs = read_sqs(deps)
+    workers = dict(inspected.value.workers) if inspected.value else None
+    results = _within(bound, deps.results, lambda: read_results(deps, state, now, workers), _late)
+    if workers is not None and results.value and results.value.started:
+        started = results.value.started
+        workers.update(
+            bound.run(lambda: reping_strangers(deps, state, workers, started), lambda _: {})
+        )
+    broker = _within(bound, deps.broker, lambda: read_broker(deps, now), _late)
+    exits, memory = _within(
+        bound,
+        deps.exits,
+        lambda: read_logs(deps, state.last_run_at, now),
+        lambda why: (_late(why), _late(why)),
+    )
+    ecs_status, memory, ecs_tasks = _within(
+        bound,
+        deps.ecs,
+        lambda: read_ecs(deps, memory),
+        lambda why: (_failed(why), memory, ()),
+    )
+    queues_error = inspected.value.queues_error if inspected.value else None
+    queues = _within(
+        bound, deps.queues, lambda: read_queues(deps, state, workers, queues_error), _late
+    )
+    beat = _within(bound, deps.beat, lambda: read_beat(deps, now), _late)
+    sqs = _within(bound, deps.sqs, lambda: read_sqs(deps), _late)
 
     outcomes = (
         (Source.INSPECT, inspected.status, inspected.counters),
@@ -166,7 +212,24 @@ def observe(
         scan_cursor=found.cursor if found else state.scan_cursor,
         notes=(clock.note,) if clock.note else (),
         ecs_tasks=ecs_tasks,
+        stale_bindings=inspected.value.stale_bindings if inspected.value else None,
     )
+
+
+def _failed(why: str) -> SourceStatus:
+    return SourceStatus(SourceState.ERROR, why)
+
+
+def _late(why: str) -> Read[Any]:
+    return Read(None, _failed(why))
+
+
+def _within(
+    bound: Bounded, adapter: object | None, call: Callable[[], T], late: Callable[[str], T]
+) -> T:
+    """``call`` within the run's deadline; an unconfigured source (no adapter) reads nothing
+    and is asked inline, so that it reports itself off, not late."""
+    return bound.run(call, late) if adapter is not None else call()
 
 
 def _present(adapter: object | None, value: tuple[T, ...] | None) -> tuple[T, ...] | None:

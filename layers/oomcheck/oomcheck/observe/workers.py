@@ -22,6 +22,7 @@ from oomcheck.sources.inspector import InspectResult
 
 if TYPE_CHECKING:
     from oomcheck.ports import Deps
+    from oomcheck.sources.presence.owners import Member
 from oomcheck.observe.base import MAX_STRANGERS, OK, Read, guard, off
 
 
@@ -34,14 +35,15 @@ def read_inspect(
     inspector = deps.inspector
     if inspector is None:
         return Read(None, off(deps, Source.INSPECT)), off(deps, Source.PRESENCE)
-    expected = sorted(
+    known = sorted(
         name
         for name, r in state.workers.items()
         if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
     )
+    bindings, newcomers = _newcomers(deps, state)
     discover = (
         audit
-        or not expected
+        or not known
         or state.last_discovery_at is None
         or now - state.last_discovery_at >= deps.settings.discovery_interval_s
     )
@@ -53,23 +55,96 @@ def read_inspect(
     probe = _PresenceProbe(deps, state, now)
     inspected, status = guard(
         lambda: inspector.observe(
-            expected,
+            known,
             discover=discover,
             need_registered=needs_registered,
             presence=probe if deps.presence is not None else None,
             suspects=suspects,
+            newcomers=newcomers,
         ),
         deps.settings.secrets(),
     )
     if inspected is None:
         return Read(None, status), probe.status
-    workers = dict(inspected.workers)
+    stale = (
+        tuple(sorted((set(state.stale_bindings) | set(inspected.missing)) & bindings - set(known)))
+        if bindings is not None
+        else None
+    )
+    counters = {"new_workers_asked": len(newcomers)}
+    workers = _with_shares(deps, state, now, dict(inspected.workers), inspected.missing)
     # keep what the roster knows of limits when registered() was not asked again
     for name, snap in workers.items():
         record = state.workers.get(name)
         if not snap.registered and record is not None and record.pid == snap.pid:
             workers[name] = replace(snap, registered=record.limits)
-    return Read(replace(inspected, workers=workers), status), probe.status
+    found = replace(inspected, workers=workers, stale_bindings=stale)
+    return Read(found, status, counters), probe.status
+
+
+def _newcomers(deps: Deps, state: State) -> tuple[frozenset[str] | None, list[str]]:
+    """The broker's pidbox bindings (None: not read), and the nodenames among them that the
+    roster does not know and that were not asked before in vain: workers started since the last
+    discovery, asked in this check instead of at the next discovery."""
+    presence = deps.presence
+    if presence is None:
+        return None, []
+    bindings = guard(presence.pidbox_names, deps.settings.secrets())[0]
+    if bindings is None:
+        return None, []
+    fresh = bindings - set(state.workers) - set(state.stale_bindings)
+    return bindings, sorted(fresh)[:MAX_STRANGERS]
+
+
+def _share(state: State, snap: WorkerSnapshot) -> tuple[int | None, bool]:
+    """What the roster learned of this incarnation's pub/sub share, if anything."""
+    record = state.workers.get(snap.name)
+    if record is None or record.pid != snap.pid:
+        return None, False
+    return record.subscriptions, record.named_connections
+
+
+def _members(
+    state: State, now: float, answered: Mapping[str, WorkerSnapshot], missing: Sequence[str]
+) -> list[Member]:
+    from oomcheck.sources.presence.owners import Member
+
+    members = [Member(n, now - s.uptime_s, True, *_share(state, s)) for n, s in answered.items()]
+    members += [
+        Member(
+            n,
+            state.workers[n].boot_at,
+            False,
+            state.workers[n].subscriptions,
+            state.workers[n].named_connections,
+        )
+        for n in missing
+        if n in state.workers
+    ]
+    return members
+
+
+def _with_shares(
+    deps: Deps,
+    state: State,
+    now: float,
+    workers: dict[str, WorkerSnapshot],
+    missing: Sequence[str],
+) -> dict[str, WorkerSnapshot]:
+    """The answering workers, each with its pub/sub share where it was learned this run. Asked
+    of the broker only while some answering worker's share is unknown: once per incarnation."""
+    presence = deps.presence
+    if presence is None or all(_share(state, s)[0] is not None for s in workers.values()):
+        return workers
+    members = _members(state, now, workers, missing)
+    # learning is best effort: a broker that fails here fails the probe or the next run
+    learned = guard(lambda: presence.shares(members), deps.settings.secrets())[0] or {}
+    return {
+        n: replace(s, subscriptions=learned[n].count, named_connections=learned[n].named)
+        if n in learned
+        else s
+        for n, s in workers.items()
+    }
 
 
 def suspects(
@@ -108,16 +183,10 @@ class _PresenceProbe:
         self, answered: Mapping[str, WorkerSnapshot], missing: Sequence[str]
     ) -> Mapping[str, Presence]:
         from oomcheck.sources.presence.brokers import PresenceOff
-        from oomcheck.sources.presence.owners import Member
 
         presence = self.deps.presence
         assert presence is not None
-        members = [Member(n, self.now - s.uptime_s, True) for n, s in answered.items()]
-        members += [
-            Member(n, self.state.workers[n].boot_at, False)
-            for n in missing
-            if n in self.state.workers
-        ]
+        members = _members(self.state, self.now, answered, missing)
 
         def judge() -> Mapping[str, Presence] | SourceStatus:
             try:

@@ -44,6 +44,9 @@ class InspectResult:
     presence: Mapping[str, Presence] = field(default_factory=dict)
     # why active_queues() could not be read (the workers' queues are then None), else None
     queues_error: str | None = None
+    # pidbox bindings of workers asked once that did not answer (State.stale_bindings); None:
+    # the broker's bindings were not read
+    stale_bindings: tuple[str, ...] | None = None
 
 
 def pool_kind(implementation: str | None) -> str:
@@ -266,6 +269,7 @@ class CeleryInspector:
         need_registered: Callable[[WorkerSnapshot], bool] = lambda _: True,
         presence: PresenceProbe | None = None,
         suspects: Collection[str] = (),
+        newcomers: Collection[str] = (),
     ) -> InspectResult:
         """Every worker that answers, with its tasks; ``expected`` are the roster's live names.
 
@@ -273,15 +277,18 @@ class CeleryInspector:
         workers the roster does not know yet; otherwise it stops at len(expected) replies. A
         worker that missed the broadcast is pinged directly once, unless ``presence`` (asked
         right after the broadcast) shows its broker connections are gone: it is dead, and the
-        re-ping would only wait out its timeout.
+        re-ping would only wait out its timeout. ``newcomers`` (nodenames the broker shows and
+        the roster does not know) are waited for as well, but not re-pinged: the broadcast gave
+        them its whole timeout; those that did not answer are listed in ``missing``.
 
         ``suspects``: expected workers a death is suspected of (a check started by an event or by
         a closed subscription). The broker is asked about them first, and those whose
         connections are gone are left out of the broadcast's reply count, so the broadcast ends
         with the last live reply instead of waiting the timeout for the dead one.
         """
+        wanted = set(expected) | set(newcomers)
         gone = self._gone_first(expected, suspects, presence) if not discover else frozenset()
-        limit = None if discover or not expected else len(expected) - len(gone)
+        limit = None if discover or not expected else len(wanted) - len(gone)
         stats = self._broadcast_stats(limit)
         inspected_at = self.clock()
         snapshots = {
@@ -301,7 +308,7 @@ class CeleryInspector:
         ]
         if reping:
             snapshots.update(self.ping_direct(reping))
-        still_missing = tuple(sorted(set(expected) - set(snapshots)))
+        still_missing = tuple(sorted(wanted - set(snapshots)))
         seen = {n: p for n, p in seen.items() if n in still_missing}
         if not snapshots:
             return InspectResult({}, inspected_at, still_missing, limit is None, seen)

@@ -77,6 +77,8 @@ def worker_to_json(record: WorkerRecord) -> Json:
             "limits": limits_to_json(record.limits) or None,
             "incident_id": record.incident_id,
             "queues": list(record.queues),
+            "subscriptions": record.subscriptions,
+            "named_connections": record.named_connections or None,
         }
     )
 
@@ -166,6 +168,7 @@ def meta_to_json(state: State) -> Json:
         "last_run_at": state.last_run_at,
         "last_discovery_at": state.last_discovery_at,
         "scan_cursor": state.scan_cursor,
+        "stale_bindings": list(state.stale_bindings),
         "source_failures": dict(state.source_failures),
     }
 
@@ -247,6 +250,10 @@ def _active(value: Json) -> ActiveTask:
     )
 
 
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def worker_from_json(value: Json) -> WorkerRecord:
     return WorkerRecord(
         name=value["name"],
@@ -261,6 +268,8 @@ def worker_from_json(value: Json) -> WorkerRecord:
         limits=_limits(value.get("limits")),
         incident_id=value.get("incident_id"),
         queues=tuple(str(q) for q in value.get("queues", ())),
+        subscriptions=_count(value.get("subscriptions")),
+        named_connections=value.get("named_connections") is True,
     )
 
 
@@ -414,6 +423,7 @@ def state_from_items(items: Mapping[str, Json]) -> State:
         last_run_at=meta.get("last_run_at"),
         last_discovery_at=meta.get("last_discovery_at"),
         scan_cursor=meta.get("scan_cursor"),
+        stale_bindings=tuple(str(n) for n in meta.get("stale_bindings") or ()),
         pressure=pressure,
         orphaned_since=orphaned,
         task_history=task_history,

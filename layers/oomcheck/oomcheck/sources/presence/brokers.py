@@ -16,7 +16,13 @@ from dataclasses import replace
 from typing import Any
 
 from oomcheck.model import Presence
-from oomcheck.sources.presence.owners import Member, attribute, parse_client_list
+from oomcheck.sources.presence.owners import (
+    Member,
+    Share,
+    attribute,
+    learn_shares,
+    parse_client_list,
+)
 
 
 class PresenceOff(RuntimeError):
@@ -62,6 +68,24 @@ class RedisBrokerPresence:
         judged = attribute(parse_client_list(entries, self.db), members, now)
         return {name: _how_it_closed(p, bindings) for name, p in judged.items()}
 
+    def pidbox_names(self) -> frozenset[str]:
+        """Nodenames with a pidbox binding: every worker that started on this broker and has not
+        shut down cleanly (a killed worker's binding is left behind). One SMEMBERS."""
+        suffix = ".celery.pidbox"
+        names: set[str] = set()
+        for member in self.client.smembers(self.bindings_key):
+            text = member.decode("utf-8", "replace") if isinstance(member, bytes) else str(member)
+            queue = text.rsplit(_BINDING_SEP, 1)[-1]
+            if queue.endswith(suffix) and len(queue) > len(suffix):
+                names.add(queue[: -len(suffix)])
+        return frozenset(names)
+
+    def shares(self, members: Sequence[Member]) -> dict[str, Share]:
+        """Each answering member's pub/sub share, where every worker on its address answered
+        and its share is not known yet (oomcheck.sources.presence.owners.learn_shares)."""
+        entries = self.client.client_list()
+        return learn_shares(parse_client_list(entries, self.db), members)
+
     def subscriptions(self) -> frozenset[str] | None:
         entries = self.client.client_list()
         return frozenset(
@@ -91,6 +115,12 @@ class AmqpBrokerPresence:
 
     def describe(self) -> str:
         return "rabbitmq pidbox queues"
+
+    def shares(self, members: Sequence[Member]) -> dict[str, Share]:
+        return {}  # exact per nodename: no counting needed
+
+    def pidbox_names(self) -> frozenset[str]:
+        return frozenset()  # RabbitMQ lists no queues over AMQP: STARTED records name newcomers
 
     def subscriptions(self) -> frozenset[str] | None:
         return None  # one declare per worker is not the one cheap command watch mode needs

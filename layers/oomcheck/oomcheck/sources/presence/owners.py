@@ -12,7 +12,11 @@ silent worker is judged only by what the listing proves:
 2. by address: a worker whose nodename encodes its address (``ip-10-0-1-5``, as ECS awsvpc and EC2
    give) and that is the only known worker there owns every pub/sub connection from that address
    (a worker subscribes to its pidbox for life; producers sharing the address only publish);
-3. by age, where workers share an address (EC2 with several workers, every test on 127.0.0.1):
+3. by count, where workers share an address: while every worker there answers, each one's share
+   of the address's pub/sub connections is learned (:func:`learn_shares`); when one is silent,
+   every other worker there answered and the address holds exactly its share fewer, it is dead;
+   exactly as many, it lives. Whatever the pools or start times;
+4. by age, where workers share an address (EC2 with several workers, every test on 127.0.0.1):
    a worker subscribes to its pidbox within seconds of starting, so a pub/sub connection born in
    its start window is its own, if no other worker started in that window and every worker that
    answered owns one in its own window (else the broker has reconnected everyone since and ages
@@ -58,6 +62,12 @@ class Member:
     name: str
     boot_at: float
     answered: bool
+    # its long-lived pub/sub connections to the broker (pidbox, event consumer), as learned while
+    # every worker on its address answered; None: not learned yet
+    share: int | None = None
+    # its connections carry its nodename as their name (oomcheck.naming), as learned while it
+    # answered: once none does, it is dead
+    named: bool = False
 
 
 def parse_client_list(entries: Iterable[Mapping[str, object]], db: int | None) -> list[Connection]:
@@ -102,6 +112,11 @@ def attribute(
                 member.name, True, "broker: its named connection is open", now
             )
             continue
+        if member.named:
+            out[member.name] = Presence(
+                member.name, False, "broker: no connection named after it is open any more", None
+            )
+            continue
         out[member.name] = _judge(member, foreign, members, now)
     return out
 
@@ -134,7 +149,91 @@ def _judge(
         here = [c for c in foreign if c.ip not in known_ips]
         peers = [m for m in members if m is not member and not _ips(m.name)]
         where = "on its host"
-    return _by_age(member, [c for c in here if c.pubsub], peers, now, where)
+    pubsub = [c for c in here if c.pubsub]
+    counted = _by_count(member, len(pubsub), peers, now, where)
+    if counted is not None:
+        return counted
+    return _by_age(member, pubsub, peers, now, where)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What a worker holds of the broker's connections: its long-lived pub/sub connections, and
+    whether they carry its nodename as their name."""
+
+    count: int
+    named: bool = False
+
+
+def learn_shares(connections: Sequence[Connection], members: Sequence[Member]) -> dict[str, Share]:
+    """The share of each answering member whose share is unknown. A member whose connections
+    carry its name: its named pub/sub connections. Else where every member on its address
+    answered: the address's count less the known shares, for the one unknown; or an even split,
+    where none is known and the count divides (workers started together by one command run one
+    configuration: gossip on, two each; ``--without-gossip``, one)."""
+    foreign = [c for c in connections if not c.own and c.pubsub]
+    by_name = {c.name for c in connections if c.name and not c.own}
+    learned = {
+        m.name: Share(sum(1 for c in foreign if c.name == m.name), named=True)
+        for m in members
+        if m.answered and m.share is None and m.name in by_name
+    }
+    known_ips = frozenset().union(*(_ips(m.name) for m in members))
+    for group in _groups(members):
+        if not all(m.answered for m in group):
+            continue
+        ips = _ips(group[0].name)
+        count = sum(1 for c in foreign if (c.ip in ips if ips else c.ip not in known_ips))
+        unknown = [m for m in group if m.share is None]
+        known = sum(m.share or 0 for m in group)
+        if len(unknown) == 1 and count - known > 0:
+            learned.setdefault(unknown[0].name, Share(count - known))
+        elif unknown and len(unknown) == len(group) and count and count % len(group) == 0:
+            for m in group:
+                learned.setdefault(m.name, Share(count // len(group)))
+    return learned
+
+
+def _groups(members: Sequence[Member]) -> list[list[Member]]:
+    """Members by the address their nodenames give (those that give none: one group, "its
+    host", as the age rule treats them)."""
+    groups: dict[frozenset[str], list[Member]] = {}
+    for member in members:
+        ips = _ips(member.name)
+        key = next((k for k in groups if k & ips), ips) if ips else ips
+        groups.setdefault(key, []).append(member)
+    return list(groups.values())
+
+
+def _by_count(
+    member: Member, count: int, peers: list[Member], now: float, where: str
+) -> Presence | None:
+    """Dead or alive by how many pub/sub connections the address holds, where the shares of
+    every worker there are known and every other worker answered; None where counts prove
+    nothing."""
+    group = [member, *peers]
+    if not peers or any(p.share is None or not p.answered for p in peers):
+        return None
+    if member.share is None:
+        return None
+    full = sum(m.share or 0 for m in group)
+    others = f"the other {len(peers)} answered"
+    if count == full - member.share:
+        return Presence(
+            member.name,
+            False,
+            f"broker: 1 of {len(group)} workers' subscriptions {where} closed "
+            f"({count} of {full} open); {others}",
+            None,
+        )
+    if count == full:
+        return Presence(
+            member.name,
+            True,
+            f"broker: all {len(group)} workers' subscriptions {where} are open; {others}",
+            now,
+        )
+    return None
 
 
 def _window(boot_at: float) -> tuple[float, float]:
