@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from oomcheck.detect import keys, text
@@ -84,12 +85,11 @@ def _entry_finding(
     ctx: Context, entry: BeatEntry, runs: list[KillRecord], key: IncidentKey
 ) -> Finding:
     kills = [k for r in runs for k in r.kills]
-    workers = sorted({k.worker for k in kills if k.worker})
     return Finding(
         kind=Kind.POISON_TASK,
         severity=Severity.CRITICAL,
-        worker=workers[-1] if len(workers) == 1 else None,
-        cause=Cause.OOM_KILLED if any(k.cause == Cause.OOM_KILLED for k in kills) else Cause.KILLED,
+        worker=_only_worker(kills),
+        cause=_loop_cause(kills),
         evidence=(
             *(
                 f"run {r.task_id} killed on {r.kills[-1].worker or '?'} pid "
@@ -122,6 +122,17 @@ def _entry_finding(
     )
 
 
+def _only_worker(kills: Iterable[Kill]) -> str | None:
+    """The worker every kill was on, where there is one."""
+    workers = {k.worker for k in kills if k.worker}
+    return next(iter(workers)) if len(workers) == 1 else None
+
+
+def _loop_cause(kills: Iterable[Kill]) -> Cause:
+    """OOM when any kill of the loop is known to be the OOM killer's; else killed."""
+    return Cause.OOM_KILLED if any(k.cause == Cause.OOM_KILLED for k in kills) else Cause.KILLED
+
+
 def _still_active(ctx: Context, task_id: str, record: KillRecord) -> bool:
     if task_id in ctx.running_now or task_id in ctx.unacked:
         return True
@@ -129,7 +140,6 @@ def _still_active(ctx: Context, task_id: str, record: KillRecord) -> bool:
 
 
 def _finding(ctx: Context, task_id: str, record: KillRecord, kills: tuple[Kill, ...]) -> Finding:
-    workers = sorted({k.worker for k in kills if k.worker})
     end = _limit_end(ctx, record)
     fate = TaskFate(
         id=task_id,
@@ -146,8 +156,8 @@ def _finding(ctx: Context, task_id: str, record: KillRecord, kills: tuple[Kill, 
     return Finding(
         kind=Kind.POISON_TASK,
         severity=Severity.CRITICAL,
-        worker=workers[-1] if len(workers) == 1 else None,
-        cause=Cause.OOM_KILLED if any(k.cause == Cause.OOM_KILLED for k in kills) else Cause.KILLED,
+        worker=_only_worker(kills),
+        cause=_loop_cause(kills),
         evidence=(
             *(f"killed on {k.worker or '?'} pid {k.pid or '?'}: {k.how}" for k in kills[-5:]),
             *((end.line,) if end else ()),
