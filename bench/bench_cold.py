@@ -38,7 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import FUNCTION, LAYER, ROOT, Result, median, moto_server, ms, private_redis
+from bench.common import (
+    CHILD_CONTEXT,
+    FUNCTION,
+    LAYER,
+    ROOT,
+    Result,
+    median,
+    moto_server,
+    ms,
+    private_redis,
+)
 from bench.common import progress as _progress
 
 FULL_VCPU_MB = 1769
@@ -55,20 +65,17 @@ SETTINGS = "layers/oomcheck/oomcheck/config/settings.py"
 # x86 Lambda price per GB-s (FACTS.md); a scheduled check every minute is 43,200 a month
 PRICE_GB_S = 0.0000166667
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, os, sys, time
 t_start = float(sys.argv[5])
 func_dir, layer_dir, event_path, out_path = sys.argv[1:5]
 sys.path[:0] = [func_dir, layer_dir]
-from types import SimpleNamespace
 t0 = time.perf_counter(); c0 = time.process_time()
 import app
-context = SimpleNamespace(
-    function_name="oomcheck-checker", function_version="$LATEST",
-    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:oomcheck-checker",
-    memory_limit_in_mb=256, aws_request_id=f"bench-{os.getpid()}",
-    log_group_name="/aws/lambda/oomcheck-checker", log_stream_name="bench",
-    get_remaining_time_in_millis=lambda: 30000)
+"""
+    + CHILD_CONTEXT
+    + r"""
 if os.environ.get("BENCH_INIT"):
     app._get_deps(context)  # the clients built during init, as SnapStart would snapshot them
 imported = time.perf_counter() - t0
@@ -79,6 +86,7 @@ out = {"total_s": done - t_start, "import_s": imported, "cpu_s": time.process_ti
        "handler_s": time.perf_counter() - t0 - imported, "body": body}
 json.dump(out, open(out_path, "w"))
 """
+)
 
 
 def progress(message: str) -> None:

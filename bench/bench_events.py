@@ -30,6 +30,7 @@ from typing import Any
 
 from bench.bench_latency import floor_off
 from bench.common import (
+    CHILD_CONTEXT,
     FUNCTION,
     LAMBDA_CPU_FACTOR,
     LAYER,
@@ -46,24 +47,22 @@ from bench.common import (
 TARGET_P95_S = 0.3
 TARGET_EVENTS = 20
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, os, sys, time
 func_dir, layer_dir, event_path, out_path = sys.argv[1:5]
 sys.path[:0] = [func_dir, layer_dir]
-from types import SimpleNamespace
 t0 = time.perf_counter(); c0 = time.process_time()
 import app
-context = SimpleNamespace(
-    function_name="oomcheck-checker", function_version="$LATEST",
-    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:oomcheck-checker",
-    memory_limit_in_mb=256, aws_request_id=f"bench-{os.getpid()}",
-    log_group_name="/aws/lambda/oomcheck-checker", log_stream_name="bench",
-    get_remaining_time_in_millis=lambda: 30000)
+"""
+    + CHILD_CONTEXT
+    + r"""
 event = json.load(open(event_path))
 body = app.handler(event, context)
 out = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "body": body}
 json.dump(out, open(out_path, "w"))
 """
+)
 
 
 class _Timed:

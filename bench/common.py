@@ -333,3 +333,16 @@ def moto_server() -> Iterator[str]:
             server.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+# The part of a Lambda context the handler reads, as source for the benches' measuring children
+# (they run as `python -c`, with only sys/os/time/json imported before the timed import).
+CHILD_CONTEXT = r"""
+from types import SimpleNamespace
+context = SimpleNamespace(
+    function_name="oomcheck-checker", function_version="$LATEST",
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:oomcheck-checker",
+    memory_limit_in_mb=256, aws_request_id=f"bench-{os.getpid()}",
+    log_group_name="/aws/lambda/oomcheck-checker", log_stream_name="bench",
+    get_remaining_time_in_millis=lambda: 30000)
+"""
