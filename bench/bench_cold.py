@@ -54,6 +54,8 @@ from bench.common import progress as _progress
 FULL_VCPU_MB = 1769
 PERIOD_US = 100_000
 TARGET_S = 1.5
+# the memory settings measured beside 256 MB, for the default's choice (bench_cost prices them)
+MEMORY_ROWS = (512, 768, 1024)
 CPU_ROOT_V1 = Path("/sys/fs/cgroup/cpu")
 CPU_ROOT_V2 = Path("/sys/fs/cgroup")
 # The revisions the levers are measured at: main before this work; the check that asks presence
@@ -69,8 +71,8 @@ CHILD = (
     r"""
 import json, os, sys, time
 t_start = float(sys.argv[5])
-func_dir, layer_dir, event_path, out_path = sys.argv[1:5]
-sys.path[:0] = [func_dir, layer_dir]
+func_dir, layer_path, event_path, out_path = sys.argv[1:5]
+sys.path[:0] = [func_dir, *layer_path.split(os.pathsep)]
 t0 = time.perf_counter(); c0 = time.process_time()
 import app
 """
@@ -140,6 +142,26 @@ class Setup:
     env: dict[str, str]
     app: Any
     workdir: Path
+    # The interpreter the children run and the layer built from the lock for it (None: this
+    # interpreter with the development virtualenv's packages)
+    python: Path | None = None
+    layer: Path | None = None
+
+
+def runtime(workdir: Path) -> tuple[Path | None, Path | None, str]:
+    """(interpreter, built layer, how): what ships, as Lambda runs it: the runtime's Python in
+    isolated mode seeing only the layer built from the lock (tests/layer/build.py); the
+    development virtualenv when the layer cannot be built here."""
+    from tests.layer.build import build_layer, interpreter, unbuildable, version
+
+    why = unbuildable()
+    if why:
+        return None, None, f"the development virtualenv ({why})"
+    python = interpreter()
+    out = workdir / "layer"
+    out.mkdir()
+    layer = build_layer(out, python)
+    return python, layer, f"python {version(python)} -I -S on the layer built from the lock"
 
 
 def _one_death(setup: Setup, index: int) -> tuple[Path, str]:
@@ -187,15 +209,18 @@ class Variant:
     share: float | None = None
     env: tuple[tuple[str, str], ...] = ()
     files_from: tuple[tuple[str, str], ...] = ()  # (path, revision)
+    flags: tuple[str, ...] = ()  # the interpreter's own options
 
 
-def _tree(workdir: Path, variant: Variant) -> tuple[Path, Path]:
-    """(function dir, layer dir) of the variant's revision, exported once and compiled (so its
-    bytecode exists, as in the layer; a no-bytecode variant hides it with its env)."""
+def _tree(setup: Setup, variant: Variant) -> tuple[Path, str]:
+    """(function dir, the layer's sys.path entries) of the variant's revision: its own oomcheck,
+    exported once and compiled by the children's interpreter (so its bytecode exists, as in the
+    layer; a no-bytecode variant hides it with its flags), before the built layer's packages."""
+    base = [str(setup.layer)] if setup.layer else []
     if variant.rev is None:
-        return FUNCTION, LAYER
+        return FUNCTION, os.pathsep.join(base or [str(LAYER)])
     key = "-".join([variant.rev, *(f"{p.rsplit('/', 1)[-1]}@{r}" for p, r in variant.files_from)])
-    where = workdir / f"tree-{key}"
+    where = setup.workdir / f"tree-{key}"
     if not where.exists():
         where.mkdir()
         archive = subprocess.run(
@@ -211,10 +236,10 @@ def _tree(workdir: Path, variant: Variant) -> tuple[Path, Path]:
                 ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, check=True
             ).stdout
             (where / path).write_bytes(text)
-        subprocess.run(
-            [sys.executable, "-m", "compileall", "-q", str(where)], check=True, timeout=120
-        )
-    return where / "functions" / "checker", where / "layers" / "oomcheck"
+        python = str(setup.python or sys.executable)
+        subprocess.run([python, "-m", "compileall", "-q", str(where)], check=True, timeout=120)
+    own = str(where / "layers" / "oomcheck")
+    return where / "functions" / "checker", os.pathsep.join([own, *(base or [str(LAYER)])])
 
 
 def _spawn(
@@ -225,8 +250,10 @@ def _spawn(
     out = setup.workdir / f"cold-{uuid.uuid4().hex[:8]}.json"
     env = {**os.environ, **setup.env, "OOMCHECK_TARGET": target, **dict(variant.env)}
     env.pop("PYTHONPATH", None)
-    function, layer = _tree(setup.workdir, variant)
-    argv = [sys.executable, str(script), str(function), str(layer), str(event), str(out)]
+    function, layer = _tree(setup, variant)
+    # -I -S: the interpreter sees the layer and the function only (and ignores PYTHON* variables)
+    python = [str(setup.python), "-I", "-S"] if setup.layer else [sys.executable]
+    argv = [*python, *variant.flags, str(script), str(function), layer, str(event), str(out)]
     procs = str(cgroup.path / "cgroup.procs") if cgroup else None
     # the child joins the cgroup before exec, so the interpreter's own start is throttled too
     prefix = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh"] if procs else []
@@ -260,13 +287,13 @@ def _cgroup(share: float | None) -> Iterator[CpuCgroup | None]:
             group.remove()
 
 
-def _bytecode_off(workdir: Path) -> dict[str, str]:
+def _bytecode_off(workdir: Path) -> tuple[str, ...]:
     """No .pyc anywhere: Python looks for bytecode only under an empty, read-only prefix and
     writes none, as on a layer shipped without compiled files (/opt is read-only)."""
     empty = workdir / "no-pyc"
     empty.mkdir(exist_ok=True)
     empty.chmod(0o555)
-    return {"PYTHONPYCACHEPREFIX": str(empty), "PYTHONDONTWRITEBYTECODE": "1"}
+    return ("-B", "-X", f"pycache_prefix={empty}")
 
 
 def measure(
@@ -277,7 +304,7 @@ def measure(
     samples: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
     loads: list[float] = []
     for variant in variants.values():
-        _tree(setup.workdir, variant)  # exported and compiled before any timing
+        _tree(setup, variant)  # exported and compiled before any timing
     for n in range(runs):
         for key, variant in variants.items():
             event, target = _one_death(setup, len(loads))
@@ -306,13 +333,14 @@ def run(quick: bool = False) -> Result:
             broker, backend = f"{base}/1", f"{base}/2"
             env = _environment(broker, backend)
             os.environ.update(env)
-            setup = Setup(broker, backend, env, _load_app(), workdir)
+            python, layer, shape = runtime(workdir)
+            setup = Setup(broker, backend, env, _load_app(), workdir, python, layer)
             slow = share if available else None
-            nopyc = tuple(_bytecode_off(workdir).items())
+            nopyc = _bytecode_off(workdir)
             variants = {
                 # as before this work: the layer shipped without bytecode
-                "before-full": Variant(BEFORE, env=nopyc),
-                "before-256": Variant(BEFORE, slow, nopyc),
+                "before-full": Variant(BEFORE, flags=nopyc),
+                "before-256": Variant(BEFORE, slow, flags=nopyc),
                 # levers, one at a time, each on top of the previous row
                 "bytecode-256": Variant(BEFORE, slow),
                 "presence-256": Variant(PRESENCE_FIRST, slow),
@@ -322,15 +350,53 @@ def run(quick: bool = False) -> Result:
                 "full": Variant(None),
             }
             if available and not quick:
-                variants["512"] = Variant(None, share_of(512))
-                variants["1024"] = Variant(None, share_of(1024))
+                for memory in MEMORY_ROWS:
+                    variants[str(memory)] = Variant(None, share_of(memory))
             samples, loads = measure(setup, variants, runs)
+            floor = [_floor(setup, slow) for _ in range(runs)]
     finally:
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(workdir, ignore_errors=True)
+    result.notes.append(f"cold: the children run {shape}")
     _rows(result, samples, loads, available=available, how=how)
+    result.add(
+        "the libraries alone at 256 MB's CPU share: process start -> botocore, redis, celery and "
+        "Powertools imported (what every cold start pays before any code of ours)",
+        f"{ms(median(floor))} ({runs} runs)",
+        f"the whole cold event path: {ms(result.facts['cold_256_s'])}",
+        "(floor)",
+        None,
+    )
+    result.facts["cold_floor_256_s"] = median(floor)
     return result
+
+
+# What a cold start imports whatever our code does: the clients, the broker and backend client,
+# Celery's app and control, and the Powertools the handler is built on.
+LIBRARIES = (
+    "import botocore.session, redis, kombu.transport.redis, celery.app.control; "
+    "from celery import Celery; from aws_lambda_powertools import Logger, Metrics; "
+    "from aws_lambda_powertools.utilities.data_classes import SQSEvent"
+)
+
+
+def _floor(setup: Setup, share: float | None) -> float:
+    """Seconds from spawning an interpreter to the libraries imported, in the cgroup."""
+    layer = [str(setup.layer)] if setup.layer else []
+    python = [str(setup.python), "-I", "-S"] if setup.layer else [sys.executable]
+    code = f"import sys; sys.path[:0] = {layer!r}; {LIBRARIES}"
+    with _cgroup(share) as group:
+        procs = f"{group.path}/cgroup.procs" if group else None
+        prefix = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh"] if procs else []
+        started = time.time()
+        subprocess.run(
+            [*prefix, *python, "-c", code],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        return time.time() - started
 
 
 def _fig(runs: list[dict[str, Any]]) -> str:
@@ -417,11 +483,12 @@ def _rows(
         "(lever)",
         None,
     )
-    for memory in (512, 1024):
+    for memory in MEMORY_ROWS:
         key = str(memory)
         if key not in samples:
             continue
         wall = _med(samples, key)
+        result.facts[f"cold_{memory}_s"] = wall
         result.add(
             f"lever: memory {memory} MB ({share_of(memory):.1%} of a core), cold event path",
             _fig(samples[key]),

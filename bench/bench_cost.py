@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import LAMBDA_CPU_FACTOR, LAMBDA_MEMORY_MB, ROOT, Result, ms, progress
+from bench.common import ROOT, Result, ms, progress
 
 RUNS_PER_MONTH = 60 * 24 * 30  # rate(1 minute), 30-day month: 43,200
 # Prices as given in the issue: AWS list prices, us-east-1. The DynamoDB on-demand prices are
@@ -72,9 +72,21 @@ PLATFORM_LOG_BYTES = 350
 LOG_EVENT_OVERHEAD = 26
 
 
-def _gb_s(seconds: float) -> float:
+# template.yaml's FunctionMemory "auto": checks (scheduled, event-driven) get 1024 MB, a watch
+# 256 MB (test_memory.py holds the template to these)
+CHECK_MEMORY_MB = 1024
+WATCH_MEMORY_MB = 256
+
+
+def _gb_s(seconds: float, memory_mb: int) -> float:
     # billed in 1 ms steps
-    return math.ceil(seconds * 1000) / 1000 * LAMBDA_MEMORY_MB / 1024
+    return math.ceil(seconds * 1000) / 1000 * memory_mb / 1024
+
+
+def _at(memory_mb: int, wall_s: float, cpu_s: float) -> float:
+    """A run measured here on a full core, as long as it takes at ``memory_mb``: Lambda gives
+    memory/1,769 of a vCPU, which stretches the CPU part only."""
+    return wall_s - cpu_s + cpu_s * max(1.0, 1769 / memory_mb)
 
 
 def _dollars(value: float) -> str:
@@ -94,16 +106,18 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
         handler = handler_standalone(quick)
 
     warm = handler["warm_s"]
-    warm_lambda = warm - handler["warm_cpu_s"] + handler["warm_cpu_s"] * LAMBDA_CPU_FACTOR
+    check_s = _at(CHECK_MEMORY_MB, warm, handler["warm_cpu_s"])
+    watch_check_s = _at(WATCH_MEMORY_MB, warm, handler["warm_cpu_s"])
     watch_checks = watch_check_times()
-    watch_s = watch_checks[-1] + warm  # the last check starts 45 s in; the sleeps are billed
+    # the last check starts 45 s in; the sleeps are billed
+    watch_s = watch_checks[-1] + watch_check_s
     watch_runs = len(watch_checks)
     log_bytes = handler["log_bytes"] + PLATFORM_LOG_BYTES
     log_bytes += LOG_EVENT_OVERHEAD * (handler["log_lines"] + 3)
     fixed = METRICS * METRIC_MONTH + ALARMS * ALARM_MONTH + KMS_KEY_MONTH
 
-    def lambda_cost(seconds: float) -> float:
-        return RUNS_PER_MONTH * (_gb_s(seconds) * LAMBDA_ARM_GB_S + LAMBDA_REQUEST)
+    def lambda_cost(seconds: float, memory_mb: int = CHECK_MEMORY_MB) -> float:
+        return RUNS_PER_MONTH * (_gb_s(seconds, memory_mb) * LAMBDA_ARM_GB_S + LAMBDA_REQUEST)
 
     def dynamo_cost(wru: float, rru: float, runs: int) -> float:
         return RUNS_PER_MONTH * runs * (wru * DYNAMO_WRU + rru * DYNAMO_RRU)
@@ -111,22 +125,22 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
     logs = RUNS_PER_MONTH * log_bytes / 2**30 * LOGS_INGEST_GB
     wru, rru = handler["dynamo_wru"], handler["dynamo_rru"]
     sched = {
-        "lambda": lambda_cost(warm),
+        "lambda": lambda_cost(check_s),
         "dynamodb": dynamo_cost(wru, rru, 1),
         "logs": logs,
         "fixed": fixed,
     }
     watch = {
-        "lambda": lambda_cost(watch_s),
+        "lambda": lambda_cost(watch_s, WATCH_MEMORY_MB),
         "dynamodb": dynamo_cost(wru, rru, watch_runs),
         "logs": logs,
         "fixed": fixed,
     }
     result.add(
-        "Lambda arm64 256 MB, scheduled: 43,200 checks/month",
+        f"Lambda arm64 {CHECK_MEMORY_MB} MB, scheduled: 43,200 checks/month",
         f"{_dollars(sched['lambda'])}/month",
-        f"measured warm invocation {ms(warm)} billed; CPU-scaled for 256 MB "
-        f"{ms(warm_lambda)}: {_dollars(lambda_cost(warm_lambda))}",
+        f"measured warm invocation {ms(warm)} (CPU {ms(handler['warm_cpu_s'])}), billed as "
+        f"{ms(check_s)} at {CHECK_MEMORY_MB} MB's CPU share",
         "(no target)",
         None,
     )
@@ -160,7 +174,7 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
         None,
     )
     result.add(
-        f"Lambda, watch: {watch_runs} checks per invocation, every minute",
+        f"Lambda {WATCH_MEMORY_MB} MB, watch: {watch_runs} checks per invocation, every minute",
         f"{_dollars(watch['lambda'])}/month",
         f"billed {watch_s:.1f} s/invocation: the watch sleeps between checks on the clock",
         "(no target)",
@@ -181,7 +195,7 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
         None,
     )
     events = {
-        "lambda": EVENT_CHECKS_PER_MONTH / RUNS_PER_MONTH * lambda_cost(warm),
+        "lambda": EVENT_CHECKS_PER_MONTH / RUNS_PER_MONTH * lambda_cost(check_s),
         "dynamodb": dynamo_cost(wru, rru, 1) * EVENT_CHECKS_PER_MONTH / RUNS_PER_MONTH,
         "sqs": (ESM_IDLE_REQUESTS + 2 * EVENT_CHECKS_PER_MONTH) * SQS_REQUEST,
         "alarm": EVENT_PATH_ALARMS * ALARM_MONTH,
@@ -205,9 +219,10 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
     result.add(
         "peak RSS of a check process (handler, cold + warm invocations)",
         f"{handler['peak_rss_mb']:.0f} MB",
-        f"Lambda memory setting {LAMBDA_MEMORY_MB} MB (template.yaml)",
-        f"< {LAMBDA_MEMORY_MB} MB",
-        handler["peak_rss_mb"] < LAMBDA_MEMORY_MB,
+        f"Lambda memory setting {WATCH_MEMORY_MB} MB in watch mode, {CHECK_MEMORY_MB} MB "
+        "otherwise (template.yaml)",
+        f"< {WATCH_MEMORY_MB} MB",
+        handler["peak_rss_mb"] < WATCH_MEMORY_MB,
     )
     for size in (1000, 5000):
         fleet_rru = facts.get(f"steady_rru_{size}")
@@ -217,7 +232,8 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
             continue
         d_sched = dynamo_cost(fleet_wru, fleet_rru, 1)
         d_watch = dynamo_cost(fleet_wru, fleet_rru, watch_runs)
-        run_lambda = run_s * LAMBDA_CPU_FACTOR
+        factor = 1769 / CHECK_MEMORY_MB
+        run_lambda = run_s * factor
         result.add(
             f"{size:,} workers (fleet bench): DynamoDB, scheduled / watch",
             f"{_dollars(d_sched)} / {_dollars(d_watch)} per month",
@@ -231,9 +247,10 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
             None,
         )
         result.add(
-            f"{size:,} workers: Lambda, scheduled (run ~{run_lambda:.1f} s at 256 MB)",
+            f"{size:,} workers: Lambda, scheduled (run ~{run_lambda:.1f} s at "
+            f"{CHECK_MEMORY_MB} MB)",
             f"{_dollars(lambda_cost(run_lambda))}/month",
-            f"oomcheck's share of the run here {ms(run_s)} x {LAMBDA_CPU_FACTOR:.1f} (CPU)",
+            f"oomcheck's share of the run here {ms(run_s)} x {factor:.1f} (CPU)",
             "(no target)",
             None,
         )
@@ -255,8 +272,41 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
         "consistent Query 1 RRU per 4 KB). Watch mode logs are taken to be the size of a "
         "check's (the handler logs one combined report per invocation)."
     )
+    _memory_rows(result, handler, watch_s, facts)
     result.facts.update(scheduled=sched, watch=watch)
     return result
+
+
+MEMORY_CHOICES = (256, 512, 768, 1024)
+
+
+def _memory_rows(
+    result: Result, handler: dict[str, Any], watch_s: float, facts: dict[str, Any]
+) -> None:
+    """What each memory setting costs a month, beside the cold event path it buys (bench_cold's
+    figure from the same run). Lambda gives CPU in proportion to memory (1,769 MB = 1 vCPU), so a
+    check's CPU part shrinks as memory grows while its waits (the broker, DynamoDB, SNS) do not:
+    a scheduled check costs about the same at any size and a watch, which mostly waits, costs in
+    proportion to memory."""
+    warm, cpu = handler["warm_s"], handler["warm_cpu_s"]
+    for memory in MEMORY_CHOICES:
+        factor = max(1.0, 1769 / memory)
+        check_s = _at(memory, warm, cpu)
+        gb = memory / 1024
+
+        def monthly(seconds: float, gb: float = gb) -> float:
+            billed = math.ceil(seconds * 1000) / 1000
+            return RUNS_PER_MONTH * (billed * gb * LAMBDA_ARM_GB_S + LAMBDA_REQUEST)
+
+        cold = facts.get(f"cold_{memory}_s")
+        result.add(
+            f"memory {memory} MB: Lambda scheduled / watch, per month",
+            f"{_dollars(monthly(check_s))} / {_dollars(monthly(watch_s - warm + check_s))}",
+            f"a check billed {ms(check_s)} (CPU {ms(cpu)} x {factor:.1f}); cold event path "
+            + (f"{ms(cold)} (bench_cold, this run)" if cold else "not measured in this run"),
+            "(choice)",
+            None,
+        )
 
 
 if __name__ == "__main__":

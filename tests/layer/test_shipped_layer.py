@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,63 +22,25 @@ from typing import Any
 import pytest
 
 from oomcheck.demo.invoke import local_aws
-from tests.template.test_build import index_unreachable, package_index, runtime_python
+from tests.layer.build import build_layer, interpreter, unbuildable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYER_SOURCE = ROOT / "layers" / "oomcheck"
 FUNCTION = ROOT / "functions" / "checker"
 PROBE = Path(__file__).with_name("probe.py")
-
-
-def _interpreter() -> Path:
-    """The Lambda runtime's Python (3.13) when this machine has one, else the tests' own."""
-    found = runtime_python("python3.13")
-    return found / "python3.13" if found else Path(sys.executable)
-
-
-def _version(python: Path) -> str:
-    done = subprocess.run(
-        [str(python), "-I", "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def layer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(the built layer's python/ folder, the interpreter that runs it)."""
-    why = index_unreachable(package_index())
+    why = unbuildable()
     if why:
-        pytest.skip(f"building the layer needs the package index: {why}")
-    python = _interpreter()
+        pytest.skip(why)
+    python = interpreter()
     out = tmp_path_factory.mktemp("layer")
     assert not any(out.iterdir())
-    done = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "-C",
-            str(LAYER_SOURCE),
-            "build-OomcheckLayer",
-            f"ARTIFACTS_DIR={out}",
-            f"PYTHON={sys.executable}",
-            f"LAYER_PLATFORM=manylinux2014_{platform.machine()}",
-            f"LAYER_PYTHON={_version(python)}",
-            # the runtime's interpreter writes the bytecode (pyenv's shims may not run it)
-            f"COMPILE_PYTHON={python}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, f"layer build failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-    yield out / "python", python
+    yield build_layer(out, python), python
 
 
 def _probe(layer: Path, python: Path, event: Path, env: dict[str, str]) -> dict[str, Any]:
