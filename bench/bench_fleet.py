@@ -10,7 +10,9 @@ Steady-state runs, each 60 s of fake clock after the previous one:
   first      every worker new (discovery): the whole roster is written once;
   unchanged  nothing changed: DynamoDB writes should be the lease only;
   1% busy    1% of the workers finished one task and started another;
-  10 died    ten workers stopped answering with tasks on them (ten incidents, ten alerts).
+  10 died    ten workers stopped answering with tasks on them: ten incidents, opened together
+             and the same way, so one message (issue 12's grouping) that must name every worker
+             and every task that was on them.
 """
 
 from __future__ import annotations
@@ -369,6 +371,7 @@ def _scenario(
         "phases": dict(phases.spent),
         "state_writes": int(report.stats.get("state_writes", 0)),
         "alerts": len(deps.publisher.messages) - published,
+        "sent": list(deps.publisher.messages[published:]),
         "alive": sum(1 for w in report.workers if w["status"] == "alive"),
         "findings": sorted({f.kind.value for f in report.findings if f.alertable}),
         "state_status": report.sources.get("state"),
@@ -380,6 +383,24 @@ def _scenario(
         f"{out['alerts']} alert(s), state {out['state_status']}"
     )
     return out
+
+
+def alerted(messages: list[Any], victims: dict[str, list[str]]) -> dict[str, Any]:
+    """What the messages of one run tell a reader about the workers that died in it
+    (``victims``: nodename -> the ids of the tasks that were on it): how many messages, and how
+    many of those workers and of their tasks the email texts name."""
+    texts = [m.text for m in messages]
+    ids = [task for tasks in victims.values() for task in tasks]
+    return {
+        "messages": len(messages),
+        "subjects": [m.subject for m in messages],
+        "incidents": sum(len(m.incident_ids) for m in messages),
+        "workers": len(victims),
+        # each worker on a line of its own in WORKERS, each task as "name [id]" in TASKS
+        "workers_named": sum(1 for w in victims if any(f"- {w}: " in t for t in texts)),
+        "tasks": len(ids),
+        "tasks_named": sum(1 for i in ids if any(f"[{i}]" in t for t in texts)),
+    }
 
 
 def _measure(size: int, repeats: int) -> dict[str, Any]:
@@ -423,11 +444,14 @@ def _measure(size: int, repeats: int) -> dict[str, Any]:
             _scenario("1% busy", deps, meter, moto, clock, repeats=repeats, change=one_percent)
         )
         doomed = [w.name for w in fleet.workers.values() if w.tasks][-10:]
+        # the fake fleet's tasks never finish: these are the ones on each worker when it died
+        victims = {name: [t["id"] for t in fleet.workers[name].tasks] for name in doomed}
 
         def ten_die() -> None:
             fleet.alive.difference_update(doomed)
 
         runs.append(_scenario("10 died", deps, meter, moto, clock, repeats=repeats, change=ten_die))
+        runs[-1]["alerted"] = alerted(runs[-1]["sent"], victims)
         runs.append(_scenario("after (nothing new)", deps, meter, moto, clock, repeats=repeats))
 
         # the state as stored, item by item
@@ -528,11 +552,22 @@ def run(quick: bool = False) -> Result:
         )
         result.add(
             f"{n}: DynamoDB writes, 10 workers died",
-            f"{died['item_writes']} item writes in {died['transactions']} tx, "
-            f"{died['wru']} WRU; {died['alerts']} alerts",
+            f"{died['item_writes']} item writes in {died['transactions']} tx, {died['wru']} WRU",
             "10 deaths: worker+incident+kill records, incident again once alerted",
             "O(changes), not O(workers)",
-            died["item_writes"] < 10 * 10 and died["alerts"] == 10,
+            died["item_writes"] < 10 * 10,
+        )
+        told = died["alerted"]
+        result.add(
+            f"{n}: the alert, 10 workers died in one run",
+            f"{told['messages']} message(s) for {told['incidents']} incidents, naming "
+            f"{told['workers_named']}/{told['workers']} workers and "
+            f"{told['tasks_named']}/{told['tasks']} of their tasks",
+            "subject: " + " | ".join(told["subjects"]),
+            "1 message naming every worker and task",
+            told["messages"] == 1
+            and told["incidents"] == told["workers_named"] == told["workers"] == 10
+            and told["tasks_named"] == told["tasks"] > 0,
         )
         result.facts[f"steady_rru_{size}"] = steady["rru"]
         result.facts[f"steady_wru_{size}"] = steady["wru"]

@@ -3,7 +3,7 @@
 The mapping is written out per operation, not derived: an operation the code starts calling
 without an entry here fails the test that uses it, so the template and this table are updated
 together. Policy evaluation covers what template.yaml uses (Allow statements, * and ? wildcards,
-StringEquals / ForAllValues:StringEquals / ArnLike / Bool conditions).
+StringEquals / ForAllValues:StringEquals / ArnEquals / ArnLike / Bool conditions).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def _conditions_hold(block: Mapping[str, Any], context: Mapping[str, tuple[str, 
                 continue
             if present is None:
                 return False
-            if operator == "StringEquals":
+            if operator in ("StringEquals", "ArnEquals"):
                 ok = any(v in wanted for v in present)
             elif operator in ("ArnLike", "StringLike"):
                 ok = any(_match(w, v) for w in wanted for v in present)

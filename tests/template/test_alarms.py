@@ -21,7 +21,11 @@ ALARMS = {
     "CheckerHeartbeatAlarm": ("AWS/Lambda", "Invocations"),
     "SourceErrorsAlarm": (METRICS, "SourceErrors"),
     "AlertsFailedAlarm": (METRICS, "AlertsFailed"),
+    "AlertsUndeliverableAlarm": (METRICS, "AlertsUndeliverable"),
 }
+# The run-level counts of an alert that reached nobody: the function cannot tell anyone itself
+# (its publishes are what failed), so CloudWatch must.
+UNDELIVERED = ("AlertsFailed", "AlertsUndeliverable")
 
 
 def _emitted() -> set[str]:
@@ -64,6 +68,21 @@ def test_custom_metric_alarms_match_what_the_handler_emits(template: dict[str, A
         assert alarm["Dimensions"] == [
             {"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}
         ], name
+
+
+def test_an_alert_that_reached_nobody_is_alarmed_at_once(template: dict[str, Any]) -> None:
+    """A failed publish (retried next run) and an undeliverable one (dropped for good, only the
+    handler's "alert undeliverable" log line says so) each raise an alarm in the minute they
+    happen; a minute with no run is not an undelivered alert (the heartbeat alarm covers it)."""
+    by_metric = {a["MetricName"]: a for a in _alarms(template).values()}
+    for metric in UNDELIVERED:
+        assert metric in RUN_LEVEL, metric
+        alarm = by_metric[metric]
+        assert alarm["Statistic"] == "Sum" and alarm["Period"] == 60, metric
+        assert alarm["EvaluationPeriods"] == 1 and alarm.get("DatapointsToAlarm", 1) == 1, metric
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold", metric
+        assert alarm["Threshold"] == 0, metric
+        assert alarm["TreatMissingData"] == "notBreaching", metric
 
 
 def test_the_watcher_is_watched(template: dict[str, Any]) -> None:

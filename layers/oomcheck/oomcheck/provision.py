@@ -1,5 +1,6 @@
 """`oomcheck setup`: the DynamoDB table and SNS topic (with its KMS key and TLS-only policy) as
-template.yaml defines them.
+template.yaml defines them, and with ``--queue`` an SQS queue subscribed to the topic, whose
+policy admits that topic's deliveries.
 
 For moto, a sandbox account, or a CLI deployment without SAM. Idempotent: existing resources
 are kept and brought to the same settings.
@@ -8,6 +9,7 @@ are kept and brought to the same settings.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,12 +124,47 @@ def subscribe_email(sns: Any, topic_arn: str, email: str) -> None:
     sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=email)
 
 
-def subscribe_queue(sns: Any, sqs: Any, topic_arn: str, queue: str) -> str:
-    """An SQS queue subscribed to the topic: how the demo and the tests read alerts back."""
-    url = str(sqs.create_queue(QueueName=queue)["QueueUrl"])
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
+def queue_statement(queue_arn: str, topic_arn: str) -> dict[str, Any]:
+    """SNS may send to the queue on behalf of ``topic_arn`` alone: the statement AWS documents
+    for an SNS-to-SQS subscription (without one the queue refuses SNS's deliveries)."""
+    return {
+        # Sids are unique within a policy: one statement per topic
+        "Sid": "SnsTopic" + re.sub(r"[^A-Za-z0-9]", "", topic_arn.rsplit(":", 1)[-1]),
+        "Effect": "Allow",
+        "Principal": {"Service": "sns.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+    }
+
+
+def _admit_topic(sqs: Any, url: str, topic_arn: str) -> str:
+    """Puts the topic's statement in the queue's policy, the queue owner's other statements
+    kept and the topic's own replaced (so setup twice does not add it twice); the queue's ARN."""
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "Policy"])[
+        "Attributes"
     ]
+    policy = json.loads(current.get("Policy") or '{"Version": "2012-10-17", "Statement": []}')
+    statements = policy["Statement"]
+    ours = queue_statement(str(current["QueueArn"]), topic_arn)
+    policy["Statement"] = [
+        s
+        for s in ([statements] if isinstance(statements, dict) else statements)
+        if _source(s) != topic_arn
+    ] + [ours]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    return str(current["QueueArn"])
+
+
+def _source(statement: dict[str, Any]) -> object:
+    return statement.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn")
+
+
+def subscribe_queue(sns: Any, sqs: Any, topic_arn: str, queue: str) -> str:
+    """An SQS queue subscribed to the topic: how the demo and the tests read alerts back. The
+    queue admits the topic before the subscription exists, so no first alert is refused."""
+    url = str(sqs.create_queue(QueueName=queue)["QueueUrl"])
+    arn = _admit_topic(sqs, url, topic_arn)
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
     return url
 
