@@ -470,3 +470,52 @@ def test_watch_checks_at_once_when_a_broker_subscription_closes(tmp_path):
     assert 7.0 <= started[1] <= 7.0 + PRESENCE_POLL_S
     assert len(reports) >= 3
     assert deps.presence.polls >= 7
+
+
+def test_watch_keeps_watching_the_broker_after_its_last_interval_check(tmp_path):
+    # Given a 60 s watch checking every 5 s, and a subscription that closes at t=57.3 s, after
+    # the last interval check (55 s)
+    control, results, clock = FakeControl(), FakeResults(), Clock()
+    control.add(W, 10)
+    deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
+    fake_time = [0.0]
+    deps.monotonic = lambda: fake_time[0]
+    deps.presence = FakePresence(fake_time, drop_at=57.3)
+    started: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        fake_time[0] += seconds
+        clock.now += seconds
+
+    watch(
+        deps,
+        interval=5,
+        duration=60,
+        sleep=sleep,
+        monotonic=lambda: fake_time[0],
+        on_report=lambda r: started.append(fake_time[0]),
+    )
+    # Then a check ran within a poll of the drop, in the same invocation
+    assert started[:12] == [5.0 * i for i in range(12)]
+    assert len(started) == 13
+    assert 57.3 <= started[12] <= 57.3 + PRESENCE_POLL_S
+    # and the watch stopped half a second before its end, as at every other check
+    assert fake_time[0] <= 60.0
+
+
+def test_watch_without_a_broker_to_poll_stops_after_its_last_check(tmp_path):
+    # Given a broker that cannot list its subscriptions
+    control, results, clock = FakeControl(), FakeResults(), Clock()
+    control.add(W, 10)
+    deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
+    fake_time = [0.0]
+    deps.presence = None
+
+    def sleep(seconds: float) -> None:
+        fake_time[0] += seconds
+        clock.now += seconds
+
+    reports = watch(deps, interval=5, duration=60, sleep=sleep, monotonic=lambda: fake_time[0])
+    # Then it does not sleep out the rest of the minute (it would be billed for nothing)
+    assert len(reports) == 12
+    assert fake_time[0] == 55.0

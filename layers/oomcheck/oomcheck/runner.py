@@ -338,9 +338,14 @@ def watch(
         on_report(report)
         reports.append(report)
         next_tick = tick + interval
-        if next_tick + 0.5 >= end:
+        if next_tick + 0.5 < end:
+            woken = _wait_for_tick(deps, next_tick, clock, sleep)
+        elif _polls(deps) and _wait_for_tick(deps, end - 0.5, clock, sleep):
+            # the rest of the duration is watched too: a death in a minute's last seconds is
+            # checked now, not after the next invocation's first check has waited out its reply
+            woken = True
+        else:
             return reports
-        woken = _wait_for_tick(deps, next_tick, clock, sleep)
 
 
 # Between checks, watch mode looks at the broker's pub/sub connections this often: one CLIENT
@@ -366,6 +371,12 @@ def _wait_for_tick(
             return True
         seen = now_seen
     return False
+
+
+def _polls(deps: Deps) -> bool:
+    """Whether the broker can be watched between checks (else the tail of a watch would only
+    sleep, billed for nothing)."""
+    return _subscriptions(getattr(deps.presence, "subscriptions", None)) is not None
 
 
 def _subscriptions(poll: Callable[[], frozenset[str] | None] | None) -> frozenset[str] | None:
