@@ -162,7 +162,7 @@ def _silence(deps: Deps, request: Mapping[str, Any]) -> dict[str, Any]:
 def _digest(deps: Deps) -> dict[str, Any]:
     """The weekly digest (its own schedule): one message from the stored history, no check."""
     from oomcheck import aws
-    from oomcheck.runner import send_digest
+    from oomcheck.alerting.digest import send_digest
 
     sns = aws.client("sns") if deps.settings.topic_arn else None
     sent = send_digest(deps, lambda text: logger.info("digest", extra={"text": text}), sns=sns)

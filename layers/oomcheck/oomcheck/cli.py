@@ -339,7 +339,7 @@ def _run(
 
 def _digest(deps: Deps, as_json: bool) -> int:
     from oomcheck import aws
-    from oomcheck.runner import send_digest
+    from oomcheck.alerting.digest import send_digest
     from oomcheck.store.base import StateError
 
     sns = aws.client("sns") if deps.settings.topic_arn else None
