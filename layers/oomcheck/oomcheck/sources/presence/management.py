@@ -4,10 +4,11 @@ AMQP cannot list queues, so on RabbitMQ a worker started since the last discover
 unknown until the next one. Every Celery worker declares ``<nodename>.celery.pidbox`` (kombu's
 ``Mailbox.get_queue``; ``celery`` is Celery's default ``control_exchange``), exclusive to its
 connection by default (``control_queue_exclusive``): RabbitMQ deletes it within a fraction of a
-second of the worker's death, so the listing names the workers alive now. A non-exclusive one
-(``control_queue_exclusive=False``) outlives its worker until it expires: a queue that shows no
-consumer is left out. ``consumers`` is a statistic, collected every few seconds: a queue too new
-to have it yet is listed. The checker's own reply queues (``<uuid>.reply.celery.pidbox``) carry no
+second of the worker's death, so an exclusive one names a worker alive now, whatever its
+``consumers`` says: that is a statistic, collected every few seconds, and may still show the
+instant between the queue's declare and its consume. A non-exclusive one
+(``control_queue_exclusive=False``) outlives its worker until it expires: one that shows no
+consumer is left out (a queue too new to have the statistic yet is listed). The checker's own reply queues (``<uuid>.reply.celery.pidbox``) carry no
 ``@``, which every Celery nodename has, so they never match.
 
 One ``GET /api/queues/<vhost>?page=1&page_size=500&name=<regex>&use_regex=true&columns=...``
@@ -61,8 +62,8 @@ def _nodename(entry: object) -> tuple[str | None, bool]:
     # control characters would reach reports and alert subjects; '@' is in every nodename
     if "@" not in node or node.startswith("@") or any(ord(c) < 0x20 for c in node):
         return None, True
-    if consumers is None:
-        return node, False  # too new for the statistics: listed
+    if entry.get("exclusive") is True or consumers is None:
+        return node, False
     if isinstance(consumers, bool) or not isinstance(consumers, int) or consumers < 0:
         return None, True
     return (node if consumers > 0 else None), False
@@ -128,7 +129,7 @@ class RabbitManagementApi:
                 "page_size": PAGE_SIZE,
                 "name": _NAME_FILTER,
                 "use_regex": "true",
-                "columns": "name,consumers",
+                "columns": "name,exclusive,consumers",
             }
         )
         self.url = f"{_endpoint(base_url)}/api/queues/{quote(vhost, safe='')}?{query}"
