@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -39,7 +39,7 @@ def _api_or_skip() -> str:
         headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()},
     )
     try:
-        with urllib.request.urlopen(request, timeout=2) as reply:  # noqa: S310 - http literal
+        with urllib.request.urlopen(request, timeout=2) as reply:
             reply.read()
     except OSError:
         pytest.skip(
@@ -134,7 +134,7 @@ def test_without_the_api_a_started_record_names_the_newcomer(rabbitmq_fleet: Fle
 
 
 class _Garbage(BaseHTTPRequestHandler):
-    bodies: dict[str, bytes] = {
+    bodies: ClassVar[dict[str, bytes]] = {
         "/html/api/queues": b"<html><body>Sign in</body></html>",
         "/huge/api/queues": b'{"items": [' + b'"x",' * 400_000 + b'"x"]}',
         "/nested/api/queues": b'{"items": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",

@@ -8,8 +8,9 @@ second of the worker's death, so an exclusive one names a worker alive now, what
 ``consumers`` says: that is a statistic, collected every few seconds, and may still show the
 instant between the queue's declare and its consume. A non-exclusive one
 (``control_queue_exclusive=False``) outlives its worker until it expires: one that shows no
-consumer is left out (a queue too new to have the statistic yet is listed). The checker's own reply queues (``<uuid>.reply.celery.pidbox``) carry no
-``@``, which every Celery nodename has, so they never match.
+consumer is left out (a queue too new to have the statistic yet is listed). The checker's own
+reply queues (``<uuid>.reply.celery.pidbox``) carry no ``@``, which every Celery nodename has, so
+they never match.
 
 One ``GET /api/queues/<vhost>?page=1&page_size=500&name=<regex>&use_regex=true&columns=...``
 (pagination is what turns the server-side name filter on; 500 is the API's largest page), read
