@@ -133,6 +133,22 @@ def test_without_the_api_a_started_record_names_the_newcomer(rabbitmq_fleet: Fle
     assert [t.id for t in lost[0].tasks] == [task]
 
 
+@pytest.mark.parametrize("api", [False, True], ids=["api-off", "api-on"])
+def test_a_newcomer_busy_in_a_solo_task_is_not_an_orphan(rabbitmq_fleet: Fleet, api: bool) -> None:
+    fleet = rabbitmq_fleet
+    if api:
+        fleet.overrides["rabbitmq_api_url"] = _api_or_skip()
+    # Given a solo worker started after the first check and busy in a task: it answers nothing
+    _started_between_two_checks(fleet, uuid.uuid4().hex[:6])
+    task = fleet.send("demo.sleepy", 120)
+    fleet.wait_started(task)
+    # When checks run, its STARTED record names a worker the roster does not know
+    for _ in range(2):
+        report = fleet.check()
+        # Then its pidbox queue, still held (405), says it is busy, not gone with its task
+        assert not [f for f in report.findings if f.kind == Kind.TASK_ORPHANED], report.findings
+
+
 class _Garbage(BaseHTTPRequestHandler):
     bodies: ClassVar[dict[str, bytes]] = {
         "/html/api/queues": b"<html><body>Sign in</body></html>",

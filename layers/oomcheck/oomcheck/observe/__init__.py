@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from oomcheck.deadline import Deadline
-from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
+from oomcheck.model import Observation, Presence, Source, SourceState, SourceStatus, State
 from oomcheck.observe.base import OK, ClockRead, Read, ResultsRead, T, guard, off, read_clock
 from oomcheck.observe.beat import read_beat
 from oomcheck.observe.bounded import Bounded
@@ -121,11 +121,13 @@ def observe(
     )
     workers = dict(inspected.value.workers) if inspected.value else None
     results = _within(bound, deps.results, lambda: read_results(deps, state, now, workers), _late)
+    strangers_seen: dict[str, Presence] = {}
     if workers is not None and results.value and results.value.started:
         started = results.value.started
-        workers.update(
-            bound.run(lambda: reping_strangers(deps, state, workers, started), lambda _: {})
+        answered, strangers_seen = bound.run(
+            lambda: reping_strangers(deps, state, now, workers, started), lambda _: ({}, {})
         )
+        workers.update(answered)
     broker = _within(bound, deps.broker, lambda: read_broker(deps, now), _late)
     exits, memory = _within(
         bound,
@@ -204,7 +206,7 @@ def observe(
         keys_scanned=stats["result_keys_scanned"],
         skipped_values=stats["skipped_values"],
         presence=(
-            inspected.value.presence
+            {**strangers_seen, **inspected.value.presence}
             if inspected.value is not None and presence_status.state is SourceState.OK
             else None
         ),

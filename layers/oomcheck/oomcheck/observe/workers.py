@@ -234,19 +234,32 @@ class _PresenceProbe:
 def reping_strangers(
     deps: Deps,
     state: State,
+    now: float,
     workers: Mapping[str, WorkerSnapshot],
     started: tuple[StartedTask, ...],
-) -> dict[str, WorkerSnapshot]:
-    """Workers named by STARTED records that neither answered nor are on the roster, pinged by
-    name once before their tasks count as orphans (they may have missed a limited broadcast)."""
+) -> tuple[dict[str, WorkerSnapshot], dict[str, Presence]]:
+    """Workers named by STARTED records that neither answered nor are on the roster (newcomers
+    since the last discovery, or workers that died unseen), pinged by name once before their
+    tasks count as orphans (they may have missed a limited broadcast). Those that stay silent
+    are shown to broker presence: a newcomer busy in a solo task still holds its connections,
+    and its task is not an orphan."""
     inspector = deps.inspector
     if inspector is None:
-        return {}
+        return {}, {}
     strangers = sorted({t.worker for t in started if t.worker} - set(workers) - set(state.workers))[
         :MAX_STRANGERS
     ]
     if not strangers:
-        return {}
+        return {}, {}
     # same broker as inspect, which answered: not a source status of its own
-    found = guard(lambda: inspector.ping_direct(strangers), deps.settings.secrets())[0]
-    return dict(found or {})
+    found = dict(guard(lambda: inspector.ping_direct(strangers), deps.settings.secrets())[0] or {})
+    silent = [n for n in strangers if n not in found]
+    presence = deps.presence
+    if not silent or presence is None:
+        return found, {}
+    from oomcheck.sources.presence.owners import Member
+
+    # their boot time is unknown: ``now`` puts them in no peer's start window
+    members = [Member(n, now, False) for n in silent]
+    seen = guard(lambda: presence.judge(members), deps.settings.secrets())[0] or {}
+    return found, dict(seen)
