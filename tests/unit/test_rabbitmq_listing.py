@@ -276,3 +276,20 @@ def test_the_setting() -> None:
     with pytest.raises(SettingsError) as caught:
         from_env({**env, "OOMCHECK_RABBITMQ_API_URL": "gopher://mon:api-s3cret@mq"})
     assert "api-s3cret" not in str(caught.value)
+
+
+def test_with_the_api_watch_mode_sees_a_workers_queue_go() -> None:
+    # Given the listing before and after a worker's death (its exclusive queue deleted)
+    pages = iter(
+        [_page(q("a@h.celery.pidbox"), q("b@h.celery.pidbox")), _page(q("a@h.celery.pidbox"))]
+    )
+
+    class Listing:
+        def pidbox_queues(self) -> PidboxNames:
+            return parse_page(next(pages))
+
+    presence = AmqpBrokerPresence(None, lambda: 0.0, Listing())  # type: ignore[arg-type]
+    before, after = presence.subscriptions(), presence.subscriptions()
+    # Then the subscriptions watch mode compares lose the dead worker's
+    assert before is not None and after is not None
+    assert before - after == {"b@h"}
