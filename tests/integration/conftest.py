@@ -213,6 +213,14 @@ def any_fleet(
         finally:
             fleet.stop()
         return
+    with _rabbitmq_fleet(redis_db_url, tmp_path) as fleet:
+        yield fleet
+
+
+@contextlib.contextmanager
+def _rabbitmq_fleet(redis_db_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    """A fleet on RabbitMQ, in a vhost of its own where rabbitmqctl can make one; skipped where
+    RabbitMQ is not reachable."""
     url = services.rabbitmq_url()
     if url is None:
         pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
@@ -229,3 +237,10 @@ def any_fleet(
             yield fleet
         finally:
             fleet.stop()
+
+
+@pytest.fixture
+def rabbitmq_fleet(redis_db_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    """A fleet on RabbitMQ alone (skipped where it is not reachable)."""
+    with _rabbitmq_fleet(redis_db_url, tmp_path) as fleet:
+        yield fleet

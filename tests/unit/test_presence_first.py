@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from oomcheck.entry.arrivals import Arrival, Shape
-from oomcheck.model import Cause, ExitEvidence, Presence
+from oomcheck.model import Cause, ExitEvidence, PidboxNames, Presence
 from oomcheck.runner import run_once, watch
 from oomcheck.sources.inspector import CeleryInspector
 from oomcheck.sources.presence.brokers import RedisBrokerPresence
@@ -34,8 +34,8 @@ class GonePresence:
     def describe(self) -> str:
         return "fake"
 
-    def pidbox_names(self) -> frozenset[str]:
-        return frozenset()  # no newcomers in these fleets
+    def pidbox_names(self) -> PidboxNames:
+        return PidboxNames(frozenset())  # no newcomers in these fleets
 
     def shares(self, members: Any) -> dict[str, Any]:
         return {}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from oomcheck.config.settings import Settings
-from oomcheck.model import Kind, SourceState, SourceStatus, StartedTask
+from oomcheck.model import Kind, PidboxNames, SourceState, SourceStatus, StartedTask
 from oomcheck.ports import Deps
 from oomcheck.runner import PRESENCE_POLL_S, run_once, watch
 from oomcheck.sources.inspector import CeleryInspector
@@ -431,8 +431,8 @@ class FakePresence:
     def shares(self, members: Any) -> dict[str, int]:
         return {}
 
-    def pidbox_names(self) -> frozenset[str]:
-        return frozenset()
+    def pidbox_names(self) -> PidboxNames:
+        return PidboxNames(frozenset())
 
     def describe(self) -> str:
         return "fake"

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from oomcheck.config.settings import Settings
     from oomcheck.model import (
         BeatSchedule,
+        PidboxNames,
         Presence,
         SqsView,
         State,
@@ -113,9 +114,10 @@ class BrokerPresence(Protocol):
 
     def describe(self) -> str: ...
 
-    def pidbox_names(self) -> frozenset[str]:
-        """Nodenames the broker holds a pidbox binding for (started and not shut down cleanly);
-        empty where the broker cannot say cheaply."""
+    def pidbox_names(self) -> PidboxNames:
+        """Nodenames the broker holds a pidbox binding or queue for (started and not shut down
+        cleanly; on RabbitMQ, alive). Raises PresenceOff where the broker cannot list them
+        (RabbitMQ without its management API)."""
 
     def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         """How many long-lived pub/sub connections each answering member holds, for those whose

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from oomcheck.alerting.channels import FanoutPublisher
 from oomcheck.alerting.sns import ChatAlerter, PrintAlerter, SnsAlerter
@@ -16,6 +17,9 @@ from oomcheck.silences.store import silence_store
 from oomcheck.sources.inspector import CeleryInspector
 from oomcheck.store.dynamodb import DynamoDBStateStore
 from oomcheck.store.file import FileStateStore
+
+if TYPE_CHECKING:
+    from oomcheck.sources.presence.management import RabbitManagementApi
 
 
 def build_deps(
@@ -87,7 +91,10 @@ def build_deps(
         from oomcheck.sources.presence.brokers import AmqpBrokerPresence
         from oomcheck.sources.queues import AmqpQueueDepths
 
-        deps.presence = AmqpBrokerPresence(_amqp_connection(settings), deps.clock)
+        connection = _amqp_connection(settings)
+        deps.presence = AmqpBrokerPresence(
+            connection, deps.clock, _management_api(settings, connection)
+        )
         deps.queues = AmqpQueueDepths(
             for_kombu(settings.broker_url), transport_options=settings.broker_transport_options
         )
@@ -252,7 +259,22 @@ def _redis_presence(broker: object, keyprefix: str) -> BrokerPresence:
     return RedisBrokerPresence(broker, int(db) if db is not None else None, keyprefix)
 
 
-def _amqp_connection(settings: Settings) -> object:
+def _management_api(settings: Settings, connection: Any) -> RabbitManagementApi | None:
+    """RabbitMQ's management API for the broker's vhost, logged in as the API URL's userinfo
+    says, else as the broker URL's (kombu's parse of it: the vhost and login the workers use)."""
+    if not settings.rabbitmq_api_url:
+        return None
+    from oomcheck.sources.presence.management import RabbitManagementApi, api_credentials
+
+    user, password = api_credentials(
+        settings.rabbitmq_api_url, connection.userid, connection.password
+    )
+    return RabbitManagementApi(
+        settings.rabbitmq_api_url, connection.virtual_host or "/", user, password
+    )
+
+
+def _amqp_connection(settings: Settings) -> Any:
     from kombu.connection import Connection
 
     return Connection(  # type: ignore[no-untyped-call]

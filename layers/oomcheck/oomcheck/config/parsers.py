@@ -193,3 +193,17 @@ def url(raw: str) -> str:
     if urls.scheme_of(value) is None:
         raise ValueError("must be a URL such as redis://host:6379/0 or amqp://host:5672//")
     return value
+
+
+def http_url(raw: str) -> str:
+    """An http(s) URL with a host: the only schemes a management API is read over (urllib would
+    also open ``file:`` and ``ftp:``). Never quotes ``raw``."""
+    value = raw.strip()
+    scheme = urls.scheme_of(value)
+    host = urls.userinfo_and_rest(value)[1].partition("/")[0] if scheme else ""
+    if scheme not in ("http", "https") or not host or any(c.isspace() for c in value):
+        raise ValueError(
+            "must be an http(s) URL such as http://rabbitmq.internal:15672 or "
+            "https://b-1234.mq.eu-west-1.amazonaws.com"
+        )
+    return value

@@ -97,6 +97,10 @@ class Settings:
     redbeat_redis_url: str | None = None
     redbeat_key_prefix: str = "redbeat:"
     redbeat_lock_key: str | None = None
+    # RabbitMQ's management API (its base URL; credentials from its userinfo, else the broker
+    # URL's): lists the workers' pidbox queues, so a worker started since the last discovery is
+    # asked in the same check. None: new workers come from STARTED records and discovery only.
+    rabbitmq_api_url: str | None = None
     # task names that get a metric of their own (TaskDeaths, dimension task); none by default,
     # since each name is a metric CloudWatch charges for
     metric_tasks: frozenset[str] = frozenset()
@@ -127,7 +131,12 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every password in the configured URLs and Sentinel options, for redaction."""
         found: list[str] = []
-        for url in (self.broker_url, self.result_backend, self.redbeat_redis_url):
+        for url in (
+            self.broker_url,
+            self.result_backend,
+            self.redbeat_redis_url,
+            self.rabbitmq_api_url,
+        ):
             if url:
                 found.extend(urls.passwords(url))
         for options in (self.broker_transport_options, self.result_transport_options):
@@ -259,6 +268,8 @@ VARIABLES: tuple[Variable, ...] = (
     # Amazon SQS (issue 18): what a worker's death did to a task's message depends on this
     Variable("OOMCHECK_TASK_ACKS_LATE", "policy.task_acks_late", parsers.acks_late, {}),
     Variable("OOMCHECK_ECS_SERVICES", "ecs_services", parsers.ecs_services, ()),
+    # RabbitMQ's management API (issue 17): new workers' pidbox queues, listed in one GET
+    Variable("OOMCHECK_RABBITMQ_API_URL", "rabbitmq_api_url", parsers.http_url, secret=True),
     # RabbitMQ quorum queues (issue 18): where a kill loop's message goes at the delivery limit
     Variable("OOMCHECK_QUORUM_QUEUES", "policy.quorum_queues", parsers.quorum_queues, {}),
     Variable("OOMCHECK_TASK_QUEUES", "policy.task_queues", parsers.task_queues, {}),
@@ -363,6 +374,11 @@ def _check_urls(settings: Settings, labels: Mapping[str, str]) -> None:
             f"{labels.get('OOMCHECK_BROKER_URL', 'OOMCHECK_BROKER_URL')}: {broker_scheme}:// is "
             "not a broker URL Celery reads; a Redis broker on a Unix socket is "
             "redis+socket:///path/to/redis.sock?virtual_host=0"
+        )
+    if settings.rabbitmq_api_url and settings.broker_transport != "amqp":
+        raise SettingsError(
+            f"{labels.get('OOMCHECK_RABBITMQ_API_URL', 'OOMCHECK_RABBITMQ_API_URL')} is read only "
+            f"with a RabbitMQ broker, and the broker is {broker_scheme}://"
         )
     for name, url, options in checks:
         if not url or urls.scheme_of(url) not in _REDIS_SCHEMES:

@@ -98,6 +98,8 @@ class WorkerStatus(StrEnum):
 class Source(StrEnum):
     INSPECT = "inspect"
     PRESENCE = "presence"
+    # the broker's listing of its workers' pidbox queues: newcomers asked in the same check
+    NEWCOMERS = "newcomers"
     RESULTS = "results"
     BROKER = "broker"
     QUEUES = "queues"

@@ -135,6 +135,15 @@ class Presence:
 
 
 @dataclass(frozen=True, slots=True)
+class PidboxNames:
+    """The nodenames the broker holds a pidbox queue (or binding) for, and how many entries of
+    its listing were skipped as malformed (data from the network, counted, never acted on)."""
+
+    names: frozenset[str]
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class MemorySample:
     """A container's memory use at one instant (Container Insights performance events)."""
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from oomcheck.deadline import Deadline
-from oomcheck.model import Observation, Source, SourceState, SourceStatus, State
-from oomcheck.observe.base import OK, ClockRead, Read, ResultsRead, T, guard, read_clock
+from oomcheck.model import Observation, Presence, Source, SourceState, SourceStatus, State
+from oomcheck.observe.base import OK, ClockRead, Read, ResultsRead, T, guard, off, read_clock
 from oomcheck.observe.beat import read_beat
 from oomcheck.observe.bounded import Bounded
 from oomcheck.observe.reads import (
@@ -109,19 +109,25 @@ def observe(
     now = clock.at
     offset = clock.offset_s or 0.0
 
-    inspected, presence_status = _within(
+    inspected, presence_status, newcomers_status = _within(
         bound,
         deps.inspector,
         lambda: read_inspect(deps, state, now, audit=audit, suspects=suspects),
-        lambda why: (_late(why), _failed(why) if deps.presence is not None else OK),
+        lambda why: (
+            _late(why),
+            _failed(why) if deps.presence is not None else OK,
+            _failed(why) if deps.presence is not None else off(deps, Source.NEWCOMERS),
+        ),
     )
     workers = dict(inspected.value.workers) if inspected.value else None
     results = _within(bound, deps.results, lambda: read_results(deps, state, now, workers), _late)
+    strangers_seen: dict[str, Presence] = {}
     if workers is not None and results.value and results.value.started:
         started = results.value.started
-        workers.update(
-            bound.run(lambda: reping_strangers(deps, state, workers, started), lambda _: {})
+        answered, strangers_seen = bound.run(
+            lambda: reping_strangers(deps, state, now, workers, started), lambda _: ({}, {})
         )
+        workers.update(answered)
     broker = _within(bound, deps.broker, lambda: read_broker(deps, now), _late)
     exits, memory = _within(
         bound,
@@ -145,6 +151,7 @@ def observe(
     outcomes = (
         (Source.INSPECT, inspected.status, inspected.counters),
         (Source.PRESENCE, presence_status, dict[str, int]()),
+        (Source.NEWCOMERS, newcomers_status, dict[str, int]()),
         (Source.RESULTS, results.status, results.counters),
         (Source.BROKER, broker.status, broker.counters),
         (Source.EXITS, exits.status, exits.counters),
@@ -199,7 +206,7 @@ def observe(
         keys_scanned=stats["result_keys_scanned"],
         skipped_values=stats["skipped_values"],
         presence=(
-            inspected.value.presence
+            {**strangers_seen, **inspected.value.presence}
             if inspected.value is not None and presence_status.state is SourceState.OK
             else None
         ),

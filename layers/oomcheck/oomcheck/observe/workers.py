@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from oomcheck.detect.correlate import WorkerIdentity, workers_for_hosts
 from oomcheck.model import (
     ExitEvidence,
+    PidboxNames,
     Presence,
     Source,
     SourceState,
@@ -28,19 +29,24 @@ from oomcheck.observe.base import MAX_STRANGERS, OK, Read, guard, off
 
 def read_inspect(
     deps: Deps, state: State, now: float, *, audit: bool, suspects: Collection[str] = ()
-) -> tuple[Read[InspectResult], SourceStatus]:
+) -> tuple[Read[InspectResult], SourceStatus, SourceStatus]:
     """Remote control: its replies define "alive" for this instant. ``inspected_at`` is local.
     The second value is broker presence's status (asked only when a known worker is silent, or
-    first, of the ``suspects`` a death is suspected of)."""
+    first, of the ``suspects`` a death is suspected of); the third, the status of the broker's
+    listing of its workers (the newcomers asked in this check)."""
     inspector = deps.inspector
     if inspector is None:
-        return Read(None, off(deps, Source.INSPECT)), off(deps, Source.PRESENCE)
+        return (
+            Read(None, off(deps, Source.INSPECT)),
+            off(deps, Source.PRESENCE),
+            off(deps, Source.NEWCOMERS),
+        )
     known = sorted(
         name
         for name, r in state.workers.items()
         if r.status in (WorkerStatus.ALIVE, WorkerStatus.BUSY)
     )
-    bindings, newcomers = _newcomers(deps, state)
+    listed = _newcomers(deps, state)
     discover = (
         audit
         or not known
@@ -60,18 +66,21 @@ def read_inspect(
             need_registered=needs_registered,
             presence=probe if deps.presence is not None else None,
             suspects=suspects,
-            newcomers=newcomers,
+            newcomers=listed.newcomers,
         ),
         deps.settings.secrets(),
     )
     if inspected is None:
-        return Read(None, status), probe.status
+        return Read(None, status), probe.status, listed.status
+    bindings = listed.bindings
     stale = (
         tuple(sorted((set(state.stale_bindings) | set(inspected.missing)) & bindings - set(known)))
         if bindings is not None
         else None
     )
-    counters = {"new_workers_asked": len(newcomers)}
+    counters = {"new_workers_asked": len(listed.newcomers)}
+    if listed.skipped:
+        counters["listing_entries_skipped"] = listed.skipped
     workers = _with_shares(deps, state, now, dict(inspected.workers), inspected.missing)
     # keep what the roster knows of limits when registered() was not asked again
     for name, snap in workers.items():
@@ -79,21 +88,42 @@ def read_inspect(
         if not snap.registered and record is not None and record.pid == snap.pid:
             workers[name] = replace(snap, registered=record.limits)
     found = replace(inspected, workers=workers, stale_bindings=stale)
-    return Read(found, status, counters), probe.status
+    return Read(found, status, counters), probe.status, listed.status
 
 
-def _newcomers(deps: Deps, state: State) -> tuple[frozenset[str] | None, list[str]]:
-    """The broker's pidbox bindings (None: not read), and the nodenames among them that the
-    roster does not know and that were not asked before in vain: workers started since the last
-    discovery, asked in this check instead of at the next discovery."""
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """The broker's pidbox bindings (None: not read) and the newcomers among them."""
+
+    bindings: frozenset[str] | None
+    newcomers: list[str]
+    status: SourceStatus
+    skipped: int = 0
+
+
+def _newcomers(deps: Deps, state: State) -> _Listed:
+    """The broker's pidbox bindings, and the nodenames among them that the roster does not know
+    and that were not asked before in vain: workers started since the last discovery, asked in
+    this check instead of at the next discovery."""
+    from oomcheck.sources.presence.brokers import PresenceOff
+
     presence = deps.presence
     if presence is None:
-        return None, []
-    bindings = guard(presence.pidbox_names, deps.settings.secrets())[0]
-    if bindings is None:
-        return None, []
-    fresh = bindings - set(state.workers) - set(state.stale_bindings)
-    return bindings, sorted(fresh)[:MAX_STRANGERS]
+        return _Listed(None, [], off(deps, Source.NEWCOMERS))
+
+    def listing() -> PidboxNames | SourceStatus:
+        try:
+            return presence.pidbox_names()
+        except PresenceOff as exc:  # the broker cannot list them: off, with why
+            return SourceStatus(SourceState.OFF, str(exc))
+
+    found, status = guard(listing, deps.settings.secrets())
+    if isinstance(found, SourceStatus):
+        return _Listed(None, [], found)
+    if found is None:
+        return _Listed(None, [], status)
+    fresh = found.names - set(state.workers) - set(state.stale_bindings)
+    return _Listed(found.names, sorted(fresh)[:MAX_STRANGERS], status, found.skipped)
 
 
 def _share(state: State, snap: WorkerSnapshot) -> tuple[int | None, bool]:
@@ -204,19 +234,32 @@ class _PresenceProbe:
 def reping_strangers(
     deps: Deps,
     state: State,
+    now: float,
     workers: Mapping[str, WorkerSnapshot],
     started: tuple[StartedTask, ...],
-) -> dict[str, WorkerSnapshot]:
-    """Workers named by STARTED records that neither answered nor are on the roster, pinged by
-    name once before their tasks count as orphans (they may have missed a limited broadcast)."""
+) -> tuple[dict[str, WorkerSnapshot], dict[str, Presence]]:
+    """Workers named by STARTED records that neither answered nor are on the roster (newcomers
+    since the last discovery, or workers that died unseen), pinged by name once before their
+    tasks count as orphans (they may have missed a limited broadcast). Those that stay silent
+    are shown to broker presence: a newcomer busy in a solo task still holds its connections,
+    and its task is not an orphan."""
     inspector = deps.inspector
     if inspector is None:
-        return {}
+        return {}, {}
     strangers = sorted({t.worker for t in started if t.worker} - set(workers) - set(state.workers))[
         :MAX_STRANGERS
     ]
     if not strangers:
-        return {}
+        return {}, {}
     # same broker as inspect, which answered: not a source status of its own
-    found = guard(lambda: inspector.ping_direct(strangers), deps.settings.secrets())[0]
-    return dict(found or {})
+    found = dict(guard(lambda: inspector.ping_direct(strangers), deps.settings.secrets())[0] or {})
+    silent = [n for n in strangers if n not in found]
+    presence = deps.presence
+    if not silent or presence is None:
+        return found, {}
+    from oomcheck.sources.presence.owners import Member
+
+    # their boot time is unknown: ``now`` puts them in no peer's start window
+    members = [Member(n, now, False) for n in silent]
+    seen = guard(lambda: presence.judge(members), deps.settings.secrets())[0] or {}
+    return found, dict(seen)

@@ -1,5 +1,6 @@
 """STARTED records of workers that answer nothing and that the roster never knew: they died
-before oomcheck saw them, or before its first run."""
+before oomcheck saw them, or before its first run. One whose broker connections the broker still
+shows is a newcomer busy in its task (a solo pool answers nothing meanwhile), not an orphan."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ def judge(ctx: Context, carried: Carried) -> Outcome:
     if not (ctx.inspect_ok and ctx.results_ok):
         return Outcome(KINDS, judged=False)
     signals = []
+    presence = ctx.obs.presence or {}
     for worker, tasks in sorted(ctx.started_by_worker.items()):
         if worker in ctx.live or worker in ctx.state.workers:
             continue
+        seen = presence.get(worker)
+        if seen is not None and seen.present:
+            continue  # it holds its broker connections: busy in its task, not gone
         fates = tuple(
             fate_of(
                 ctx,

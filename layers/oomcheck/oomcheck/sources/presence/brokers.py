@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from oomcheck.model import Presence
+from oomcheck.model import PidboxNames, Presence
 from oomcheck.sources.presence.owners import (
     Member,
     Share,
@@ -24,9 +24,19 @@ from oomcheck.sources.presence.owners import (
     parse_client_list,
 )
 
+if TYPE_CHECKING:
+    from oomcheck.sources.presence.management import RabbitManagementApi
+
 
 class PresenceOff(RuntimeError):
-    """The broker will not show its connections (an ACL denies CLIENT LIST): the source is off."""
+    """The broker will not show its connections (an ACL denies CLIENT LIST) or cannot list its
+    workers (RabbitMQ without the management API): the source is off."""
+
+
+NO_LISTING = (
+    "RabbitMQ lists no queues over AMQP: new workers are learnt from STARTED records and the "
+    "next discovery; set OOMCHECK_RABBITMQ_API_URL (the management API) to list them"
+)
 
 
 # kombu's Redis transport keeps each fanout binding as a member of a set; a worker's pidbox queue
@@ -68,7 +78,7 @@ class RedisBrokerPresence:
         judged = attribute(parse_client_list(entries, self.db), members, now)
         return {name: _how_it_closed(p, bindings) for name, p in judged.items()}
 
-    def pidbox_names(self) -> frozenset[str]:
+    def pidbox_names(self) -> PidboxNames:
         """Nodenames with a pidbox binding: every worker that started on this broker and has not
         shut down cleanly (a killed worker's binding is left behind). One SMEMBERS."""
         suffix = ".celery.pidbox"
@@ -78,7 +88,7 @@ class RedisBrokerPresence:
             queue = text.rsplit(_BINDING_SEP, 1)[-1]
             if queue.endswith(suffix) and len(queue) > len(suffix):
                 names.add(queue[: -len(suffix)])
-        return frozenset(names)
+        return PidboxNames(frozenset(names))
 
     def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         """Each answering member's pub/sub share, where every worker on its address answered
@@ -107,11 +117,15 @@ def _how_it_closed(presence: Presence, bindings: set[bytes]) -> Presence:
 
 
 class AmqpBrokerPresence:
-    """RabbitMQ: the exclusive pidbox queue of each silent worker, declared passively."""
+    """RabbitMQ: the exclusive pidbox queue of each silent worker, declared passively; with the
+    management API (``listing``), every worker's pidbox queue, listed in one GET."""
 
-    def __init__(self, connection: Any, now: Any) -> None:
+    def __init__(
+        self, connection: Any, now: Any, listing: RabbitManagementApi | None = None
+    ) -> None:
         self.connection = connection  # a kombu Connection (not yet connected)
         self.now = now
+        self.listing = listing
 
     def describe(self) -> str:
         return "rabbitmq pidbox queues"
@@ -119,11 +133,17 @@ class AmqpBrokerPresence:
     def shares(self, members: Sequence[Member]) -> dict[str, Share]:
         return {}  # exact per nodename: no counting needed
 
-    def pidbox_names(self) -> frozenset[str]:
-        return frozenset()  # RabbitMQ lists no queues over AMQP: STARTED records name newcomers
+    def pidbox_names(self) -> PidboxNames:
+        """Every worker's pidbox queue, from the management API; PresenceOff without it."""
+        if self.listing is None:
+            raise PresenceOff(NO_LISTING)
+        return self.listing.pidbox_queues()
 
     def subscriptions(self) -> frozenset[str] | None:
-        return None  # one declare per worker is not the one cheap command watch mode needs
+        # a dead worker's exclusive queue is gone within a fraction of a second: one GET tells
+        # watch mode what one CLIENT LIST does on Redis; without the API, one declare per
+        # worker is not the one cheap request watch mode needs
+        return self.pidbox_names().names if self.listing is not None else None
 
     def judge(self, members: Sequence[Member]) -> dict[str, Presence]:
         silent = [m.name for m in members if not m.answered]
