@@ -361,7 +361,9 @@ def test_inspect_failure_declares_nobody_dead_and_alerts_after_three_runs():
 
 def test_orphans_of_a_worker_nobody_knew():
     replay = Replay()
-    findings = replay.step(obs(T0, [snap(W)], started_=[started("o1", "celery@gone", 7)]))
+    # (started over an hour ago: past any limit it could still be running within)
+    record = started("o1", "celery@gone", 7, written=T0 - 4000)
+    findings = replay.step(obs(T0, [snap(W)], started_=[record]))
     orphaned = only(findings, Kind.TASK_ORPHANED)
     assert orphaned.worker == "celery@gone" and orphaned.tasks[0].id == "o1"
 

@@ -87,3 +87,16 @@ def test_parse_client_list(entries, db, expected):
     assert len(parsed) == expected
     if parsed:
         assert parsed[0].age_s == 7.0
+
+
+def test_a_worker_never_seen_answering_is_judged_only_by_whether_any_subscription_remains():
+    from oomcheck.sources.presence.owners import Connection, Member, attribute
+
+    stranger = Member("celery@newcomer", None, False)
+    sub = Connection(ident="7", ip="10.0.0.9", name="", age_s=40, pubsub=True)
+    # its start is unknown: an open subscription on its host may be its own
+    (seen,) = attribute([sub], [stranger], now=1000.0).values()
+    assert seen.present is None
+    # none at all: it holds none
+    (gone,) = attribute([], [stranger], now=1000.0).values()
+    assert gone.present is False

@@ -125,7 +125,7 @@ def observe(
     if workers is not None and results.value and results.value.started:
         started = results.value.started
         answered, strangers_seen = bound.run(
-            lambda: reping_strangers(deps, state, now, workers, started), lambda _: ({}, {})
+            lambda: reping_strangers(deps, state, workers, started), lambda _: ({}, {})
         )
         workers.update(answered)
     broker = _within(bound, deps.broker, lambda: read_broker(deps, now), _late)

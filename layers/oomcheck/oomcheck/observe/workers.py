@@ -234,7 +234,6 @@ class _PresenceProbe:
 def reping_strangers(
     deps: Deps,
     state: State,
-    now: float,
     workers: Mapping[str, WorkerSnapshot],
     started: tuple[StartedTask, ...],
 ) -> tuple[dict[str, WorkerSnapshot], dict[str, Presence]]:
@@ -259,7 +258,6 @@ def reping_strangers(
         return found, {}
     from oomcheck.sources.presence.owners import Member
 
-    # their boot time is unknown: ``now`` puts them in no peer's start window
-    members = [Member(n, now, False) for n in silent]
+    members = [Member(n, None, False) for n in silent]  # never seen: their start is unknown
     seen = guard(lambda: presence.judge(members), deps.settings.secrets())[0] or {}
     return found, dict(seen)

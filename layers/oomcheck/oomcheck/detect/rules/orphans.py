@@ -1,6 +1,7 @@
 """STARTED records of workers that answer nothing and that the roster never knew: they died
 before oomcheck saw them, or before its first run. One whose broker connections the broker still
-shows is a newcomer busy in its task (a solo pool answers nothing meanwhile), not an orphan."""
+shows is a newcomer busy in its task (a solo pool answers nothing meanwhile), not an orphan; one
+the broker cannot tell apart is not called gone while its task may still run within its limit."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from oomcheck.detect.carried import Carried
 from oomcheck.detect.context import Context, Place
 from oomcheck.detect.fates import fate_of
 from oomcheck.detect.signals import Outcome, Signal
-from oomcheck.model import ActiveTask, Cause, Finding, Kind, Severity
+from oomcheck.model import ActiveTask, Cause, Finding, Kind, Severity, StartedTask
 
 KINDS = frozenset({Kind.TASK_ORPHANED})
 
@@ -27,6 +28,10 @@ def judge(ctx: Context, carried: Carried) -> Outcome:
         seen = presence.get(worker)
         if seen is not None and seen.present:
             continue  # it holds its broker connections: busy in its task, not gone
+        if (seen is None or seen.present is None) and _may_still_run(ctx, tasks):
+            # the broker cannot tell: a newcomer busy in its first task (a solo pool answers
+            # nothing) looks the same as a dead worker until the task's limit passes
+            continue
         fates = tuple(
             fate_of(
                 ctx,
@@ -55,3 +60,13 @@ def judge(ctx: Context, carried: Carried) -> Outcome:
             )
         )
     return Outcome(KINDS, signals=tuple(signals))
+
+
+def _may_still_run(ctx: Context, tasks: tuple[StartedTask, ...]) -> bool:
+    """Whether one of a silent stranger's tasks may still be running within its limit, as a
+    silent known worker's task may (rules/workers.py)."""
+    for task in tasks:
+        limit = ctx.limit(task.name, {}) or ctx.policy.busy_limit_s
+        if task.written_at is not None and ctx.now - task.written_at <= limit:
+            return True
+    return False

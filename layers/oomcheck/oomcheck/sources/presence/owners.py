@@ -60,7 +60,8 @@ class Member:
     """A worker the roster knows: its nodename, boot time (broker clock) and whether it answered."""
 
     name: str
-    boot_at: float
+    # None: never seen answering (a worker named only by a STARTED record), its start unknown
+    boot_at: float | None
     answered: bool
     # its long-lived pub/sub connections to the broker (pidbox, event consumer), as learned while
     # every worker on its address answered; None: not learned yet
@@ -248,8 +249,18 @@ def _born_in(connection: Connection, now: float, boot_at: float) -> bool:
 def _by_age(
     member: Member, pubsub: list[Connection], peers: list[Member], now: float, where: str
 ) -> Presence:
+    if member.boot_at is None:
+        # never seen answering: no subscription proves it gone, any one may be its own
+        if not pubsub:
+            return Presence(member.name, False, f"broker: no subscription {where} is open", None)
+        return Presence(
+            member.name,
+            None,
+            f"broker: it never answered, so which of the {len(pubsub)} subscription(s) {where} "
+            "are its own is unknown",
+        )
     span = WINDOW_BEFORE_S + WINDOW_AFTER_S + 1.0
-    close = [p for p in peers if abs(p.boot_at - member.boot_at) <= span]
+    close = [p for p in peers if p.boot_at is None or abs(p.boot_at - member.boot_at) <= span]
     if close:
         names = ", ".join(sorted(p.name for p in close)[:3])
         return Presence(
@@ -258,7 +269,11 @@ def _by_age(
             f"broker: cannot tell it apart from {names}, started within {span:.0f} s of it {where}",
         )
     unexplained = [
-        p.name for p in peers if p.answered and not any(_born_in(c, now, p.boot_at) for c in pubsub)
+        p.name
+        for p in peers
+        if p.answered
+        and p.boot_at is not None
+        and not any(_born_in(c, now, p.boot_at) for c in pubsub)
     ]
     if unexplained:
         return Presence(
