@@ -115,7 +115,7 @@ deploy: build
 # delete those no alias names, the newest KEEP aside (FUNCTION: the stack's FunctionName output).
 KEEP ?= 1
 prune-versions: $(STAMP)
-	$(BIN)/python -m oomcheck.versions $(FUNCTION) --keep $(KEEP)
+	$(BIN)/python -m oomcheck.entry.versions $(FUNCTION) --keep $(KEEP)
 
 invoke: $(STAMP)
 	$(BIN)/python -m oomcheck.demo.invoke $(EVENT)

@@ -122,9 +122,13 @@ def _own_connections(client: redis.Redis) -> list[dict[str, Any]]:
 
 
 def _received(queue: str) -> list[str]:
+    """What the topic delivered to the queue, waiting up to 10 one-second polls for it."""
     sqs = boto3.client("sqs")
-    got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-    return [m["Body"] for m in got.get("Messages", [])]
+    for _ in range(10):
+        got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        if got.get("Messages"):
+            return [m["Body"] for m in got["Messages"]]
+    return []
 
 
 def test_a_restored_copy_reconnects_and_alerts_under_an_owner_of_its_own(
@@ -145,7 +149,9 @@ def test_a_restored_copy_reconnects_and_alerts_under_an_owner_of_its_own(
         "OOMCHECK_INSPECT_TIMEOUT": "1",
         "OOMCHECK_REPING_TIMEOUT": "1",
         "POWERTOOLS_METRICS_NAMESPACE": "oomcheck-snap-test",
-        "POWERTOOLS_SERVICE_NAME": "oomcheck",
+        # a service name of its own: Powertools reuses a logger of the same name (and the
+        # stream it was given) made by another test in this process
+        "POWERTOOLS_SERVICE_NAME": f"oomcheck-snap-{uuid.uuid4().hex[:6]}",
     }.items():
         monkeypatch.setenv(key, value)
     worker = fleet.start("snap@ip-10-9-7-1")

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from oomcheck import versions
+from oomcheck.entry import versions
 
 
 def _zip(text: str) -> bytes:

@@ -4,7 +4,7 @@ With SnapStart on, every published version keeps a cached snapshot, charged per 
 as the version exists; SAM retains each version a deploy replaces. This deletes the versions no
 alias points at, newest ``keep`` aside, at most ``limit`` per call.
 
-    python -m oomcheck.versions FUNCTION [--keep N] [--limit N] [--dry-run]
+    python -m oomcheck.entry.versions FUNCTION [--keep N] [--limit N] [--dry-run]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def prune(client: Any, function: str, *, keep: int = 1, limit: int = 50) -> list
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m oomcheck.versions", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m oomcheck.entry.versions", description=__doc__)
     parser.add_argument("function", help="the checker's function name (stack output FunctionName)")
     parser.add_argument("--keep", type=int, default=1, help="unaliased versions to keep (1)")
     parser.add_argument("--limit", type=int, default=50, help="most deletions per call (50)")
