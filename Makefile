@@ -14,7 +14,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 SAM_PYTHON_DIR ?= $(lastword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13*/bin))
 SAM_ENV   := SAM_CLI_TELEMETRY=0 PATH="$(if $(SAM_PYTHON_DIR),$(SAM_PYTHON_DIR):)$$PATH"
 
-.PHONY: help demo demo-memory demo-beat test unit lint bench build invoke clean sam-tools validate lock deploy
+.PHONY: help demo demo-memory demo-beat test unit lint bench build invoke clean sam-tools validate lock deploy prune-versions
 
 help:
 	@echo "make demo    a real worker OOM-killed, detected, alerted (under a minute)"
@@ -110,6 +110,12 @@ build: sam-tools
 # asks for the parameters (GUIDED=1) and saves them there.
 deploy: build
 	$(SAM_ENV) $(SAM_BIN)/sam deploy $(if $(GUIDED),--guided)
+
+# With SnapStart on, each retained version keeps a cached snapshot (charged until deleted):
+# delete those no alias names, the newest KEEP aside (FUNCTION: the stack's FunctionName output).
+KEEP ?= 1
+prune-versions: $(STAMP)
+	$(BIN)/python -m oomcheck.entry.versions $(FUNCTION) --keep $(KEEP)
 
 invoke: $(STAMP)
 	$(BIN)/python -m oomcheck.demo.invoke $(EVENT)

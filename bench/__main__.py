@@ -1,8 +1,8 @@
 """``python -m bench`` (``make bench``): every benchmark, then one table of figures.
 
     python -m bench                      everything (about 10 minutes on 2 cores)
-    python -m bench --only check,fleet   some of: check, latency, events, cold, fleet, scan, queues,
-                                         beat, oncall, sqs, metrics, cost
+    python -m bench --only check,fleet   some of: check, latency, events, cold, snapstart, fleet,
+                                         scan, queues, beat, oncall, sqs, metrics, cost
     python -m bench --quick              smaller N, for development
 
 Progress goes to stderr, the table to stdout. Each row: what, the figure, the reference it is
@@ -33,6 +33,7 @@ ORDER = (
     "latency",
     "events",
     "cold",
+    "snapstart",
     "fleet",
     "scan",
     "queues",
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_metrics,
         bench_oncall,
         bench_queues_memory,
+        bench_snapstart,
         bench_sqs,
     )
 
@@ -253,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lambda: bench_latency.run(args.quick),
         "events": lambda: bench_events.run(args.quick, facts),
         "cold": lambda: bench_cold.run(args.quick),
+        "snapstart": lambda: bench_snapstart.run(args.quick),
         "fleet": lambda: bench_fleet.run(args.quick),
         "scan": lambda: run_scan(args.quick),
         "queues": lambda: bench_queues_memory.run(args.quick),

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from oomcheck.deadline import Deadline
 from oomcheck.entry.invocation import parse_invocation
 from oomcheck.entry.lambdalog import bind_run, route_library_logs
+from oomcheck.entry.snapshot import INIT_CONTEXT, install_snapshot_hooks
 from oomcheck.model import Delivery, Mode, Source, SourceState
 from oomcheck.ports import Deps
 from oomcheck.report.document import Report, source_text
@@ -54,6 +55,10 @@ def _get_deps(context: LambdaContext) -> Deps:
             budget_s=context.get_remaining_time_in_millis() / 1000.0,
         )
     return _deps
+
+
+# SnapStart (when on): the clients built before the snapshot; made this copy's own after a restore.
+install_snapshot_hooks(lambda: _get_deps(INIT_CONTEXT), lambda: _deps)
 
 
 def _emit(report: Report, target: str, tasks: frozenset[str]) -> None:

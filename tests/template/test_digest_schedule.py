@@ -21,7 +21,13 @@ def test_the_digest_schedule_is_off_by_default_and_sends_the_digest_event(
         "Fn::Not": [{"Fn::Equals": [{"Ref": "DigestSchedule"}, ""]}]
     }
     target = tick["Properties"]["Target"]
-    assert target["Arn"] == {"Fn::GetAtt": ["CheckerFunction", "Arn"]}
+    assert target["Arn"] == {
+        "Fn::If": [
+            "SnapStartOn",
+            {"Ref": "CheckerFunction.Alias"},
+            {"Fn::GetAtt": ["CheckerFunction", "Arn"]},
+        ]
+    }
     assert target["RoleArn"] == {"Fn::GetAtt": ["TickRole", "Arn"]}
     event = json.loads(target["Input"])
     assert event == json.loads((cfn.ROOT / "events" / "digest.json").read_text())

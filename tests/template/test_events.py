@@ -50,9 +50,9 @@ def test_audit_event_is_just_the_mode() -> None:
 
 def _schedule_input(template: dict[str, Any], watch_seconds: int) -> dict[str, Any]:
     stack = cfn.Stack(template, {"BrokerUrlParameter": "/x", "WatchSeconds": watch_seconds})
-    events = template["Resources"]["CheckerFunction"]["Properties"]["Events"]
-    [tick] = [e for e in events.values() if e["Type"] == "ScheduleV2"]
-    raw = stack.resolve(tick["Properties"]["Input"])
+    tick = template["Resources"]["CheckerFunctionTick"]
+    assert tick["Type"] == "AWS::Scheduler::Schedule"
+    raw = stack.resolve(tick["Properties"]["Target"]["Input"])
     assert "<aws.scheduler.scheduled-time>" in raw
     return dict(json.loads(raw.replace("<aws.scheduler.scheduled-time>", SCHEDULED_TIME)))
 

@@ -188,6 +188,11 @@ class TaskEventSink(Protocol):
     def describe(self) -> str: ...
 
 
+def new_owner() -> str:
+    """A lease owner id of its own: one per process (and per SnapStart restore)."""
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
 @dataclass
 class Deps:
     """Everything a run talks to; built once per process (Lambda container, CLI invocation)."""
@@ -210,7 +215,7 @@ class Deps:
     monotonic: Callable[[], float] = time.monotonic
     # The lease owner: one per process, so a run may take back a lease its process's previous
     # run could not release.
-    owner: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:12]}")
+    owner: str = field(default_factory=new_owner)
     # Worst cases of one publish and one state-store call (oomcheck.aws.CallLimits.worst_s).
     publish_s: float = 0.0
     store_s: float = 0.0
