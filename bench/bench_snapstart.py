@@ -36,6 +36,7 @@ from bench.bench_cold import (
     _one_death,
     _spawn,
     cpu_cgroup_available,
+    runtime,
     share_of,
 )
 from bench.common import (
@@ -100,7 +101,10 @@ def _restore(setup: Setup, event: Path, share: float | None) -> dict[str, Any]:
     out = setup.workdir / f"restore-{uuid.uuid4().hex[:8]}.json"
     env = {**os.environ, **setup.env}
     env.pop("PYTHONPATH", None)
-    argv = [sys.executable, str(script), str(FUNCTION), str(LAYER), str(event), str(out)]
+    # as bench_cold's children: the runtime's Python on the layer built from the lock
+    python = [str(setup.python), "-I", "-S"] if setup.layer else [sys.executable]
+    layer = str(setup.layer or LAYER)
+    argv = [*python, str(script), str(FUNCTION), layer, str(event), str(out)]
     with _cgroup(share) as group:
         prefix = (
             ["sh", "-c", f'echo $$ > "{group.path / "cgroup.procs"}" && exec "$@"', "sh"]
@@ -141,7 +145,8 @@ def run(quick: bool = False) -> Result:
             broker, backend = f"{base}/1", f"{base}/2"
             env = _environment(broker, backend)
             os.environ.update(env)
-            setup = Setup(broker, backend, env, _load_app(), workdir)
+            python, layer, shape = runtime(workdir)
+            setup = Setup(broker, backend, env, _load_app(), workdir, python, layer)
             for n in range(runs):
                 # interleaved, a fresh death (and a state target of its own) for each sample
                 event, target = _one_death(setup, 2 * n)
@@ -159,6 +164,7 @@ def run(quick: bool = False) -> Result:
         os.environ.update(saved)
         shutil.rmtree(workdir, ignore_errors=True)
     _rows(result, restored, cold, available=available, how=how)
+    result.notes.append(f"snapstart: the children run {shape}")
     return result
 
 
