@@ -55,7 +55,7 @@ FULL_VCPU_MB = 1769
 PERIOD_US = 100_000
 TARGET_S = 1.5
 # the memory settings measured beside 256 MB, for the default's choice (bench_cost prices them)
-MEMORY_ROWS = (512, 768, 1024)
+MEMORY_ROWS = (512, 768, 1024, 1536, 1769)
 CPU_ROOT_V1 = Path("/sys/fs/cgroup/cpu")
 CPU_ROOT_V2 = Path("/sys/fs/cgroup")
 # The revisions the levers are measured at: main before this work; the check that asks presence

@@ -72,9 +72,9 @@ PLATFORM_LOG_BYTES = 350
 LOG_EVENT_OVERHEAD = 26
 
 
-# template.yaml's FunctionMemory "auto": checks (scheduled, event-driven) get 1024 MB, a watch
+# template.yaml's FunctionMemory "auto": checks (scheduled, event-driven) get 1536 MB, a watch
 # 256 MB (test_memory.py holds the template to these)
-CHECK_MEMORY_MB = 1024
+CHECK_MEMORY_MB = 1536
 WATCH_MEMORY_MB = 256
 
 
@@ -277,7 +277,7 @@ def run(quick: bool = False, facts: dict[str, Any] | None = None) -> Result:
     return result
 
 
-MEMORY_CHOICES = (256, 512, 768, 1024)
+MEMORY_CHOICES = (256, 512, 768, 1024, 1536, 1769)
 
 
 def _memory_rows(

@@ -23,8 +23,8 @@ def _memory(template: dict[str, Any], **params: Any) -> int:
     ("params", "expected"),
     [
         # checks, scheduled or started by events: CPU for the cold start, cents a month
-        ({}, 1024),
-        ({"EcsEventsStartChecks": "false"}, 1024),
+        ({}, 1536),
+        ({"EcsEventsStartChecks": "false"}, 1536),
         # a watch mostly waits, and waiting is billed per GB-s
         ({"WatchSeconds": 60}, 256),
         # a size the stack names is taken as given, in either mode
