@@ -55,7 +55,10 @@ FULL_VCPU_MB = 1769
 PERIOD_US = 100_000
 TARGET_S = 1.5
 # the memory settings measured beside 256 MB, for the default's choice (bench_cost prices them)
-MEMORY_ROWS = (512, 768, 1024, 1536, 1769)
+MEMORY_ROWS = (512, 768, 1024, 1769)
+# template.yaml's FunctionMemory "auto" for checks (tests/template/test_memory.py): the row the
+# target applies to
+DEFAULT_MB = 1536
 CPU_ROOT_V1 = Path("/sys/fs/cgroup/cpu")
 CPU_ROOT_V2 = Path("/sys/fs/cgroup")
 # The revisions the levers are measured at: main before this work; the check that asks presence
@@ -348,6 +351,7 @@ def run(quick: bool = False) -> Result:
                 "256": Variant(None, slow),
                 "init-256": Variant(None, slow, (("BENCH_INIT", "1"),)),
                 "full": Variant(None),
+                str(DEFAULT_MB): Variant(None, share_of(DEFAULT_MB) if available else None),
             }
             if available and not quick:
                 for memory in MEMORY_ROWS:
@@ -455,13 +459,23 @@ def _rows(
     )
     if not available:
         result.notes.append(f"cold: {how}; the 256 MB rows ran at full speed")
+    default = _med(samples, str(DEFAULT_MB))
     result.add(
-        f"cold event path at 256 MB's CPU share ({share_of(256):.1%} of a core, {how}): "
-        "process start -> SNS publish",
+        f"cold event path at the default memory for checks, {DEFAULT_MB} MB "
+        f"({share_of(DEFAULT_MB):.1%} of a core, {how}): process start -> SNS publish",
+        _fig(samples[str(DEFAULT_MB)])
+        + f", max {ms(max(r['total_s'] for r in samples[str(DEFAULT_MB)]))}",
+        f"256 MB (the default before): {ms(at256)}",
+        "<= 1.5 s",
+        default <= TARGET_S,
+    )
+    result.add(
+        f"cold event path at 256 MB's CPU share ({share_of(256):.1%} of a core): process start "
+        "-> SNS publish (a watch's memory; with SnapStart see N1)",
         _fig(samples["256"]),
         f"before this work (as shipped, no bytecode): {ms(_med(samples, 'before-256'))}",
-        "<= 1.5 s",
-        at256 <= TARGET_S,
+        "(informational)",
+        None,
     )
     for what, key, against in LEVERS:
         now, then = _med(samples, key), _med(samples, against)
@@ -503,6 +517,7 @@ def _rows(
         f"{ms(full)}."
     )
     result.facts["cold_256_s"] = at256
+    result.facts[f"cold_{DEFAULT_MB}_s"] = default
     result.facts["cold_full_s"] = full
 
 

@@ -519,3 +519,23 @@ def test_watch_without_a_broker_to_poll_stops_after_its_last_check(tmp_path):
     # Then it does not sleep out the rest of the minute (it would be billed for nothing)
     assert len(reports) == 12
     assert fake_time[0] == 55.0
+
+
+def test_watch_polls_a_broker_at_the_pace_its_presence_asks_for(tmp_path):
+    # Given a broker whose listing is dear (RabbitMQ's management API: once a second)
+    control, results, clock = FakeControl(), FakeResults(), Clock()
+    control.add(W, 10)
+    deps = _deps(tmp_path, control, results, FlakyPublisher(0), clock)
+    fake_time = [0.0]
+    deps.presence = FakePresence(fake_time, drop_at=1e9)
+    deps.presence.poll_s = 1.0
+
+    def sleep(seconds: float) -> None:
+        fake_time[0] += seconds
+        clock.now += seconds
+
+    # When a watch waits 10 s between its two checks
+    watch(deps, interval=10, duration=11, sleep=sleep, monotonic=lambda: fake_time[0])
+    # Then the broker was asked about once a second (10 polls, and a few around the checks),
+    # not every 0.2 s (over 50)
+    assert 10 <= deps.presence.polls <= 16

@@ -361,9 +361,10 @@ def _wait_for_tick(
     after the death instead of at the next interval; True then. A broker that cannot say (or
     fails) means a plain sleep."""
     poll = getattr(deps.presence, "subscriptions", None)
+    every = getattr(deps.presence, "poll_s", PRESENCE_POLL_S)
     seen = _subscriptions(poll)
     while (left := until - clock()) > 0:
-        sleep(min(PRESENCE_POLL_S, left) if seen is not None else left)
+        sleep(min(every, left) if seen is not None else left)
         if seen is None:
             continue
         now_seen = _subscriptions(poll)

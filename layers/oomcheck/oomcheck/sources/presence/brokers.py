@@ -120,6 +120,10 @@ class AmqpBrokerPresence:
     """RabbitMQ: the exclusive pidbox queue of each silent worker, declared passively; with the
     management API (``listing``), every worker's pidbox queue, listed in one GET."""
 
+    # Watch mode's poll between checks: the management API filters every queue of the vhost on
+    # each request, far dearer on a big broker than Redis's CLIENT LIST, so once a second.
+    poll_s = 1.0
+
     def __init__(
         self, connection: Any, now: Any, listing: RabbitManagementApi | None = None
     ) -> None:
