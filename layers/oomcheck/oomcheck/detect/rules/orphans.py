@@ -66,7 +66,7 @@ def _may_still_run(ctx: Context, tasks: tuple[StartedTask, ...]) -> bool:
     """Whether one of a silent stranger's tasks may still be running within its limit, as a
     silent known worker's task may (rules/workers.py)."""
     for task in tasks:
-        limit = ctx.limit(task.name, {}) or ctx.policy.busy_limit_s
+        limit = ctx.limit(task.name, ctx.limits_by_name) or ctx.policy.busy_limit_s
         if task.written_at is not None and ctx.now - task.written_at <= limit:
             return True
     return False
