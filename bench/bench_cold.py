@@ -125,6 +125,23 @@ class CpuCgroup:
             self.path.rmdir()
 
 
+def joining(group: CpuCgroup | None) -> list[str]:
+    """The command prefix that puts a child in ``group`` before it execs, so the interpreter's
+    own start is throttled too (none without a group)."""
+    if group is None:
+        return []
+    return ["sh", "-c", f'echo $$ > "{group.path / "cgroup.procs"}" && exec "$@"', "sh"]
+
+
+def interpreter(setup: Setup) -> tuple[list[str], str]:
+    """(the children's interpreter command, their layer's sys.path entries): the runtime's Python
+    in isolated mode (-I -S: the layer and the function only, PYTHON* variables ignored) on the
+    layer built from the lock, else this interpreter on the development tree."""
+    if setup.layer is None:
+        return [sys.executable], str(LAYER)
+    return [str(setup.python), "-I", "-S"], str(setup.layer)
+
+
 def cpu_cgroup_available() -> tuple[bool, str]:
     try:
         group = CpuCgroup.create(1.0)
@@ -254,15 +271,11 @@ def _spawn(
     env = {**os.environ, **setup.env, "OOMCHECK_TARGET": target, **dict(variant.env)}
     env.pop("PYTHONPATH", None)
     function, layer = _tree(setup, variant)
-    # -I -S: the interpreter sees the layer and the function only (and ignores PYTHON* variables)
-    python = [str(setup.python), "-I", "-S"] if setup.layer else [sys.executable]
+    python, _ = interpreter(setup)
     argv = [*python, *variant.flags, str(script), str(function), layer, str(event), str(out)]
-    procs = str(cgroup.path / "cgroup.procs") if cgroup else None
-    # the child joins the cgroup before exec, so the interpreter's own start is throttled too
-    prefix = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh"] if procs else []
     started = time.time()
     done = subprocess.run(
-        [*prefix, *argv, str(started)],
+        [*joining(cgroup), *argv, str(started)],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -387,15 +400,12 @@ LIBRARIES = (
 
 def _floor(setup: Setup, share: float | None) -> float:
     """Seconds from spawning an interpreter to the libraries imported, in the cgroup."""
-    layer = [str(setup.layer)] if setup.layer else []
-    python = [str(setup.python), "-I", "-S"] if setup.layer else [sys.executable]
-    code = f"import sys; sys.path[:0] = {layer!r}; {LIBRARIES}"
+    python, layer = interpreter(setup)
+    code = f"import sys; sys.path[:0] = {layer.split(os.pathsep)!r}; {LIBRARIES}"
     with _cgroup(share) as group:
-        procs = f"{group.path}/cgroup.procs" if group else None
-        prefix = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh"] if procs else []
         started = time.time()
         subprocess.run(
-            [*prefix, *python, "-c", code],
+            [*joining(group), *python, "-c", code],
             capture_output=True,
             check=True,
             timeout=120,

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -36,13 +35,14 @@ from bench.bench_cold import (
     _one_death,
     _spawn,
     cpu_cgroup_available,
+    interpreter,
+    joining,
     runtime,
     share_of,
 )
 from bench.common import (
     CHILD_CONTEXT,
     FUNCTION,
-    LAYER,
     ROOT,
     Result,
     median,
@@ -101,18 +101,11 @@ def _restore(setup: Setup, event: Path, share: float | None) -> dict[str, Any]:
     out = setup.workdir / f"restore-{uuid.uuid4().hex[:8]}.json"
     env = {**os.environ, **setup.env}
     env.pop("PYTHONPATH", None)
-    # as bench_cold's children: the runtime's Python on the layer built from the lock
-    python = [str(setup.python), "-I", "-S"] if setup.layer else [sys.executable]
-    layer = str(setup.layer or LAYER)
+    python, layer = interpreter(setup)  # as bench_cold's children
     argv = [*python, str(script), str(FUNCTION), layer, str(event), str(out)]
     with _cgroup(share) as group:
-        prefix = (
-            ["sh", "-c", f'echo $$ > "{group.path / "cgroup.procs"}" && exec "$@"', "sh"]
-            if group
-            else []
-        )
         done = subprocess.run(
-            [*prefix, *argv],
+            [*joining(group), *argv],
             check=False,
             env=env,
             cwd=ROOT,
