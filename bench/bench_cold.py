@@ -219,6 +219,28 @@ def _one_death(setup: Setup, index: int) -> tuple[Path, str]:
     return path, target
 
 
+@contextlib.contextmanager
+def prepared(prefix: str) -> Iterator[tuple[Setup, str]]:
+    """(the setup the cold children run against, how they run): a private redis-server, a moto
+    server with the stack's resources, their environment in this process (restored after), the
+    layer built into a scratch folder (removed after)."""
+    from bench.bench_events import _environment, _load_app
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    saved = dict(os.environ)
+    try:
+        with private_redis() as base, moto_server():
+            broker, backend = f"{base}/1", f"{base}/2"
+            env = _environment(broker, backend)
+            os.environ.update(env)
+            python, layer, shape = runtime(workdir)
+            yield Setup(broker, backend, env, _load_app(), workdir, python, layer), shape
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class Variant:
     """What one cold sample runs: the function and layer at a revision (None: this checkout),
@@ -336,45 +358,30 @@ def measure(
 
 
 def run(quick: bool = False) -> Result:
-    from bench.bench_events import _environment, _load_app
-
     result = Result("cold", tag="K")
     runs = 2 if quick else 3
     available, how = cpu_cgroup_available()
-    share = share_of(256)
-    workdir = Path(tempfile.mkdtemp(prefix="oomcheck-bench-cold-"))
-    saved = dict(os.environ)
-    try:
-        with private_redis() as base, moto_server():
-            broker, backend = f"{base}/1", f"{base}/2"
-            env = _environment(broker, backend)
-            os.environ.update(env)
-            python, layer, shape = runtime(workdir)
-            setup = Setup(broker, backend, env, _load_app(), workdir, python, layer)
-            slow = share if available else None
-            nopyc = _bytecode_off(workdir)
-            variants = {
-                # as before this work: the layer shipped without bytecode
-                "before-full": Variant(BEFORE, flags=nopyc),
-                "before-256": Variant(BEFORE, slow, flags=nopyc),
-                # levers, one at a time, each on top of the previous row
-                "bytecode-256": Variant(BEFORE, slow),
-                "presence-256": Variant(PRESENCE_FIRST, slow),
-                "session-256": Variant(COLD_LEVERS, slow, files_from=((SETTINGS, PRESENCE_FIRST),)),
-                "256": Variant(None, slow),
-                "init-256": Variant(None, slow, (("BENCH_INIT", "1"),)),
-                "full": Variant(None),
-                str(DEFAULT_MB): Variant(None, share_of(DEFAULT_MB) if available else None),
-            }
-            if available and not quick:
-                for memory in MEMORY_ROWS:
-                    variants[str(memory)] = Variant(None, share_of(memory))
-            samples, loads = measure(setup, variants, runs)
-            floor = [_floor(setup, slow) for _ in range(runs)]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(workdir, ignore_errors=True)
+    slow = share_of(256) if available else None
+    with prepared("oomcheck-bench-cold-") as (setup, shape):
+        nopyc = _bytecode_off(setup.workdir)
+        variants = {
+            # as before this work: the layer shipped without bytecode
+            "before-full": Variant(BEFORE, flags=nopyc),
+            "before-256": Variant(BEFORE, slow, flags=nopyc),
+            # levers, one at a time, each on top of the previous row
+            "bytecode-256": Variant(BEFORE, slow),
+            "presence-256": Variant(PRESENCE_FIRST, slow),
+            "session-256": Variant(COLD_LEVERS, slow, files_from=((SETTINGS, PRESENCE_FIRST),)),
+            "256": Variant(None, slow),
+            "init-256": Variant(None, slow, (("BENCH_INIT", "1"),)),
+            "full": Variant(None),
+            str(DEFAULT_MB): Variant(None, share_of(DEFAULT_MB) if available else None),
+        }
+        if available and not quick:
+            for memory in MEMORY_ROWS:
+                variants[str(memory)] = Variant(None, share_of(memory))
+        samples, loads = measure(setup, variants, runs)
+        floor = [_floor(setup, slow) for _ in range(runs)]
     result.notes.append(f"cold: the children run {shape}")
     _rows(result, samples, loads, available=available, how=how)
     result.add(

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from bench.bench_cold import (
     cpu_cgroup_available,
     interpreter,
     joining,
-    runtime,
+    prepared,
     share_of,
 )
 from bench.common import (
@@ -46,9 +44,7 @@ from bench.common import (
     ROOT,
     Result,
     median,
-    moto_server,
     ms,
-    private_redis,
 )
 from bench.common import progress as _progress
 
@@ -123,39 +119,25 @@ def _restore(setup: Setup, event: Path, share: float | None) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> Result:
-    from bench.bench_events import _environment, _load_app
-
     result = Result("snapstart", tag="N")
     runs = 2 if quick else 3
     available, how = cpu_cgroup_available()
     share = share_of(MEMORY_MB) if available else None
-    workdir = Path(tempfile.mkdtemp(prefix="oomcheck-bench-snap-"))
-    saved = dict(os.environ)
     restored: list[dict[str, Any]] = []
     cold: list[dict[str, Any]] = []
-    try:
-        with private_redis() as base, moto_server():
-            broker, backend = f"{base}/1", f"{base}/2"
-            env = _environment(broker, backend)
-            os.environ.update(env)
-            python, layer, shape = runtime(workdir)
-            setup = Setup(broker, backend, env, _load_app(), workdir, python, layer)
-            for n in range(runs):
-                # interleaved, a fresh death (and a state target of its own) for each sample
-                event, target = _one_death(setup, 2 * n)
-                setup.env["OOMCHECK_TARGET"] = target
-                restored.append(_restore(setup, event, share))
-                event, target = _one_death(setup, 2 * n + 1)
-                with _cgroup(share) as group:
-                    cold.append(_spawn(setup, event, target, cgroup=group, variant=Variant()))
-                progress(
-                    f"run {n + 1}/{runs}: restored {ms(restored[-1]['total_s'])}, "
-                    f"cold {ms(cold[-1]['total_s'])}"
-                )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with prepared("oomcheck-bench-snap-") as (setup, shape):
+        for n in range(runs):
+            # interleaved, a fresh death (and a state target of its own) for each sample
+            event, target = _one_death(setup, 2 * n)
+            setup.env["OOMCHECK_TARGET"] = target
+            restored.append(_restore(setup, event, share))
+            event, target = _one_death(setup, 2 * n + 1)
+            with _cgroup(share) as group:
+                cold.append(_spawn(setup, event, target, cgroup=group, variant=Variant()))
+            progress(
+                f"run {n + 1}/{runs}: restored {ms(restored[-1]['total_s'])}, "
+                f"cold {ms(cold[-1]['total_s'])}"
+            )
     _rows(result, restored, cold, available=available, how=how)
     result.notes.append(f"snapstart: the children run {shape}")
     return result
