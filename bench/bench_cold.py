@@ -539,50 +539,40 @@ def _rows(
 
 
 def profile() -> None:
-    """One cold event path at full speed under cProfile and -X importtime: where it goes."""
-    from bench.bench_events import _environment, _load_app
+    """One cold event path at full speed under cProfile and -X importtime, in the children's
+    interpreter on the built layer: where it goes."""
+    with prepared("oomcheck-bench-cold-") as (setup, shape):
+        event, target = _one_death(setup, 0)
+        workdir = setup.workdir
+        stats = workdir / "cold.prof"
+        script = workdir / "child.py"
+        script.write_text(CHILD)
+        python, layer = interpreter(setup)
+        argv = [*python, "-X", "importtime", "-m", "cProfile", "-o", str(stats)]
+        argv += [str(script), str(FUNCTION), layer, str(event), str(workdir / "o.json")]
+        child_env = {**os.environ, **setup.env, "OOMCHECK_TARGET": target}
+        child_env.pop("PYTHONPATH", None)
+        done = subprocess.run(
+            [*argv, str(time.time())],
+            env=child_env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+            timeout=120,
+        )
+        own: dict[str, float] = {}
+        for line in done.stderr.splitlines():
+            if line.startswith("import time:") and "self [us]" not in line:
+                us, _, name = line[len("import time:") :].split("|")
+                top = name.strip().split(".")[0]
+                own[top] = own.get(top, 0.0) + int(us) / 1e3
+        print(f"{shape}; import self-time by package (ms):")
+        for name, spent in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"  {spent:8.1f}  {name}")
+        import pstats
 
-    workdir = Path(tempfile.mkdtemp(prefix="oomcheck-bench-cold-"))
-    saved = dict(os.environ)
-    try:
-        with private_redis() as base, moto_server():
-            broker, backend = f"{base}/1", f"{base}/2"
-            env = _environment(broker, backend)
-            os.environ.update(env)
-            setup = Setup(broker, backend, env, _load_app(), workdir)
-            event, target = _one_death(setup, 0)
-            stats = workdir / "cold.prof"
-            script = workdir / "child.py"
-            script.write_text(CHILD)
-            argv = [sys.executable, "-X", "importtime", "-m", "cProfile", "-o", str(stats)]
-            argv += [str(script), str(FUNCTION), str(LAYER), str(event), str(workdir / "o.json")]
-            child_env = {**os.environ, **env, "OOMCHECK_TARGET": target}
-            child_env.pop("PYTHONPATH", None)
-            done = subprocess.run(
-                [*argv, str(time.time())],
-                env=child_env,
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
-                check=False,
-                timeout=120,
-            )
-            own: dict[str, float] = {}
-            for line in done.stderr.splitlines():
-                if line.startswith("import time:") and "self [us]" not in line:
-                    us, _, name = line[len("import time:") :].split("|")
-                    top = name.strip().split(".")[0]
-                    own[top] = own.get(top, 0.0) + int(us) / 1e3
-            print("import self-time by package (ms):")
-            for name, spent in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
-                print(f"  {spent:8.1f}  {name}")
-            import pstats
-
-            pstats.Stats(str(stats)).sort_stats("cumulative").print_stats(45)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(workdir, ignore_errors=True)
+        pstats.Stats(str(stats)).sort_stats("cumulative").print_stats(45)
 
 
 if __name__ == "__main__":
