@@ -31,8 +31,9 @@ if str(LAYER) not in sys.path:
 
 _T0 = time.monotonic()
 # Lambda allocates CPU in proportion to memory, one full vCPU at 1,769 MB: a 256 MB function
-# (template.yaml's default) gets about 1/6.9 of one. CPU-bound figures measured here on a full
-# core are multiplied by this for a Lambda estimate.
+# (template.yaml's size for a watch; checks get 1536 MB) gets about 1/6.9 of one. CPU-bound
+# figures measured here on a full core are multiplied by this for a Lambda estimate at the
+# smallest size the template uses.
 LAMBDA_MEMORY_MB = 256
 LAMBDA_CPU_FACTOR = 1769 / LAMBDA_MEMORY_MB
 
