@@ -340,7 +340,7 @@ def watch(
         next_tick = tick + interval
         if next_tick + 0.5 < end:
             woken = _wait_for_tick(deps, next_tick, clock, sleep)
-        elif _polls(deps) and _wait_for_tick(deps, end - 0.5, clock, sleep):
+        elif _wait_for_tick(deps, end - 0.5, clock, sleep, blind=False):
             # the rest of the duration is watched too: a death in a minute's last seconds is
             # checked now, not after the next invocation's first check has waited out its reply
             woken = True
@@ -354,15 +354,23 @@ PRESENCE_POLL_S = 0.2
 
 
 def _wait_for_tick(
-    deps: Deps, until: float, clock: Callable[[], float], sleep: Callable[[float], None]
+    deps: Deps,
+    until: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    *,
+    blind: bool = True,
 ) -> bool:
     """Sleep until ``until``, but come back at once when a worker's long-lived broker
     subscription closes (a death, most likely): its check then runs a fraction of a second
     after the death instead of at the next interval; True then. A broker that cannot say (or
-    fails) means a plain sleep."""
+    fails) means a plain sleep, or (``blind`` False: the tail of a watch, which would only be
+    billed for nothing) no wait at all."""
     poll = getattr(deps.presence, "subscriptions", None)
     every = getattr(deps.presence, "poll_s", PRESENCE_POLL_S)
     seen = _subscriptions(poll)
+    if seen is None and not blind:
+        return False
     while (left := until - clock()) > 0:
         sleep(min(every, left) if seen is not None else left)
         if seen is None:
@@ -372,12 +380,6 @@ def _wait_for_tick(
             return True
         seen = now_seen
     return False
-
-
-def _polls(deps: Deps) -> bool:
-    """Whether the broker can be watched between checks (else the tail of a watch would only
-    sleep, billed for nothing)."""
-    return _subscriptions(getattr(deps.presence, "subscriptions", None)) is not None
 
 
 def _subscriptions(poll: Callable[[], frozenset[str] | None] | None) -> frozenset[str] | None:
